@@ -1,0 +1,81 @@
+// swift-tools-version:6.0
+// credits: the system of record for client credits, served over gRPC
+// (HTTP/2 via libnghttp2, messages via protobuf-c, ledger in SQLite).
+import PackageDescription
+
+let package = Package(
+    name: "credits",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "credits", targets: ["credits"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+    ],
+    targets: [
+        // System-library shims: a module map and nothing else.
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        // protobuf-c output of tools/gen-proto; never edited by hand.
+        .target(
+            name: "CreditsProtoC",
+            dependencies: ["CProtobufC"],
+            exclude: ["descriptor_set.bin"],
+            cSettings: [.headerSearchPath("include"), .unsafeFlags(["-Wno-c23-extensions"])]
+        ),
+        // Swift value types over the protobuf-c messages (generated) and the
+        // one place that touches their C pointers (ProtoRuntime.swift).
+        .target(
+            name: "CreditsProto",
+            dependencies: ["CreditsProtoC", "CProtobufC", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // gRPC over HTTP/2 on nghttp2 and SwiftNIO. Knows nothing of credits or protobuf.
+        .target(
+            name: "GRPCTransport",
+            dependencies: [
+                "CNghttp2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Typed protobuf handlers over the transport, error details, and the
+        // standard services (health, reflection) plus the test-only service.
+        .target(
+            name: "GRPCServices",
+            dependencies: [
+                "GRPCTransport", "CreditsProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "credits",
+            dependencies: [
+                "GRPCTransport", "GRPCServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+
+        .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
+        .testTarget(
+            name: "GRPCTransportTests",
+            dependencies: [
+                "GRPCTransport", "CNghttp2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

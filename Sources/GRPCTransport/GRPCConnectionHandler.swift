@@ -1,0 +1,586 @@
+import CNghttp2
+import Logging
+import NIOCore
+
+/// Sent down a connection's pipeline to start a graceful drain: GOAWAY, let
+/// open calls finish, then close.
+public struct GracefulShutdownEvent: Sendable {
+    public init() {}
+}
+
+/// What a connection needs to know, shared by all connections of a server.
+struct ConnectionConfiguration: Sendable {
+    var router: GRPCRouter
+    var limits: HTTP2Limits
+    var maxReceiveMessageBytes: Int
+    /// Bytes of partly received messages a connection may hold over all its calls.
+    var maxBufferedBytesPerConnection: Int
+    /// A connection with no open call for this long is closed (GOAWAY first).
+    var idleTimeout: TimeAmount
+    var logger: Logger
+}
+
+/// The request head being assembled from HEADERS (+ CONTINUATION) fields.
+struct RequestHead {
+    var method: String?
+    var path: String?
+    var contentType: String?
+    var timeout: String?
+    var encoding: String?
+    var acceptEncoding: String?
+    var metadata = Metadata()
+    var headerListBytes = 0
+    var tooLarge = false
+    var invalidMetadataName: String?
+}
+
+/// One client connection: bytes from the NIO channel go into an nghttp2
+/// session; its callbacks record what arrived; after each read the recorded
+/// events become calls, messages and ends for the method handlers; answers go
+/// back through the session and out to the channel.
+final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum Event {
+        case headerBlock(streamID: Int32, isRequest: Bool, endStream: Bool)
+        case data(streamID: Int32, ByteBuffer)
+        case endStream(streamID: Int32)
+        case streamClosed(streamID: Int32, errorCode: UInt32)
+    }
+
+    private let configuration: ConnectionConfiguration
+    private var logger: Logger
+    private var session: NGHTTP2Session?
+    private var context: ChannelHandlerContext?
+    private var calls: [Int32: ServerCall] = [:]
+    private var heads: [Int32: RequestHead] = [:]
+    private var events: [Event] = []
+    private var endStreamsSent: [Int32] = []
+    private var becameWritable: [ServerCall] = []
+    private var bufferedInboundBytes = 0
+
+    private var inRead = false
+    private var flushNeeded = false
+    private var flushScheduled = false
+    private var readHeld = false
+    private var draining = false
+    private var closing = false
+    private var idleTask: Scheduled<Void>?
+    private var peer = "unknown"
+
+    init(configuration: ConnectionConfiguration) {
+        self.configuration = configuration
+        self.logger = configuration.logger
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        peer = context.channel.remoteAddress?.description ?? "unknown"
+        logger[metadataKey: "peer"] = "\(peer)"
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if session == nil { start(context: context) }
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard session == nil else { return }
+        session = NGHTTP2Session(delegate: self, limits: configuration.limits)
+        logger.debug("connection opened")
+        armIdleTimer()
+        flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        idleTask?.cancel()
+        let open = calls.values
+        calls.removeAll()
+        for call in open {
+            call.cancel()
+            call.handler = nil
+            call.connection = nil
+        }
+        logger.debug("connection closed", metadata: ["cancelled_calls": "\(open.count)"])
+        session = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let session, !closing else { return }
+        let bytes = unwrapInboundIn(data)
+        inRead = true
+        defer { inRead = false }
+        do {
+            try bytes.withUnsafeReadableBytes { raw throws(HTTP2SessionError) in try session.receive(raw) }
+        } catch {
+            processEvents()
+            fail(error)
+            return
+        }
+        processEvents()
+        flushNeeded = true
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if flushNeeded { flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            flush()
+            if readHeld {
+                readHeld = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Back-pressure: while the socket cannot take more, read no more
+    /// requests (a slow reader must not make us queue without bound).
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is GracefulShutdownEvent {
+            beginDrain()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    // MARK: Session delegate (recording only)
+
+    func sessionDidBeginHeaders(streamID: Int32) {
+        if heads[streamID] == nil { heads[streamID] = RequestHead() }
+    }
+
+    func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
+        guard var head = heads[streamID] else { return true }
+        defer { heads[streamID] = head }
+        if head.tooLarge { return false }
+        head.headerListBytes += name.count + value.count + 32
+        if head.headerListBytes > configuration.limits.maxHeaderListBytes {
+            head.tooLarge = true
+            head.metadata = Metadata()
+            return false
+        }
+        let key = String(decoding: name, as: UTF8.self)
+        let text = String(decoding: value, as: UTF8.self)
+        switch key {
+        case ":method": head.method = text
+        case ":path": head.path = text
+        case ":scheme", ":authority", "te", "user-agent", "content-length": break
+        case "content-type": head.contentType = text
+        case "grpc-timeout": head.timeout = text
+        case "grpc-encoding": head.encoding = text
+        case "grpc-accept-encoding": head.acceptEncoding = text
+        default:
+            if key.hasPrefix(":") || key.hasPrefix("grpc-") { break }
+            if key.hasSuffix("-bin") {
+                if let decoded = Base64.decode(text) {
+                    head.metadata.append(Metadata.Entry(name: key, value: .binary(decoded)))
+                } else if head.invalidMetadataName == nil {
+                    head.invalidMetadataName = key
+                }
+            } else {
+                head.metadata.append(Metadata.Entry(name: key, value: .string(text)))
+            }
+        }
+        return true
+    }
+
+    func sessionDidReceiveHeaderBlock(streamID: Int32, isRequest: Bool, endStream: Bool) {
+        events.append(.headerBlock(streamID: streamID, isRequest: isRequest, endStream: endStream))
+    }
+
+    func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        // The call may not exist yet (its HEADERS are in the same read); drop
+        // only what a finished call would throw away anyway.
+        if let call = calls[streamID], call.isFinished { return }
+        var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        events.append(.data(streamID: streamID, buffer))
+    }
+
+    func sessionDidReceiveEndStream(streamID: Int32) {
+        events.append(.endStream(streamID: streamID))
+    }
+
+    func sessionDidCloseStream(streamID: Int32, errorCode: UInt32) {
+        events.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    }
+
+    func sessionDidSendEndStream(streamID: Int32) {
+        endStreamsSent.append(streamID)
+    }
+
+    func sessionFillData(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> DataFill {
+        guard let call = calls[streamID] else {
+            // The call is gone (reset); end the data source.
+            return .bytes(count: 0, endOfData: true, trailers: nil)
+        }
+        return call.fill(buffer)
+    }
+
+    // MARK: Dispatch
+
+    private func processEvents() {
+        var index = 0
+        // Handlers may cause more events (none today), so walk by index.
+        while index < events.count {
+            let event = events[index]
+            index += 1
+            switch event {
+            case .headerBlock(let streamID, let isRequest, let endStream):
+                let head = heads.removeValue(forKey: streamID)
+                if isRequest, let head {
+                    startCall(streamID: streamID, head: head)
+                }
+                if endStream { endOfRequest(streamID: streamID) }
+            case .data(let streamID, let bytes):
+                receiveData(streamID: streamID, bytes: bytes)
+            case .endStream(let streamID):
+                endOfRequest(streamID: streamID)
+            case .streamClosed(let streamID, let errorCode):
+                streamClosed(streamID: streamID, errorCode: errorCode)
+            }
+        }
+        events.removeAll(keepingCapacity: events.capacity <= 1024)
+    }
+
+    private func startCall(streamID: Int32, head: RequestHead) {
+        guard !head.tooLarge else {
+            respondTrailersOnly(streamID: streamID, GRPCStatus(.resourceExhausted, "request header list larger than \(configuration.limits.maxHeaderListBytes) bytes"))
+            return
+        }
+        guard head.method == "POST" else {
+            respondPlain(streamID: streamID, status: 405, body: "gRPC requires POST\n", extra: [("allow", "POST")])
+            return
+        }
+        guard let contentType = head.contentType, Self.isGRPCContentType(contentType) else {
+            respondPlain(streamID: streamID, status: 415, body: "content-type must be application/grpc\n", extra: [])
+            return
+        }
+        var requestEncoding = MessageEncoding.identity
+        if let name = head.encoding {
+            guard let encoding = MessageEncoding(headerValue: name) else {
+                respondTrailersOnly(streamID: streamID, GRPCStatus(.unimplemented, "grpc-encoding '\(name)' is not supported; supported: \(MessageEncoding.acceptHeader)"))
+                return
+            }
+            requestEncoding = encoding
+        }
+        var deadline: NIODeadline?
+        var timeoutNanos: Int64?
+        if let timeout = head.timeout {
+            guard let nanos = GRPCTimeout.parse(timeout) else {
+                respondTrailersOnly(streamID: streamID, GRPCStatus(.internalError, "malformed grpc-timeout '\(timeout)'"))
+                return
+            }
+            if nanos < Int64.max / 2 {
+                deadline = .now() + .nanoseconds(nanos)
+                timeoutNanos = nanos
+            }
+        }
+        if let name = head.invalidMetadataName {
+            respondTrailersOnly(streamID: streamID, GRPCStatus(.internalError, "metadata '\(name)' is not valid base64"))
+            return
+        }
+        let path = head.path ?? ""
+        guard let route = configuration.router.route(for: path) else {
+            respondTrailersOnly(streamID: streamID, GRPCStatus(.unimplemented, "method not found: \(path)"))
+            return
+        }
+        var responseEncoding = MessageEncoding.identity
+        if requestEncoding != .identity, MessageEncoding.list(head.acceptEncoding ?? requestEncoding.rawValue, contains: requestEncoding) {
+            responseEncoding = requestEncoding
+        }
+        let context = self.context!
+        let call = ServerCall(
+            streamID: streamID, path: path, kind: route.kind, metadata: head.metadata, deadline: deadline,
+            requestEncoding: requestEncoding, responseEncoding: responseEncoding,
+            maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
+            eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
+        calls[streamID] = call
+        idleTask?.cancel()
+        idleTask = nil
+        if let timeoutNanos {
+            call.deadlineTask = context.eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak call] in
+                guard let call else { return }
+                self.failCall(call, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
+            }
+        }
+        call.handler = route.makeHandler(call)
+    }
+
+    private static func isGRPCContentType(_ value: String) -> Bool {
+        let lower = value.lowercased()
+        guard lower.hasPrefix("application/grpc") else { return false }
+        let rest = lower.dropFirst("application/grpc".count)
+        return rest.isEmpty || rest.first == "+" || rest.first == ";"
+    }
+
+    private func receiveData(streamID: Int32, bytes: ByteBuffer) {
+        guard let call = calls[streamID], !call.isFinished else { return }
+        let before = call.deframer.bufferedBytes
+        call.deframer.append(bytes)
+        bufferedInboundBytes += call.deframer.bufferedBytes - before
+        if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
+            failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
+            return
+        }
+        drainMessages(call)
+    }
+
+    private func drainMessages(_ call: ServerCall) {
+        while !call.isFinished {
+            let before = call.deframer.bufferedBytes
+            let next: FramedMessage?
+            do {
+                next = try call.deframer.next()
+            } catch {
+                switch error {
+                case .messageTooLarge(let length, let limit):
+                    failCall(call, GRPCStatus(.resourceExhausted, "request message of \(length) bytes is larger than the limit of \(limit)"))
+                case .invalidCompressedFlag(let flag):
+                    failCall(call, GRPCStatus(.internalError, "invalid compressed flag \(flag)"))
+                }
+                return
+            }
+            bufferedInboundBytes -= before - call.deframer.bufferedBytes
+            guard let message = next else { return }
+            var payload = message.payload
+            if message.compressed {
+                guard call.requestEncoding == .gzip else {
+                    failCall(call, GRPCStatus(.internalError, "compressed message without a grpc-encoding"))
+                    return
+                }
+                do {
+                    payload = try MessageCompression.gunzip(payload, limit: configuration.maxReceiveMessageBytes, allocator: call.allocator)
+                } catch {
+                    switch error {
+                    case .tooLarge(let limit):
+                        failCall(call, GRPCStatus(.resourceExhausted, "decompressed request message is larger than the limit of \(limit)"))
+                    case .corrupt:
+                        failCall(call, GRPCStatus(.internalError, "corrupt gzip message"))
+                    }
+                    return
+                }
+            }
+            guard !call.handlerEnded, let handler = call.handler else { return }
+            handler.handleMessage(payload)
+        }
+    }
+
+    private func endOfRequest(streamID: Int32) {
+        guard let call = calls[streamID], !call.requestEnded else { return }
+        call.requestEnded = true
+        guard !call.isFinished else { return }
+        if call.deframer.hasPartialMessage {
+            failCall(call, GRPCStatus(.internalError, "stream ended inside a message"))
+            return
+        }
+        guard !call.handlerEnded, let handler = call.handler else { return }
+        handler.handleEnd()
+    }
+
+    private func streamClosed(streamID: Int32, errorCode: UInt32) {
+        heads.removeValue(forKey: streamID)
+        guard let call = calls.removeValue(forKey: streamID) else { return }
+        bufferedInboundBytes -= call.deframer.bufferedBytes
+        if !call.isFinished {
+            logger.debug("call cancelled", metadata: ["path": "\(call.path)", "http2_error": "\(errorCode)"])
+        }
+        call.cancel()
+        call.handler = nil
+        call.connection = nil
+        if calls.isEmpty { armIdleTimer() }
+    }
+
+    /// Ends a call for a reason of the transport's (deadline, bad framing,
+    /// limits): the client gets `status`, the handler a cancel.
+    private func failCall(_ call: ServerCall, _ status: GRPCStatus) {
+        guard !call.isFinished else { return }
+        call.finish(status)
+        call.notifyHandlerCancelled()
+        bufferedInboundBytes -= call.deframer.bufferedBytes
+        call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
+    }
+
+    private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
+        var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil)
+        fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: Metadata()))
+        session?.submitResponse(streamID: streamID, headers: fields, hasBody: false)
+        scheduleFlush()
+    }
+
+    /// A plain HTTP answer with a short text body, for requests that are not
+    /// gRPC at all (conformance tools need a response to look at).
+    private func respondPlain(streamID: Int32, status: Int, body: String, extra: [(String, String)]) {
+        let context = self.context!
+        let call = ServerCall(
+            streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
+            requestEncoding: .identity, responseEncoding: .identity, maxMessageLength: 1,
+            connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
+        call.plainHTTP = true
+        call.handlerEnded = true
+        call.responseState = .finishing([])
+        var bytes = context.channel.allocator.buffer(capacity: body.utf8.count)
+        bytes.writeString(body)
+        call.outboundBytes = bytes.readableBytes
+        call.outbound.append(bytes)
+        calls[streamID] = call
+        var headers: [(String, String)] = [(":status", String(status)), ("content-type", "text/plain; charset=utf-8")]
+        headers.append(contentsOf: extra)
+        session?.submitResponse(streamID: streamID, headers: headers, hasBody: true)
+        scheduleFlush()
+    }
+
+    // MARK: Calls asking to send
+
+    func submitResponse(_ call: ServerCall, headers: [(String, String)], hasBody: Bool) {
+        guard let session, calls[call.streamID] === call else { return }
+        session.submitResponse(streamID: call.streamID, headers: headers, hasBody: hasBody)
+        scheduleFlush()
+    }
+
+    func dataReady(_ call: ServerCall) {
+        guard let session, calls[call.streamID] === call else { return }
+        if call.dataDeferred {
+            call.dataDeferred = false
+            session.resumeData(streamID: call.streamID)
+        }
+        scheduleFlush()
+    }
+
+    func callBecameWritable(_ call: ServerCall) {
+        becameWritable.append(call)
+    }
+
+    // MARK: Output
+
+    private func scheduleFlush() {
+        if inRead {
+            flushNeeded = true
+            return
+        }
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.execute {
+            self.flushScheduled = false
+            self.flush()
+        }
+    }
+
+    private func flush() {
+        flushNeeded = false
+        guard let session, let context, !closing else { return }
+        guard context.channel.isWritable else { return }  // resumed by channelWritabilityChanged
+        var out = context.channel.allocator.buffer(capacity: 0)
+        do {
+            try session.send(into: &out)
+            while !endStreamsSent.isEmpty {
+                let ended = endStreamsSent
+                endStreamsSent.removeAll()
+                for streamID in ended where !session.isRemoteClosed(streamID: streamID) {
+                    // A complete answer while the client still sends: ask it
+                    // to stop, without error (RFC 9113 §8.1).
+                    session.resetStream(streamID: streamID, errorCode: 0)
+                }
+                try session.send(into: &out)
+            }
+        } catch {
+            if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+            fail(error)
+            return
+        }
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
+        processEvents()  // stream closes reported while sending
+        notifyWritable()
+        if !session.wantsReadOrWrite || (draining && calls.isEmpty) {
+            closeConnection()
+        }
+    }
+
+    private func notifyWritable() {
+        guard !becameWritable.isEmpty else { return }
+        let ready = becameWritable
+        becameWritable.removeAll()
+        for call in ready where !call.isFinished {
+            call.onWritable?()
+        }
+    }
+
+    private func fail(_ error: HTTP2SessionError) {
+        switch error {
+        case .fatal(let code, let reason):
+            logger.info("closing connection after HTTP/2 error", metadata: ["nghttp2_error": "\(code)", "reason": "\(reason)"])
+        }
+        if let session, let context {
+            // Send what the session queued (usually a GOAWAY) before closing.
+            var out = context.channel.allocator.buffer(capacity: 0)
+            try? session.send(into: &out)
+            if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        }
+        closeConnection()
+    }
+
+    private func closeConnection() {
+        guard !closing, let context else { return }
+        closing = true
+        // After what is already written has gone out.
+        let empty = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(empty)).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Draining and idleness
+
+    private func beginDrain() {
+        guard !draining, let session, let context else { return }
+        draining = true
+        session.submitShutdownNotice()
+        flush()
+        // The final GOAWAY after a round trip's grace, so that streams the
+        // client opened meanwhile are still served.
+        context.eventLoop.scheduleTask(in: .milliseconds(200)) {
+            guard let session = self.session else { return }
+            session.submitGoAway()
+            self.flush()
+            if self.calls.isEmpty { self.closeConnection() }
+        }
+    }
+
+    private func armIdleTimer() {
+        guard let context, configuration.idleTimeout > .zero else { return }
+        idleTask?.cancel()
+        idleTask = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
+            guard self.calls.isEmpty, let session = self.session else { return }
+            self.logger.debug("closing idle connection")
+            session.submitGoAway()
+            self.flush()
+            self.closeConnection()
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// How a server listens and what it allows.
+public struct GRPCServerConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 50051
+    /// Event loops (threads) serving connections.
+    public var threads: Int = System.coreCount
+    public var limits = HTTP2Limits()
+    /// Largest request message, after decompression.
+    public var maxReceiveMessageBytes: Int = 4 * 1024 * 1024
+    /// Bytes of partly received messages one connection may hold.
+    public var maxBufferedBytesPerConnection: Int = 64 * 1024 * 1024
+    /// Connections open at once; further ones are closed on accept.
+    public var maxConnections: Int = 10_000
+    /// A connection with no open call for this long is closed.
+    public var idleTimeout: TimeAmount = .seconds(300)
+    /// How long open calls may run on after a shutdown begins.
+    public var shutdownGracePeriod: TimeAmount = .seconds(10)
+    public var logger = Logger(label: "credits.transport")
+
+    public init() {}
+}
+
+/// A gRPC server: a listening socket, one nghttp2 session per connection,
+/// calls routed to handlers.
+public final class GRPCServer: @unchecked Sendable {
+    public let configuration: GRPCServerConfiguration
+    public let group: EventLoopGroup
+    private let ownsGroup: Bool
+    private let router: GRPCRouter
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var listener: Channel?
+        var connections: [ObjectIdentifier: Channel] = [:]
+        var shuttingDown = false
+    }
+
+    public init(configuration: GRPCServerConfiguration, router: GRPCRouter, group: EventLoopGroup? = nil) {
+        precondition(configuration.maxReceiveMessageBytes > 0 && configuration.maxConnections > 0)
+        self.configuration = configuration
+        self.router = router
+        if let group {
+            self.group = group
+            ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+            ownsGroup = true
+        }
+    }
+
+    /// Binds and starts accepting; returns the bound address (port 0 picks one).
+    @discardableResult
+    public func start() throws -> SocketAddress {
+        let connectionConfiguration = ConnectionConfiguration(
+            router: router, limits: configuration.limits,
+            maxReceiveMessageBytes: configuration.maxReceiveMessageBytes,
+            maxBufferedBytesPerConnection: configuration.maxBufferedBytesPerConnection,
+            idleTimeout: configuration.idleTimeout, logger: configuration.logger)
+        let maxConnections = configuration.maxConnections
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+            .childChannelInitializer { [self] channel in
+                let admitted = self.state.withLockedValue { state -> Bool in
+                    guard !state.shuttingDown, state.connections.count < maxConnections else { return false }
+                    state.connections[ObjectIdentifier(channel)] = channel
+                    return true
+                }
+                guard admitted else {
+                    self.configuration.logger.warning("refusing connection: limit reached or shutting down",
+                                                      metadata: ["max_connections": "\(maxConnections)"])
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in
+                    _ = self.state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(configuration: connectionConfiguration))
+                }
+            }
+        let listener = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
+        state.withLockedValue { $0.listener = listener }
+        return listener.localAddress!
+    }
+
+    /// Connections open now.
+    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+
+    /// Stops accepting, sends GOAWAY on every connection, lets open calls
+    /// finish for up to the grace period, then closes what is left.
+    public func shutdownGracefully() throws {
+        let (listener, connections) = state.withLockedValue { state -> (Channel?, [Channel]) in
+            state.shuttingDown = true
+            return (state.listener, Array(state.connections.values))
+        }
+        try? listener?.close().wait()
+        for channel in connections {
+            channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+        }
+        let deadline = NIODeadline.now() + configuration.shutdownGracePeriod
+        while connectionCount > 0 && NIODeadline.now() < deadline {
+            usleep(20_000)
+        }
+        let left = state.withLockedValue { Array($0.connections.values) }
+        if !left.isEmpty {
+            configuration.logger.warning("closing connections still open after the grace period", metadata: ["count": "\(left.count)"])
+        }
+        for channel in left { try? channel.close().wait() }
+        if ownsGroup { try group.syncShutdownGracefully() }
+    }
+}

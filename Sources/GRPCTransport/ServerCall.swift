@@ -1,0 +1,292 @@
+import NIOCore
+
+/// One gRPC call on the server: what the client asked for, and the way to
+/// answer. Created by the transport, handed to the method's handler.
+///
+/// `sendHeaders`, `sendMessage` and `finish` may be called from any thread;
+/// they hop to the call's event loop. Everything else is event-loop bound.
+/// Once `finish` has been called (or the call was cancelled) further sends
+/// are ignored.
+public final class ServerCall: @unchecked Sendable {
+    /// `/package.Service/Method`.
+    public let path: String
+    public let kind: RPCKind
+    /// Custom request metadata (no pseudo-headers, no reserved headers).
+    public let metadata: Metadata
+    /// From `grpc-timeout`; nil when the client set none.
+    public let deadline: NIODeadline?
+    public let eventLoop: EventLoop
+    public let allocator: ByteBufferAllocator
+    /// The client's address, for logs.
+    public let peer: String
+
+    // MARK: Event-loop state, owned by the connection.
+
+    let streamID: Int32
+    weak var connection: GRPCConnectionHandler?
+    var handler: ServerCallHandler?
+    var deframer: MessageDeframer
+    let requestEncoding: MessageEncoding
+    let responseEncoding: MessageEncoding
+
+    enum ResponseState {
+        /// Nothing sent yet: a finish now is a trailers-only response.
+        case idle
+        /// Response HEADERS submitted; messages may follow.
+        case streaming
+        /// Trailers are ready and go out once the queued messages have.
+        case finishing([(String, String)])
+        /// Everything is submitted (or the call was cancelled).
+        case done
+    }
+    var responseState: ResponseState = .idle
+    var outbound = CircularBuffer<ByteBuffer>()
+    var outboundBytes = 0
+    var dataDeferred = false
+    var requestEnded = false
+    var handlerEnded = false
+    public private(set) var isCancelled = false
+    var deadlineTask: Scheduled<Void>?
+    var pendingResponseMetadata = Metadata()
+    /// A plain-HTTP answer (405/415) rather than a gRPC one: no trailers.
+    var plainHTTP = false
+
+    /// Above this many queued response bytes the call stops being writable;
+    /// a streaming handler should wait for `onWritable`.
+    public static let highWatermark = 256 * 1024
+    static let lowWatermark = 64 * 1024
+    /// Messages at least this large are compressed when the response encoding is gzip.
+    static let compressionThreshold = 256
+
+    /// Called on the event loop when queued response bytes drain below the
+    /// low watermark after `isWritable` was false.
+    public var onWritable: (() -> Void)?
+    var wasUnwritable = false
+
+    init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
+         requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
+         maxMessageLength: Int, connection: GRPCConnectionHandler, eventLoop: EventLoop,
+         allocator: ByteBufferAllocator, peer: String) {
+        self.streamID = streamID
+        self.path = path
+        self.kind = kind
+        self.metadata = metadata
+        self.deadline = deadline
+        self.requestEncoding = requestEncoding
+        self.responseEncoding = responseEncoding
+        self.deframer = MessageDeframer(maxMessageLength: maxMessageLength, allocator: allocator)
+        self.connection = connection
+        self.eventLoop = eventLoop
+        self.allocator = allocator
+        self.peer = peer
+    }
+
+    /// True while the response queue is below its high watermark.
+    public var isWritable: Bool {
+        eventLoop.preconditionInEventLoop()
+        return outboundBytes < Self.highWatermark
+    }
+
+    /// True once `finish` was called or the call was cancelled.
+    public var isFinished: Bool {
+        if case .idle = responseState { return isCancelled }
+        if case .streaming = responseState { return isCancelled }
+        return true
+    }
+
+    // MARK: Answering
+
+    /// Response metadata to send in the HEADERS before the first message
+    /// (or with the trailers of a trailers-only response).
+    public func sendHeaders(_ metadata: Metadata) {
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.sendHeaders(metadata) }
+            return
+        }
+        guard case .idle = responseState, !isCancelled else { return }
+        pendingResponseMetadata = metadata
+        startResponse()
+    }
+
+    /// Sends one response message (its serialized bytes).
+    public func sendMessage(_ payload: ByteBuffer) {
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.sendMessage(payload) }
+            return
+        }
+        guard !isFinished else { return }
+        var compressed = false
+        var body = payload
+        if responseEncoding == .gzip, payload.readableBytes >= Self.compressionThreshold,
+           let gz = MessageCompression.gzip(payload, allocator: allocator) {
+            body = gz
+            compressed = true
+        }
+        enqueue(MessageFramer.frame(body, compressed: compressed, allocator: allocator))
+    }
+
+    /// Sends one response message serialized in place by `write` (no
+    /// intermediate copy when the response is not compressed).
+    public func sendMessage(sizeHint: Int, _ write: (inout ByteBuffer) -> Void) {
+        precondition(eventLoop.inEventLoop, "sendMessage(sizeHint:_:) runs on the call's event loop")
+        guard !isFinished else { return }
+        if responseEncoding == .gzip && sizeHint >= Self.compressionThreshold {
+            var plain = allocator.buffer(capacity: sizeHint)
+            write(&plain)
+            sendMessage(plain)
+            return
+        }
+        enqueue(MessageFramer.frame(allocator: allocator, capacity: sizeHint, write))
+    }
+
+    /// Ends the call with `status` and optional trailing metadata.
+    public func finish(_ status: GRPCStatus, trailers: Metadata = Metadata()) {
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.finish(status, trailers: trailers) }
+            return
+        }
+        guard !isFinished else { return }
+        deadlineTask?.cancel()
+        deadlineTask = nil
+        let trailerFields = GRPCHeaders.trailers(status: status, metadata: trailers)
+        switch responseState {
+        case .idle:
+            responseState = .done
+            var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil)
+            fields.append(contentsOf: trailerFields)
+            connection?.submitResponse(self, headers: fields, hasBody: false)
+        case .streaming:
+            responseState = .finishing(trailerFields)
+            connection?.dataReady(self)
+        case .finishing, .done:
+            preconditionFailure("finish after finish is filtered by isFinished")
+        }
+    }
+
+    // MARK: Internals
+
+    private func startResponse() {
+        responseState = .streaming
+        let headers = GRPCHeaders.responseHeaders(
+            metadata: pendingResponseMetadata,
+            encoding: responseEncoding == .identity ? nil : responseEncoding)
+        connection?.submitResponse(self, headers: headers, hasBody: true)
+    }
+
+    private func enqueue(_ framed: ByteBuffer) {
+        if case .idle = responseState { startResponse() }
+        outboundBytes += framed.readableBytes
+        outbound.append(framed)
+        if outboundBytes >= Self.highWatermark { wasUnwritable = true }
+        connection?.dataReady(self)
+    }
+
+    /// Copies queued bytes into nghttp2's DATA buffer.
+    func fill(_ target: UnsafeMutableRawBufferPointer) -> DataFill {
+        var written = 0
+        while written < target.count, var first = outbound.first {
+            let n = min(first.readableBytes, target.count - written)
+            first.withUnsafeReadableBytes { src in
+                UnsafeMutableRawBufferPointer(rebasing: target[written..<(written + n)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<n]))
+            }
+            first.moveReaderIndex(forwardBy: n)
+            written += n
+            if first.readableBytes == 0 {
+                outbound.removeFirst()
+            } else {
+                outbound[outbound.startIndex] = first
+            }
+        }
+        outboundBytes -= written
+        assert(outboundBytes >= 0)
+        if wasUnwritable && outboundBytes < Self.lowWatermark {
+            wasUnwritable = false
+            connection?.callBecameWritable(self)
+        }
+        if outbound.isEmpty {
+            if case .finishing(let trailers) = responseState {
+                responseState = .done
+                return .bytes(count: written, endOfData: true, trailers: plainHTTP ? nil : trailers)
+            }
+            if written == 0 {
+                dataDeferred = true
+                return .deferred
+            }
+        }
+        return .bytes(count: written, endOfData: false, trailers: nil)
+    }
+
+    /// Marks the call cancelled (client reset, connection gone) and tells the
+    /// handler, unless it had already finished the call.
+    func cancel() {
+        guard !isCancelled else { return }
+        let wasFinished = isFinished
+        isCancelled = true
+        deadlineTask?.cancel()
+        deadlineTask = nil
+        outbound.removeAll()
+        outboundBytes = 0
+        onWritable = nil
+        if !wasFinished { notifyHandlerCancelled() }
+    }
+
+    /// Tells the handler, once, that it gets nothing more and its answer is
+    /// no longer wanted.
+    func notifyHandlerCancelled() {
+        guard !handlerEnded, let handler else { return }
+        handlerEnded = true
+        handler.handleCancel()
+    }
+}
+
+/// Header fields of gRPC responses.
+enum GRPCHeaders {
+    static func responseHeaders(metadata: Metadata, encoding: MessageEncoding?) -> [(String, String)] {
+        var fields: [(String, String)] = [
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-accept-encoding", MessageEncoding.acceptHeader),
+        ]
+        if let encoding { fields.append(("grpc-encoding", encoding.rawValue)) }
+        appendCustom(metadata, to: &fields)
+        return fields
+    }
+
+    static func trailers(status: GRPCStatus, metadata: Metadata) -> [(String, String)] {
+        var fields: [(String, String)] = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty {
+            fields.append(("grpc-message", PercentEncoding.encode(status.message)))
+        }
+        if let details = status.details, status.code != .ok {
+            fields.append(("grpc-status-details-bin", Base64.encode(details)))
+        }
+        appendCustom(metadata, to: &fields)
+        return fields
+    }
+
+    /// Custom metadata that is valid to send; invalid names or values are a
+    /// programmer error in a handler and are dropped rather than sent.
+    static func appendCustom(_ metadata: Metadata, to fields: inout [(String, String)]) {
+        for entry in metadata {
+            guard Metadata.isValidCustomName(entry.name) else {
+                assertionFailure("invalid metadata name \(entry.name)")
+                continue
+            }
+            switch entry.value {
+            case .string(let value):
+                guard !entry.name.hasSuffix("-bin"), Metadata.isValidStringValue(value) else {
+                    assertionFailure("invalid metadata value for \(entry.name)")
+                    continue
+                }
+                fields.append((entry.name, value))
+            case .binary(let bytes):
+                guard entry.name.hasSuffix("-bin") else {
+                    assertionFailure("binary metadata needs a -bin name: \(entry.name)")
+                    continue
+                }
+                fields.append((entry.name, Base64.encode(bytes)))
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+@testable import GRPCTransport
+
+/// What the test handlers saw, for assertions.
+final class Observed: Sendable {
+    let cancels = NIOLockedValueBox(0)
+    let messages = NIOLockedValueBox<[[UInt8]]>([])
+}
+
+private func buffer(_ bytes: [UInt8]) -> ByteBuffer {
+    var b = ByteBufferAllocator().buffer(capacity: bytes.count)
+    b.writeBytes(bytes)
+    return b
+}
+
+final class CountingHandler: ServerCallHandler {
+    let call: ServerCall
+    var count = 0
+    init(call: ServerCall) { self.call = call }
+    func handleMessage(_ message: ByteBuffer) { count += 1 }
+    func handleEnd() {
+        call.sendMessage(buffer([UInt8(count)]))
+        call.finish(.ok)
+    }
+    func handleCancel() {}
+}
+
+final class BidiEchoHandler: ServerCallHandler {
+    let call: ServerCall
+    init(call: ServerCall) { self.call = call }
+    func handleMessage(_ message: ByteBuffer) { call.sendMessage(message) }
+    func handleEnd() { call.finish(.ok) }
+    func handleCancel() {}
+}
+
+final class NeverHandler: ServerCallHandler {
+    let observed: Observed
+    init(observed: Observed) { self.observed = observed }
+    func handleMessage(_ message: ByteBuffer) {}
+    func handleEnd() {}
+    func handleCancel() { observed.cancels.withLockedValue { $0 += 1 } }
+}
+
+/// A server connection on an EmbeddedChannel, driven by an nghttp2 client.
+final class Harness {
+    let channel: EmbeddedChannel
+    let client = H2TestClient()
+    let observed = Observed()
+    var loop: EmbeddedEventLoop { channel.embeddedEventLoop }
+
+    init(maxMessage: Int = 1024, limits: HTTP2Limits = HTTP2Limits()) throws {
+        let observed = self.observed
+        let router = GRPCRouter([
+            .unary("/test.Svc/Echo") { call, request in
+                var headers = Metadata()
+                if let v = call.metadata["x-echo"] { headers.add("x-echo", v) }
+                if let b = call.metadata.binary("x-echo-bin") { headers.add("x-echo-bin", binary: b) }
+                call.sendHeaders(headers)
+                call.sendMessage(request)
+                var trailers = Metadata()
+                trailers.add("x-trailer", "done")
+                call.finish(.ok, trailers: trailers)
+            },
+            .unary("/test.Svc/Fail") { call, _ in
+                call.finish(GRPCStatus(.failedPrecondition, "no 100% ✓", details: [1, 2, 3]))
+            },
+            RPCRoute(path: "/test.Svc/Never", kind: .unary) { _ in NeverHandler(observed: observed) },
+            .serverStreaming("/test.Svc/Stream") { call, request in
+                let n = request.readableBytesView.first ?? 0
+                for i in 0..<n { call.sendMessage(buffer([i])) }
+                call.finish(.ok)
+            },
+            RPCRoute(path: "/test.Svc/Count", kind: .clientStreaming) { CountingHandler(call: $0) },
+            RPCRoute(path: "/test.Svc/Bidi", kind: .bidirectionalStreaming) { BidiEchoHandler(call: $0) },
+        ])
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let configuration = ConnectionConfiguration(
+            router: router, limits: limits, maxReceiveMessageBytes: maxMessage,
+            maxBufferedBytesPerConnection: 1 << 20, idleTimeout: .seconds(60), logger: logger)
+        channel = EmbeddedChannel(handler: GRPCConnectionHandler(configuration: configuration))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        pump()
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    func pump() {
+        for _ in 0..<100 {
+            var progressed = false
+            let out = client.outbound()
+            if !out.isEmpty, channel.isActive {
+                _ = try? channel.writeInbound(buffer(out))
+                progressed = true
+            }
+            loop.run()
+            while let bytes = try? channel.readOutbound(as: ByteBuffer.self) {
+                client.receive(Array(bytes.readableBytesView))
+                progressed = true
+            }
+            if !progressed { return }
+        }
+    }
+
+    func call(_ path: String, _ messages: [[UInt8]], headers: [(String, String)] = []) -> H2TestClient.Response {
+        let id = client.request(path: path, headers: headers, body: messages.flatMap { grpcFrame($0) })
+        pump()
+        return client.responses[id] ?? .init()
+    }
+}
+
+@Suite struct ConnectionTests {
+    @Test func unaryEchoWithMetadataBothWays() throws {
+        let h = try Harness()
+        let r = h.call("/test.Svc/Echo", [[1, 2, 3]], headers: [("x-echo", "hello"), ("x-echo-bin", "AAEC")])
+        #expect(r.header(":status") == "200")
+        #expect(r.header("content-type") == "application/grpc")
+        #expect(r.header("x-echo") == "hello")
+        #expect(r.header("x-echo-bin") == "AAEC")
+        #expect(r.messages == [[1, 2, 3]])
+        #expect(r.grpcStatus == 0)
+        #expect(r.trailer("x-trailer") == "done")
+        #expect(r.closed && r.resetCode == nil)
+    }
+
+    @Test func messageSplitAcrossManyDataFrames() throws {
+        let h = try Harness()
+        let wire = grpcFrame(Array(repeating: 7, count: 300))
+        let id = h.client.request(path: "/test.Svc/Echo", body: [], endStream: false)
+        for byte in wire {
+            h.client.send(streamID: id, [byte])
+            h.pump()
+        }
+        h.client.send(streamID: id, [], end: true)
+        h.pump()
+        let r = try #require(h.client.responses[id])
+        #expect(r.grpcStatus == 0)
+        #expect(r.messages == [Array(repeating: 7, count: 300)])
+    }
+
+    @Test func errorStatusIsTrailersOnlyWithDetails() throws {
+        let h = try Harness()
+        let r = h.call("/test.Svc/Fail", [[]])
+        #expect(r.header("grpc-status") == "9")
+        #expect(r.header("grpc-message") == "no 100%25 %E2%9C%93")
+        #expect(r.header("grpc-status-details-bin") == "AQID")
+        #expect(r.data.isEmpty && r.trailers.isEmpty)
+    }
+
+    @Test func unknownMethodIsUnimplemented() throws {
+        let h = try Harness()
+        #expect(h.call("/test.Svc/Nope", [[]]).grpcStatus == 12)
+        #expect(h.call("/other.Svc/Echo", [[]]).grpcStatus == 12)
+        #expect(h.call("/", [[]]).grpcStatus == 12)
+    }
+
+    @Test func nonPostIs405AndWrongContentTypeIs415() throws {
+        let h = try Harness()
+        let get = h.client.request(path: "/test.Svc/Echo", method: "GET")
+        let json = h.client.request(path: "/test.Svc/Echo", contentType: "application/json", body: [1])
+        let none = h.client.request(path: "/test.Svc/Echo", contentType: nil, body: [1])
+        h.pump()
+        #expect(h.client.responses[get]?.header(":status") == "405")
+        #expect(h.client.responses[get]?.header("allow") == "POST")
+        #expect(h.client.responses[json]?.header(":status") == "415")
+        #expect(h.client.responses[none]?.header(":status") == "415")
+        let body = String(decoding: h.client.responses[json]?.data ?? [], as: UTF8.self)
+        #expect(body.contains("application/grpc"))
+        // Still serving.
+        #expect(h.call("/test.Svc/Echo", [[9]]).grpcStatus == 0)
+    }
+
+    @Test func grpcContentTypeVariantsAreAccepted() throws {
+        let h = try Harness()
+        for type in ["application/grpc", "application/grpc+proto", "application/grpc; charset=utf-8"] {
+            let id = h.client.request(path: "/test.Svc/Echo", contentType: type, body: grpcFrame([1]))
+            h.pump()
+            #expect(h.client.responses[id]?.grpcStatus == 0, "\(type)")
+        }
+        let id = h.client.request(path: "/test.Svc/Echo", contentType: "application/grpcx", body: grpcFrame([1]))
+        h.pump()
+        #expect(h.client.responses[id]?.header(":status") == "415")
+    }
+
+    @Test func oversizedMessageIsResourceExhausted() throws {
+        let h = try Harness(maxMessage: 100)
+        let r = h.call("/test.Svc/Echo", [Array(repeating: 1, count: 101)])
+        #expect(r.grpcStatus == 8)
+        #expect(h.call("/test.Svc/Echo", [Array(repeating: 1, count: 100)]).grpcStatus == 0)
+    }
+
+    @Test func compressedFlagWithoutEncodingIsInternal() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Echo", body: grpcFrame([1, 2], compressed: true))
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == 13)
+    }
+
+    @Test func unsupportedEncodingIsUnimplementedAndNamesSupported() throws {
+        let h = try Harness()
+        let r = h.call("/test.Svc/Echo", [[1]], headers: [("grpc-encoding", "snappy")])
+        #expect(r.grpcStatus == 12)
+        #expect(r.header("grpc-accept-encoding") == "identity,gzip")
+    }
+
+    @Test func gzipRequestAndResponse() throws {
+        let h = try Harness(maxMessage: 4096)
+        let plain = Array(repeating: UInt8(ascii: "a"), count: 1000)
+        let gz = try #require(MessageCompression.gzip(buffer(plain), allocator: ByteBufferAllocator()))
+        let id = h.client.request(path: "/test.Svc/Echo",
+                                  headers: [("grpc-encoding", "gzip"), ("grpc-accept-encoding", "identity,gzip")],
+                                  body: grpcFrame(Array(gz.readableBytesView), compressed: true))
+        h.pump()
+        let r = try #require(h.client.responses[id])
+        #expect(r.grpcStatus == 0)
+        #expect(r.header("grpc-encoding") == "gzip")
+        #expect(r.data[0] == 1, "response message is compressed")
+        let back = try MessageCompression.gunzip(buffer(r.messages[0]), limit: 4096, allocator: ByteBufferAllocator())
+        #expect(Array(back.readableBytesView) == plain)
+    }
+
+    @Test func gzipBombIsRefused() throws {
+        let h = try Harness(maxMessage: 1000)
+        let gz = try #require(MessageCompression.gzip(buffer(Array(repeating: 0, count: 100_000)), allocator: ByteBufferAllocator()))
+        #expect(gz.readableBytes < 1000)
+        let id = h.client.request(path: "/test.Svc/Echo", headers: [("grpc-encoding", "gzip")],
+                                  body: grpcFrame(Array(gz.readableBytesView), compressed: true))
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == 8)
+    }
+
+    @Test func deadlineExceededCancelsTheHandler() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Never", headers: [("grpc-timeout", "50m")], body: grpcFrame([1]))
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == nil)
+        h.loop.advanceTime(by: .milliseconds(60))
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == 4)
+        #expect(h.observed.cancels.withLockedValue { $0 } == 1)
+    }
+
+    @Test func malformedTimeoutIsRefused() throws {
+        let h = try Harness()
+        #expect(h.call("/test.Svc/Echo", [[1]], headers: [("grpc-timeout", "soon")]).grpcStatus == 13)
+    }
+
+    @Test func clientResetCancelsTheHandler() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Never", body: grpcFrame([1]))
+        h.pump()
+        h.client.reset(streamID: id)
+        h.pump()
+        #expect(h.observed.cancels.withLockedValue { $0 } == 1)
+        #expect(h.call("/test.Svc/Echo", [[1]]).grpcStatus == 0)
+    }
+
+    @Test func unaryWithTwoMessagesOrNoneIsInternal() throws {
+        let h = try Harness()
+        #expect(h.call("/test.Svc/Echo", [[1], [2]]).grpcStatus == 13)
+        #expect(h.call("/test.Svc/Echo", []).grpcStatus == 13)
+    }
+
+    @Test func streamEndingInsideAMessageIsInternal() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Echo", body: Array(grpcFrame([1, 2, 3]).prefix(6)))
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == 13)
+    }
+
+    @Test func serverStreaming() throws {
+        let h = try Harness()
+        let r = h.call("/test.Svc/Stream", [[5]])
+        #expect(r.messages == [[0], [1], [2], [3], [4]])
+        #expect(r.grpcStatus == 0)
+    }
+
+    @Test func clientStreaming() throws {
+        let h = try Harness()
+        let r = h.call("/test.Svc/Count", [[1], [2], [3], [4]])
+        #expect(r.messages == [[4]])
+    }
+
+    @Test func bidiAnswersEachMessageBeforeTheEnd() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Bidi", body: grpcFrame([1]), endStream: false)
+        h.pump()
+        #expect(h.client.responses[id]?.messages == [[1]])
+        h.client.send(streamID: id, grpcFrame([2]))
+        h.pump()
+        #expect(h.client.responses[id]?.messages == [[1], [2]])
+        #expect(h.client.responses[id]?.grpcStatus == nil)
+        h.client.send(streamID: id, [], end: true)
+        h.pump()
+        #expect(h.client.responses[id]?.grpcStatus == 0)
+    }
+
+    @Test func hugeHeaderListIsRefusedAndConnectionSurvives() throws {
+        var limits = HTTP2Limits()
+        limits.maxHeaderListBytes = 4096
+        let h = try Harness(limits: limits)
+        let big = (0..<40).map { ("x-h\($0)", String(repeating: "v", count: 200)) }
+        let r = h.call("/test.Svc/Echo", [[1]], headers: big)
+        #expect(r.grpcStatus == 8)
+        #expect(h.call("/test.Svc/Echo", [[1]]).grpcStatus == 0)
+    }
+
+    @Test func pingIsAnswered() throws {
+        let h = try Harness()
+        h.client.ping()
+        h.pump()
+        #expect(h.client.pingAcks == 1)
+    }
+
+    @Test func garbageClosesTheConnectionWithoutCrashing() throws {
+        let h = try Harness()
+        _ = try? h.channel.writeInbound(buffer(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))
+        h.loop.run()
+        #expect(!h.channel.isActive)
+    }
+
+    @Test func gracefulShutdownLetsOpenCallsFinish() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Bidi", body: grpcFrame([1]), endStream: false)
+        h.pump()
+        h.channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+        h.pump()
+        #expect(h.client.goAwayReceived)
+        h.loop.advanceTime(by: .milliseconds(250))
+        h.pump()
+        #expect(h.channel.isActive, "an open call keeps the connection")
+        h.client.send(streamID: id, grpcFrame([2]), end: true)
+        h.pump()
+        #expect(h.client.responses[id]?.messages == [[1], [2]])
+        #expect(h.client.responses[id]?.grpcStatus == 0)
+        h.loop.run()
+        #expect(!h.channel.isActive)
+    }
+}
