@@ -31,7 +31,7 @@ public struct Metadata: Sendable, Equatable, Sequence {
         entries.append(Entry(name: name.lowercased(), value: .binary(value)))
     }
 
-    mutating func append(_ entry: Entry) { entries.append(entry) }
+    public mutating func append(_ entry: Entry) { entries.append(entry) }
 
     /// The first string value under `name`.
     public subscript(name: String) -> String? {

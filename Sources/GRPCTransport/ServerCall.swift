@@ -62,6 +62,8 @@ public final class ServerCall: @unchecked Sendable {
     /// low watermark after `isWritable` was false.
     public var onWritable: (() -> Void)?
     var wasUnwritable = false
+    private var cancelCallbacks: [() -> Void] = []
+    private var cancelNotified = false
 
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
@@ -234,9 +236,27 @@ public final class ServerCall: @unchecked Sendable {
     /// Tells the handler, once, that it gets nothing more and its answer is
     /// no longer wanted.
     func notifyHandlerCancelled() {
-        guard !handlerEnded, let handler else { return }
-        handlerEnded = true
-        handler.handleCancel()
+        guard !cancelNotified else { return }
+        cancelNotified = true
+        if !handlerEnded {
+            handlerEnded = true
+            handler?.handleCancel()
+        }
+        let callbacks = cancelCallbacks
+        cancelCallbacks.removeAll()
+        for callback in callbacks { callback() }
+    }
+
+    /// Runs `body` on the event loop if the call is cancelled (client reset,
+    /// deadline, connection loss, shutdown) before the handler finished it.
+    /// For handlers written as closures, which have no `handleCancel`.
+    public func onCancelled(_ body: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        if cancelNotified {
+            body()
+        } else {
+            cancelCallbacks.append(body)
+        }
     }
 }
 

@@ -1,0 +1,194 @@
+import CreditsProto
+import GRPCTransport
+import NIOCore
+
+/// An error a handler answers with: a status code, a message for people, and
+/// the machine-readable details of `google.rpc.Status` (ErrorInfo and
+/// BadRequest) sent in `grpc-status-details-bin`.
+public struct RPCError: Error, Sendable, Equatable {
+    public var code: GRPCStatusCode
+    public var message: String
+    /// google.rpc.ErrorInfo.reason, UPPER_SNAKE (e.g. "INSUFFICIENT_CREDITS").
+    public var reason: String?
+    public var domain: String
+    public var metadata: [String: String]
+    /// google.rpc.BadRequest field violations: (field path, what is wrong).
+    public var fieldViolations: [FieldViolation]
+
+    public struct FieldViolation: Sendable, Equatable {
+        public var field: String
+        public var description: String
+        public init(field: String, description: String) {
+            self.field = field
+            self.description = description
+        }
+    }
+
+    public init(_ code: GRPCStatusCode, _ message: String, reason: String? = nil, domain: String = "credits.v1",
+                metadata: [String: String] = [:], fieldViolations: [FieldViolation] = []) {
+        precondition(code != .ok, "an RPCError is never OK")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.domain = domain
+        self.metadata = metadata
+        self.fieldViolations = fieldViolations
+    }
+
+    public static func invalidArgument(_ violations: [FieldViolation]) -> RPCError {
+        let summary = violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
+        return RPCError(.invalidArgument, summary, reason: "INVALID_ARGUMENT", fieldViolations: violations)
+    }
+
+    /// The transport status, with the details packed.
+    public var status: GRPCStatus {
+        var details = Google_Rpc_Status()
+        details.code = Int32(code.rawValue)
+        details.message = message
+        if let reason {
+            var info = Google_Rpc_ErrorInfo()
+            info.reason = reason
+            info.domain = domain
+            info.metadata = metadata
+            details.details.append(Google_Protobuf_Any(packing: info))
+        }
+        if !fieldViolations.isEmpty {
+            var badRequest = Google_Rpc_BadRequest()
+            badRequest.fieldViolations = fieldViolations.map {
+                var v = Google_Rpc_BadRequest.FieldViolation()
+                v.field = $0.field
+                v.description_p = $0.description
+                return v
+            }
+            details.details.append(Google_Protobuf_Any(packing: badRequest))
+        }
+        return GRPCStatus(code, message, details: details.serializedBytes())
+    }
+}
+
+/// The typed face of a call: send responses of one message type, finish with
+/// OK or an `RPCError`. Thread-safe like `ServerCall`.
+public struct ProtoCall<Response: ProtoMessage>: Sendable {
+    public let call: ServerCall
+
+    public init(_ call: ServerCall) { self.call = call }
+
+    public var metadata: Metadata { call.metadata }
+    public var deadline: NIODeadline? { call.deadline }
+    public var eventLoop: EventLoop { call.eventLoop }
+
+    public func send(_ response: Response) {
+        if call.eventLoop.inEventLoop {
+            call.sendMessage(sizeHint: response.serializedSize) { response.serialize(into: &$0) }
+        } else {
+            call.eventLoop.execute { self.send(response) }
+        }
+    }
+
+    /// Sends the one response of a unary call and ends it OK.
+    public func respond(_ response: Response, trailers: Metadata = Metadata()) {
+        if call.eventLoop.inEventLoop {
+            send(response)
+            call.finish(.ok, trailers: trailers)
+        } else {
+            call.eventLoop.execute { self.respond(response, trailers: trailers) }
+        }
+    }
+
+    public func finish(trailers: Metadata = Metadata()) {
+        call.finish(.ok, trailers: trailers)
+    }
+
+    public func fail(_ error: RPCError, trailers: Metadata = Metadata()) {
+        call.finish(error.status, trailers: trailers)
+    }
+
+    public func fail(_ status: GRPCStatus) {
+        call.finish(status)
+    }
+}
+
+/// Receives the requests of a client- or bidirectional-streaming call, typed.
+public protocol ProtoStreamHandler: AnyObject {
+    associatedtype Request: ProtoMessage
+    func handle(_ request: Request)
+    func handleEnd()
+    func handleCancel()
+}
+
+/// Routes for methods described by the generated `ProtoMethod`s.
+public enum ProtoRoute {
+    public static func unary<Request, Response>(
+        _ method: ProtoMethod<Request, Response>,
+        _ body: @escaping @Sendable (Request, ProtoCall<Response>) -> Void
+    ) -> RPCRoute {
+        precondition(!method.clientStreaming && !method.serverStreaming, "\(method.path) is not unary")
+        return .unary(method.path) { call, bytes in decodeThen(call, bytes, body) }
+    }
+
+    public static func serverStreaming<Request, Response>(
+        _ method: ProtoMethod<Request, Response>,
+        _ body: @escaping @Sendable (Request, ProtoCall<Response>) -> Void
+    ) -> RPCRoute {
+        precondition(!method.clientStreaming && method.serverStreaming, "\(method.path) is not server-streaming")
+        return .serverStreaming(method.path) { call, bytes in decodeThen(call, bytes, body) }
+    }
+
+    /// Client-streaming or bidirectional: `makeHandler` makes the per-call handler.
+    public static func streaming<Request, Response, Handler: ProtoStreamHandler>(
+        _ method: ProtoMethod<Request, Response>,
+        _ makeHandler: @escaping @Sendable (ProtoCall<Response>) -> Handler
+    ) -> RPCRoute where Handler.Request == Request {
+        precondition(method.clientStreaming, "\(method.path) is not client-streaming")
+        let kind: RPCKind = method.serverStreaming ? .bidirectionalStreaming : .clientStreaming
+        return RPCRoute(path: method.path, kind: kind) { call in
+            TypedStreamAdapter(call: call, handler: makeHandler(ProtoCall(call)))
+        }
+    }
+
+    private static func decodeThen<Request: ProtoMessage, Response>(
+        _ call: ServerCall, _ bytes: ByteBuffer, _ body: (Request, ProtoCall<Response>) -> Void
+    ) {
+        do {
+            let request = try Request(buffer: bytes)
+            body(request, ProtoCall(call))
+        } catch {
+            call.finish(malformed(Request.self))
+        }
+    }
+
+    static func malformed<Request: ProtoMessage>(_ type: Request.Type) -> GRPCStatus {
+        RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST").status
+    }
+}
+
+/// Decodes each request message for a typed stream handler.
+final class TypedStreamAdapter<Handler: ProtoStreamHandler>: ServerCallHandler {
+    private let call: ServerCall
+    private var handler: Handler?
+
+    init(call: ServerCall, handler: Handler) {
+        self.call = call
+        self.handler = handler
+    }
+
+    func handleMessage(_ message: ByteBuffer) {
+        guard let handler else { return }
+        do {
+            handler.handle(try Handler.Request(buffer: message))
+        } catch {
+            self.handler = nil
+            call.finish(ProtoRoute.malformed(Handler.Request.self))
+            handler.handleCancel()
+        }
+    }
+
+    func handleEnd() {
+        handler?.handleEnd()
+    }
+
+    func handleCancel() {
+        handler?.handleCancel()
+        handler = nil
+    }
+}

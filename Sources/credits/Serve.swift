@@ -1,0 +1,115 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import GRPCServices
+import GRPCTransport
+import Logging
+import NIOCore
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gRPC service.",
+        discussion: "Stops gracefully on SIGTERM or SIGINT: GOAWAY, open calls finish within the grace period, exit 0.")
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "TCP port to listen on.")
+    var port = 50051
+
+    @Option(help: "SQLite database file (created, with its directory, if missing).")
+    var db = "./data/credits.sqlite"
+
+    @Option(help: "Event-loop threads serving connections (default: one per core).")
+    var threads = System.coreCount
+
+    @Option(help: "Largest request message in bytes, after decompression (RESOURCE_EXHAUSTED above).")
+    var maxMessageBytes = 4 * 1024 * 1024
+
+    @Option(help: "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection.")
+    var maxConcurrentStreams = 256
+
+    @Option(help: "HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE in bytes (larger request headers → RESOURCE_EXHAUSTED).")
+    var maxHeaderListBytes = 16 * 1024
+
+    @Option(help: "Connections open at once; more are closed on accept.")
+    var maxConnections = 10_000
+
+    @Option(help: "Close a connection with no open call after this many seconds (0: never).")
+    var idleTimeoutSeconds = 300
+
+    @Option(help: "On SIGTERM/SIGINT, how long open calls may run on before connections are closed.")
+    var shutdownGraceSeconds = 10
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(help: "Log format: text or json (one object per line). Logs go to stderr.")
+    var logFormat: LogFormat = .text
+
+    @Flag(help: "Also serve credits.testing.v1.TestService (for the transport's end-to-end tests).")
+    var enableTestService = false
+
+    func validate() throws {
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0…65535") }
+        guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be 1…256") }
+        guard maxMessageBytes >= 1024 && maxMessageBytes <= 64 << 20 else { throw ValidationError("--max-message-bytes must be 1 KiB…64 MiB") }
+        guard maxConcurrentStreams >= 1 && maxConcurrentStreams <= 10_000 else { throw ValidationError("--max-concurrent-streams must be 1…10000") }
+        guard maxHeaderListBytes >= 1024 && maxHeaderListBytes <= 1 << 20 else { throw ValidationError("--max-header-list-bytes must be 1 KiB…1 MiB") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard idleTimeoutSeconds >= 0, shutdownGraceSeconds >= 0 else { throw ValidationError("timeouts are not negative") }
+    }
+
+    func run() throws {
+        LogSetup.bootstrap(level: logLevel, format: logFormat)
+        let logger = Logger(label: "credits")
+
+        let dbURL = URL(fileURLWithPath: db)
+        try FileManager.default.createDirectory(at: dbURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+
+        let health = HealthService()
+        var router = GRPCRouter()
+        router.add(contentsOf: health.routes)
+        if enableTestService { router.add(contentsOf: TestService.routes) }
+        let served = Array(Set(router.serviceNames + ReflectionService.serviceNames)).sorted()
+        let reflection = try ReflectionService(servedServices: served)
+        router.add(contentsOf: reflection.routes)
+
+        var configuration = GRPCServerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.threads = threads
+        configuration.maxReceiveMessageBytes = maxMessageBytes
+        configuration.limits.maxConcurrentStreams = maxConcurrentStreams
+        configuration.limits.maxHeaderListBytes = maxHeaderListBytes
+        configuration.maxConnections = maxConnections
+        configuration.idleTimeout = .seconds(Int64(idleTimeoutSeconds))
+        configuration.shutdownGracePeriod = .seconds(Int64(shutdownGraceSeconds))
+        configuration.logger = Logger(label: "credits.transport")
+
+        let server = GRPCServer(configuration: configuration, router: router)
+        let address = try server.start()
+        for service in router.serviceNames { health.setStatus(.serving, for: service) }
+        health.setStatus(.serving, for: "")
+        logger.info("serving", metadata: [
+            "address": "\(address)", "db": "\(dbURL.path)", "threads": "\(threads)",
+            "services": "\(router.serviceNames.joined(separator: ","))",
+        ])
+
+        let stop = DispatchSemaphore(value: 0)
+        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.signal() }
+            source.resume()
+            return source
+        }
+        stop.wait()
+        logger.info("shutting down", metadata: ["grace_seconds": "\(shutdownGraceSeconds)"])
+        health.setAll(.notServing)
+        health.finishWatchers()
+        try server.shutdownGracefully()
+        signals.forEach { $0.cancel() }
+        logger.info("stopped")
+    }
+}
