@@ -45,6 +45,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The credits ledger: domain, commands, invariants, SQLite store and
+        // the group-commit writer. Knows nothing of HTTP/2 or protobuf.
+        .target(name: "Ledger", dependencies: ["CSQLite"]),
         // Typed protobuf handlers over the transport, error details, and the
         // standard services (health, reflection) plus the test-only service.
         .target(
@@ -67,6 +70,7 @@ let package = Package(
         ),
 
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
         .testTarget(
             name: "GRPCTransportTests",
             dependencies: [

@@ -1,0 +1,100 @@
+/// A write to the ledger: validated, then applied by the single writer inside
+/// a savepoint of a group-commit transaction.
+public protocol LedgerCommand: Sendable {
+    associatedtype Output: Sendable
+    /// Names the operation in idempotency records ("spend", "purchase", …).
+    static var operation: String { get }
+    /// The tenant the command acts in (its idempotency scope).
+    var tenantId: String { get }
+    /// Required for money movements, optional elsewhere.
+    var idempotencyKey: String? { get }
+    /// The request as canonical (field, value) pairs: a retry with the same key
+    /// must match them all; the names of those that differ are reported.
+    var idempotencyFields: [(String, String)] { get }
+    /// Throws `LedgerError.invalidArgument` for bad input. Runs before queueing.
+    func validate() throws(LedgerError)
+    func apply(_ store: LedgerStore) throws -> Output
+    /// The id and ledger seq of the result, for the idempotency record.
+    func resultId(_ output: Output) -> String
+    func resultSeq(_ output: Output) -> Int64
+}
+
+/// What a write returned: applied now, or the stored reply of an earlier
+/// request with the same idempotency key.
+public enum WriteOutcome<Output: Sendable>: Sendable {
+    case applied(Output)
+    case replayed(reply: [UInt8], resultId: String, seq: Int64)
+}
+
+/// Validation helpers shared by commands.
+struct Validator {
+    var violations: [LedgerError.FieldViolation] = []
+
+    mutating func id(_ value: String, _ field: String, required: Bool = true) {
+        if value.isEmpty {
+            if required { violations.append(.init(field, "is required")) }
+            return
+        }
+        if value.utf8.count > LedgerLimits.maxIdLength {
+            violations.append(.init(field, "is longer than \(LedgerLimits.maxIdLength) bytes"))
+        } else if !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            violations.append(.init(field, "must be printable ASCII without spaces"))
+        }
+    }
+
+    mutating func ids(_ values: [String], _ field: String) {
+        if values.count > LedgerLimits.maxScopeEntries {
+            violations.append(.init(field, "has more than \(LedgerLimits.maxScopeEntries) entries"))
+        }
+        for (i, value) in values.enumerated() { id(value, "\(field)[\(i)]") }
+    }
+
+    mutating func text(_ value: String, _ field: String, max: Int = LedgerLimits.maxNoteLength, required: Bool = false) {
+        if required && value.isEmpty { violations.append(.init(field, "is required")) }
+        if value.utf8.count > max { violations.append(.init(field, "is longer than \(max) bytes")) }
+        if value.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" }) {
+            violations.append(.init(field, "contains control characters"))
+        }
+    }
+
+    mutating func positiveAmount(_ value: Int64, _ field: String) {
+        if value <= 0 { violations.append(.init(field, "must be greater than 0")) }
+        else if value > LedgerLimits.maxAmountMinor { violations.append(.init(field, "must be at most \(LedgerLimits.maxAmountMinor)")) }
+    }
+
+    mutating func nonNegativeAmount(_ value: Int64, _ field: String) {
+        if value < 0 { violations.append(.init(field, "must not be negative")) }
+        else if value > LedgerLimits.maxAmountMinor { violations.append(.init(field, "must be at most \(LedgerLimits.maxAmountMinor)")) }
+    }
+
+    mutating func idempotencyKey(_ value: String?, required: Bool) {
+        guard let value, !value.isEmpty else {
+            if required { violations.append(.init("idempotency_key", "is required (field or idempotency-key metadata)")) }
+            return
+        }
+        id(value, "idempotency_key")
+    }
+
+    mutating func scope(_ scope: Scope, _ field: String) {
+        ids(scope.serviceCategories, "\(field).service_categories")
+        ids(scope.centers, "\(field).centers")
+        ids(scope.membershipIds, "\(field).membership_ids")
+    }
+
+    mutating func check(_ condition: Bool, _ field: String, _ description: String) {
+        if !condition { violations.append(.init(field, description)) }
+    }
+
+    func finish() throws(LedgerError) {
+        if !violations.isEmpty { throw .invalidArgument(violations) }
+    }
+}
+
+/// Canonical text of optional and list values for idempotency fields.
+enum Canonical {
+    static func opt<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "" }
+    static func list(_ values: [String]) -> String { values.joined(separator: ",") }
+    static func scope(_ scope: Scope) -> String {
+        "\(list(scope.serviceCategories))|\(list(scope.centers))|\(list(scope.membershipIds))"
+    }
+}

@@ -1,0 +1,96 @@
+import Dispatch
+
+/// The credits ledger over one SQLite file: one writer with group commit,
+/// any number of readers (one per thread), verify and backup.
+public final class Ledger: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// `synchronous=FULL` (default): an acknowledged write survives power loss.
+        public var synchronousFull = true
+        public var maxQueueDepth = 10_000
+        public var maxBatchSize = 256
+        public var idempotencyRetentionSeconds: Int64 = 7 * 86_400
+        public var maintenanceIntervalMillis: Int64 = 1_000
+        public var clock: LedgerClock = SystemClock()
+        public init() {}
+    }
+
+    public let path: String
+    public let options: Options
+    private let writer: LedgerWriter
+
+    /// Opens (creating if needed) the database and runs the migrations.
+    public init(path: String, options: Options = Options()) throws {
+        precondition(options.idempotencyRetentionSeconds >= 86_400, "idempotency keys are kept at least a day")
+        self.path = path
+        self.options = options
+        var connectionOptions = SQLiteConnection.OpenOptions()
+        connectionOptions.synchronousFull = options.synchronousFull
+        let db = try SQLiteConnection(path: path, options: connectionOptions)
+        try Schema.migrate(db, clock: options.clock)
+        writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
+            maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
+            maintenanceIntervalMicros: options.maintenanceIntervalMillis * 1_000,
+            idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000))
+        writer.start()
+    }
+
+    /// Applies the migrations to the database at `path` and returns the versions applied.
+    public static func migrate(path: String) throws -> [Int] {
+        let db = try SQLiteConnection(path: path)
+        return try Schema.migrate(db, clock: SystemClock())
+    }
+
+    public static var schemaVersion: Int { Schema.latestVersion }
+
+    /// Queues a write. `completion` runs on the writer thread once the batch
+    /// holding it has committed (or with the error that stopped it).
+    /// `encodeReply` turns the result into the bytes stored for idempotent
+    /// replays (the API layer's serialized response).
+    public func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64? = nil,
+                                         encodeReply: @escaping (C.Output) -> [UInt8] = { _ in [] },
+                                         completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) {
+        writer.submit(command, deadlineUptimeNanos: deadlineUptimeNanos, encodeReply: encodeReply, completion: completion)
+    }
+
+    /// Synchronous write, for the CLI and tests (never on an event loop).
+    public func write<C: LedgerCommand>(_ command: C, encodeReply: @escaping (C.Output) -> [UInt8] = { _ in [] }) throws(LedgerError) -> WriteOutcome<C.Output> {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<WriteOutcome<C.Output>, LedgerError>?
+        submit(command, encodeReply: encodeReply) { r in
+            result = r
+            done.signal()
+        }
+        done.wait()
+        return try result!.get()
+    }
+
+    /// A new reader on its own connection; confine it to one thread.
+    public func makeReader() throws -> LedgerReader {
+        try LedgerReader(path: path, clock: options.clock)
+    }
+
+    /// Recomputes everything from the entries, on a connection of its own.
+    public func verify() throws -> VerifyReport {
+        try Self.verify(path: path)
+    }
+
+    public static func verify(path: String) throws -> VerifyReport {
+        var options = SQLiteConnection.OpenOptions()
+        options.readOnly = true
+        return try Verifier.run(db: SQLiteConnection(path: path, options: options))
+    }
+
+    /// Online backup to `destination`, safe while the server writes.
+    public static func backup(path: String, to destination: String) throws {
+        var options = SQLiteConnection.OpenOptions()
+        options.readOnly = true
+        try SQLiteConnection(path: path, options: options).backup(to: destination)
+    }
+
+    public var queueDepth: Int { writer.queueDepth }
+
+    /// Finishes queued writes and stops the writer.
+    public func close() {
+        writer.stop()
+    }
+}

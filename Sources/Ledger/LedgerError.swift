@@ -1,0 +1,54 @@
+/// Domain outcomes and failures of ledger commands and reads. Each case carries
+/// data, never a string to parse; the API layer maps them to gRPC statuses in
+/// one place.
+public enum LedgerError: Error, Equatable, Sendable {
+    public struct FieldViolation: Sendable, Equatable {
+        public var field: String
+        public var description: String
+        public init(_ field: String, _ description: String) {
+            self.field = field
+            self.description = description
+        }
+    }
+
+    /// Bad input; nothing was changed.
+    case invalidArgument([FieldViolation])
+    /// `kind` ("client", "hold", "package", …) with `id` does not exist in the tenant.
+    case notFound(kind: String, id: String)
+    /// The resource exists already (e.g. a tenant id).
+    case alreadyExists(kind: String, id: String)
+    /// Not enough eligible available credit.
+    case insufficientCredits(availableMinor: Int64, requestedMinor: Int64)
+    /// The idempotency key was used for a different request.
+    case idempotencyKeyReused(operation: String, differingFields: [String], existingResultId: String)
+    /// The hold is no longer open (captured, released or expired).
+    case holdNotOpen(holdId: String, state: HoldState)
+    case captureExceedsHold(heldMinor: Int64, requestedMinor: Int64)
+    case reversalExceedsSpend(reversibleMinor: Int64, requestedMinor: Int64)
+    case writeOffVoided(writeOffId: String)
+    case packageInactive(packageId: String)
+    /// A balance or amount would leave the representable range.
+    case amountOutOfRange(field: String)
+    /// More lots than one draw may touch.
+    case tooManyLots(limit: Int)
+    /// The command's deadline passed before it was applied; nothing changed.
+    case deadlineExceeded
+    /// The write queue is full; retry later.
+    case overloaded(queueLimit: Int)
+    /// The ledger is shutting down.
+    case unavailable
+    /// The store failed (SQLite result code kept).
+    case storage(code: Int32, message: String)
+}
+
+extension LedgerError {
+    static func invalid(_ field: String, _ description: String) -> LedgerError {
+        .invalidArgument([FieldViolation(field, description)])
+    }
+
+    static func from(_ error: Error) -> LedgerError {
+        if let ledgerError = error as? LedgerError { return ledgerError }
+        if let sqlite = error as? SQLiteError { return .storage(code: sqlite.code, message: sqlite.message) }
+        return .storage(code: -1, message: "\(error)")
+    }
+}

@@ -1,0 +1,174 @@
+/// Reads on a connection of their own, never waiting for the writer (WAL).
+/// Not thread-safe: one reader per thread (e.g. per event loop).
+public final class LedgerReader {
+    let db: SQLiteConnection
+    let clock: LedgerClock
+    private var reads: StoreReads { StoreReads(db: db) }
+
+    init(path: String, clock: LedgerClock) throws {
+        var options = SQLiteConnection.OpenOptions()
+        options.readOnly = true
+        db = try SQLiteConnection(path: path, options: options)
+        self.clock = clock
+    }
+
+    /// Runs `body` in one read transaction: everything it reads is one snapshot.
+    func snapshot<T>(_ body: () throws -> T) throws -> T {
+        try db.transaction(immediate: false, body)
+    }
+
+    public func tenant(_ id: String) throws -> Tenant? {
+        try LedgerStore(db: db, clock: clock).tenant(id)
+    }
+
+    public func apiKey(id: String) throws -> APIKeyRecord? { try reads.apiKey(id: id) }
+
+    public func package(tenant: String, id: String) throws -> CreditPackage? { try reads.package(tenant: tenant, id: id) }
+    public func spend(tenant: String, id: String) throws -> Spend? { try reads.spend(tenant: tenant, id: id) }
+    public func hold(tenant: String, id: String) throws -> Hold? { try reads.hold(tenant: tenant, id: id) }
+    public func writeOff(tenant: String, id: String) throws -> WriteOff? { try reads.writeOff(tenant: tenant, id: id) }
+
+    /// A client's balance, lots, per-center credit and open holds, in one
+    /// snapshot, with the tenant seq it reflects. Lots past valid_until count
+    /// for nothing even before their expiry entry is written.
+    public func balance(tenant: String, client: String) throws -> BalanceSnapshot {
+        try snapshot {
+            guard let tenantRow = try LedgerStore(db: db, clock: clock).tenant(tenant) else {
+                throw LedgerError.notFound(kind: "tenant", id: tenant)
+            }
+            let now = clock.nowMicros()
+            let lots = try db.statement("""
+                SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+                ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
+                """).bind(.text(tenant), .text(client), .int(Int64(LedgerLimits.maxLotsPerDraw))).rows(LedgerStore.readLot)
+            var available: Int64 = 0, held: Int64 = 0, pending: Int64 = 0
+            var centers: [String: Int64] = [:]
+            var live: [Lot] = []
+            for lot in lots {
+                held += lot.heldMinor
+                let expired = lot.validUntilMicros.map { $0 <= now } ?? false
+                if expired {
+                    pending += lot.freeMinor
+                    centers[lot.centerId, default: 0] += lot.heldMinor
+                } else {
+                    available += lot.freeMinor
+                    centers[lot.centerId, default: 0] += lot.remainingMinor
+                    live.append(lot)
+                }
+            }
+            let holds = try db.statement("SELECT \(HoldRows.columns) FROM holds WHERE tenant_id = ? AND client_id = ? AND state = 'held' ORDER BY seq LIMIT 1000")
+                .bind(.text(tenant), .text(client)).rows(HoldRows.read)
+            return BalanceSnapshot(
+                summary: BalanceSummary(clientId: client, availableMinor: available, heldMinor: held, seq: tenantRow.lastSeq),
+                lots: live,
+                centers: centers.filter { $0.value > 0 }.map { CenterBalance(centerId: $0.key, remainingMinor: $0.value) }.sorted { $0.centerId < $1.centerId },
+                openHolds: holds, pendingExpiryMinor: pending)
+        }
+    }
+
+    public struct ClientBalanceRow: Sendable, Equatable {
+        public var clientId: String
+        public var availableMinor: Int64
+        public var heldMinor: Int64
+        public var lastSeq: Int64
+    }
+
+    /// Balances of the tenant's clients ordered by client id, after `afterClientId`.
+    /// With `centerId`: each client's remaining credit from lots of that center.
+    public func listBalances(tenant: String, centerId: String?, afterClientId: String?, limit: Int) throws -> [ClientBalanceRow] {
+        precondition(limit > 0 && limit <= LedgerLimits.maxPageSize + 1)
+        if let centerId {
+            return try db.statement("""
+                SELECT client_id, SUM(remaining_minor - held_minor), SUM(held_minor), MAX(created_seq) FROM lots
+                WHERE tenant_id = ? AND center_id = ? AND state = 'active' AND client_id > ?
+                GROUP BY client_id ORDER BY client_id LIMIT ?
+                """).bind(.text(tenant), .text(centerId), .text(afterClientId ?? ""), .int(Int64(limit)))
+                .rows { ClientBalanceRow(clientId: $0.text(0), availableMinor: $0.int(1), heldMinor: $0.int(2), lastSeq: $0.int(3)) }
+        }
+        return try db.statement("""
+            SELECT client_id, available_minor, held_minor, last_seq FROM clients WHERE tenant_id = ? AND client_id > ?
+            ORDER BY client_id LIMIT ?
+            """).bind(.text(tenant), .text(afterClientId ?? ""), .int(Int64(limit)))
+            .rows { ClientBalanceRow(clientId: $0.text(0), availableMinor: $0.int(1), heldMinor: $0.int(2), lastSeq: $0.int(3)) }
+    }
+
+    public struct StatementQuery: Sendable {
+        public var tenant: String
+        public var clientId: String
+        public var newestFirst = true
+        public var fromMicros: Int64?
+        public var untilMicros: Int64?
+        public var types: Set<EntryType> = []
+        /// Keyset cursor: entries strictly after (in the chosen order) this seq.
+        public var afterSeq: Int64?
+        public var limit: Int = LedgerLimits.defaultPageSize
+
+        public init(tenant: String, clientId: String) {
+            self.tenant = tenant
+            self.clientId = clientId
+        }
+    }
+
+    /// A client's ledger entries, keyset-paginated by seq: stable under
+    /// concurrent writes (new entries only ever get higher seqs).
+    public func statement(_ q: StatementQuery) throws -> [LedgerEntry] {
+        precondition(q.limit > 0 && q.limit <= LedgerLimits.maxPageSize + 1)
+        let typeList = q.types.map(\.rawValue).sorted()
+        let typeFilter = typeList.isEmpty ? "" : " AND type IN (\(typeList.map { _ in "?" }.joined(separator: ",")))"
+        let order = q.newestFirst ? "DESC" : "ASC"
+        let cursor = q.newestFirst ? "seq < ?" : "seq > ?"
+        let sql = """
+            SELECT seq, type, client_id, amount_minor, debit_account, credit_account, available_after_minor, held_after_minor,
+              time_micros, ref_id, center_id, booking_ref, payment_ref, idempotency_key, reason, note
+            FROM entries WHERE tenant_id = ? AND client_id = ? AND \(cursor) AND time_micros >= ? AND time_micros < ?\(typeFilter)
+            ORDER BY seq \(order) LIMIT ?
+            """
+        var binds: [SQLValue] = [.text(q.tenant), .text(q.clientId),
+                                 .int(q.afterSeq ?? (q.newestFirst ? Int64.max : 0)),
+                                 .int(q.fromMicros ?? Int64.min), .int(q.untilMicros ?? Int64.max)]
+        binds += typeList.map { .text($0) }
+        binds.append(.int(Int64(q.limit)))
+        return try snapshot {
+            var entries = try db.statement(sql).bind(binds).rows(Self.readEntry)
+            for i in entries.indices {
+                entries[i].allocations = try reads.allocations(tenant: q.tenant, seq: entries[i].seq)
+            }
+            return entries
+        }
+    }
+
+    static func readEntry(_ r: Row) -> LedgerEntry {
+        LedgerEntry(seq: r.int(0), type: EntryType(rawValue: r.text(1))!, clientId: r.text(2), amountMinor: r.int(3),
+                    debitAccount: r.text(4), creditAccount: r.text(5), availableAfterMinor: r.int(6), heldAfterMinor: r.int(7),
+                    timeMicros: r.int(8), refId: r.text(9), centerId: r.text(10), bookingRef: r.text(11), paymentRef: r.text(12),
+                    idempotencyKey: r.text(13), reason: r.text(14), note: r.text(15), allocations: [])
+    }
+
+    public func listPackages(tenant: String, includeInactive: Bool, afterId: String?, limit: Int) throws -> [CreditPackage] {
+        try db.statement("""
+            SELECT \(PackageRows.columns) FROM packages WHERE tenant_id = ? AND (active = 1 OR ?) AND id > ? ORDER BY id LIMIT ?
+            """).bind(.text(tenant), .int(includeInactive ? 1 : 0), .text(afterId ?? ""), .int(Int64(limit))).rows(PackageRows.read)
+    }
+
+    public func listWriteOffs(tenant: String, clientId: String?, afterSeq: Int64?, limit: Int) throws -> [WriteOff] {
+        try db.statement("""
+            SELECT id, client_id, amount_minor, reason, state, seq, void_seq, created_micros FROM write_offs
+            WHERE tenant_id = ? AND (? = '' OR client_id = ?) AND seq < ? ORDER BY seq DESC LIMIT ?
+            """).bind(.text(tenant), .text(clientId ?? ""), .text(clientId ?? ""), .int(afterSeq ?? Int64.max), .int(Int64(limit)))
+            .rows(StoreReads.readWriteOff)
+    }
+
+    public struct IdempotencyLookup: Sendable, Equatable {
+        public var operation: String
+        public var resultId: String
+        public var seq: Int64
+        public var reply: [UInt8]
+        public var createdMicros: Int64
+    }
+
+    public func idempotency(tenant: String, key: String) throws -> IdempotencyLookup? {
+        try LedgerStore(db: db, clock: clock).idempotencyRecord(tenant: tenant, key: key).map {
+            IdempotencyLookup(operation: $0.operation, resultId: $0.resultId, seq: $0.seq, reply: $0.reply, createdMicros: $0.createdMicros)
+        }
+    }
+}

@@ -1,0 +1,301 @@
+/// Row access and the primitive movements of the ledger, used by commands
+/// inside the writer's transaction. Confined to the writer thread (or to a
+/// reader's thread for the `load…` functions, through `StoreReads`).
+public final class LedgerStore {
+    let db: SQLiteConnection
+    let clock: LedgerClock
+
+    init(db: SQLiteConnection, clock: LedgerClock) {
+        self.db = db
+        self.clock = clock
+    }
+
+    // MARK: Tenants
+
+    func tenant(_ id: String) throws -> Tenant? {
+        try db.statement("SELECT id, name, currency, allow_directory, created_micros, last_seq FROM tenants WHERE id = ?")
+            .bind(.text(id))
+            .first { Tenant(id: $0.text(0), name: $0.text(1), currency: $0.text(2), allowDirectory: $0.bool(3), createdMicros: $0.int(4), lastSeq: $0.int(5)) }
+    }
+
+    func requireTenant(_ id: String) throws -> Tenant {
+        guard let tenant = try tenant(id) else { throw LedgerError.notFound(kind: "tenant", id: id) }
+        return tenant
+    }
+
+    private func nextSeq(tenant: String) throws -> Int64 {
+        guard let seq = try db.statement("UPDATE tenants SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
+            .bind(.text(tenant)).first({ $0.int(0) }) else {
+            throw LedgerError.notFound(kind: "tenant", id: tenant)
+        }
+        return seq
+    }
+
+    // MARK: Clients
+
+    struct ClientBalance {
+        var availableMinor: Int64
+        var heldMinor: Int64
+    }
+
+    func clientBalance(tenant: String, client: String) throws -> ClientBalance {
+        try db.statement("SELECT available_minor, held_minor FROM clients WHERE tenant_id = ? AND client_id = ?")
+            .bind(.text(tenant), .text(client))
+            .first { ClientBalance(availableMinor: $0.int(0), heldMinor: $0.int(1)) } ?? ClientBalance(availableMinor: 0, heldMinor: 0)
+    }
+
+    func summary(tenant: String, client: String) throws -> BalanceSummary {
+        let balance = try clientBalance(tenant: tenant, client: client)
+        let seq = try requireTenant(tenant).lastSeq
+        return BalanceSummary(clientId: client, availableMinor: balance.availableMinor, heldMinor: balance.heldMinor, seq: seq)
+    }
+
+    // MARK: The one way money moves
+
+    /// Appends one entry: takes the tenant's next seq, moves `amountMinor`
+    /// from `debit` to `credit`, applies the allocations to their lots, and
+    /// updates the client's balance and the counter-account. Asserts that no
+    /// client balance goes negative (callers check sufficiency first).
+    @discardableResult
+    func appendEntry(tenant: String, type: EntryType, client: String, amountMinor: Int64,
+                     debit: String, credit: String, refId: String, centerId: String = "",
+                     bookingRef: String = "", paymentRef: String = "", idempotencyKey: String = "",
+                     reason: String = "", note: String = "", allocations: [Allocation] = []) throws -> LedgerEntry {
+        precondition(amountMinor > 0, "ledger entries move a positive amount")
+        precondition(debit != credit, "an entry moves money between two different accounts")
+        let seq = try nextSeq(tenant: tenant)
+        let now = clock.nowMicros()
+
+        var balance = try clientBalance(tenant: tenant, client: client)
+        let available = Account.available(client), held = Account.held(client)
+        var systemDeltas: [(String, Int64)] = []
+        for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
+            switch account {
+            case available: balance.availableMinor += delta
+            case held: balance.heldMinor += delta
+            default:
+                precondition(!account.hasPrefix("client:"), "an entry touches only its own client's accounts")
+                systemDeltas.append((account, delta))
+            }
+        }
+        precondition(balance.availableMinor >= 0 && balance.heldMinor >= 0,
+                     "client \(client) balance would go negative: \(balance)")
+        precondition(balance.availableMinor + balance.heldMinor <= LedgerLimits.maxBalanceMinor, "balance above the limit")
+
+        try db.statement("""
+            INSERT INTO entries (tenant_id, seq, type, client_id, amount_minor, debit_account, credit_account,
+              available_after_minor, held_after_minor, time_micros, ref_id, center_id, booking_ref, payment_ref,
+              idempotency_key, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).bind(.text(tenant), .int(seq), .text(type.rawValue), .text(client), .int(amountMinor), .text(debit), .text(credit),
+                      .int(balance.availableMinor), .int(balance.heldMinor), .int(now), .text(refId), .text(centerId),
+                      .text(bookingRef), .text(paymentRef), .text(idempotencyKey), .text(reason), .text(note)).run()
+        for (ordinal, allocation) in allocations.enumerated() {
+            try applyAllocation(tenant: tenant, seq: seq, ordinal: ordinal, allocation)
+        }
+        for (account, delta) in systemDeltas {
+            try db.statement("""
+                INSERT INTO accounts (tenant_id, account, balance_minor) VALUES (?, ?, ?)
+                ON CONFLICT (tenant_id, account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor
+                """).bind(.text(tenant), .text(account), .int(delta)).run()
+        }
+        try db.statement("""
+            INSERT INTO clients (tenant_id, client_id, available_minor, held_minor, last_seq) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (tenant_id, client_id) DO UPDATE SET available_minor = excluded.available_minor,
+              held_minor = excluded.held_minor, last_seq = excluded.last_seq
+            """).bind(.text(tenant), .text(client), .int(balance.availableMinor), .int(balance.heldMinor), .int(seq)).run()
+
+        return LedgerEntry(seq: seq, type: type, clientId: client, amountMinor: amountMinor, debitAccount: debit,
+                           creditAccount: credit, availableAfterMinor: balance.availableMinor, heldAfterMinor: balance.heldMinor,
+                           timeMicros: now, refId: refId, centerId: centerId, bookingRef: bookingRef, paymentRef: paymentRef,
+                           idempotencyKey: idempotencyKey, reason: reason, note: note, allocations: allocations)
+    }
+
+    private func applyAllocation(tenant: String, seq: Int64, ordinal: Int, _ allocation: Allocation) throws {
+        precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
+        try db.statement("INSERT INTO allocations (tenant_id, seq, ordinal, lot_id, remaining_delta_minor, held_delta_minor) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(.text(tenant), .int(seq), .int(Int64(ordinal)), .text(allocation.lotId), .int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor)).run()
+        // The CHECK constraints on lots (0 ≤ held ≤ remaining ≤ amount) are the backstop.
+        try db.statement("""
+            UPDATE lots SET remaining_minor = remaining_minor + ?1, held_minor = held_minor + ?2,
+              state = CASE WHEN state = 'expired' THEN 'expired'
+                           WHEN remaining_minor + ?1 = 0 THEN 'exhausted' ELSE 'active' END
+            WHERE tenant_id = ?3 AND id = ?4
+            """).bind(.int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor), .text(tenant), .text(allocation.lotId)).run()
+        precondition(db.changes == 1, "allocation to unknown lot \(allocation.lotId)")
+    }
+
+    // MARK: Lots
+
+    static let lotColumns = """
+        id, client_id, origin, center_id, amount_minor, remaining_minor, held_minor, valid_from_micros, valid_until_micros,
+        scope_categories, scope_centers, scope_memberships, package_id, payment_ref, price_minor, note, created_seq, created_micros, state
+        """
+
+    static func readLot(_ r: Row) -> Lot {
+        Lot(id: r.text(0), clientId: r.text(1), origin: LotOrigin(rawValue: r.text(2))!, centerId: r.text(3),
+            amountMinor: r.int(4), remainingMinor: r.int(5), heldMinor: r.int(6), validFromMicros: r.optionalInt(7),
+            validUntilMicros: r.optionalInt(8),
+            scope: Scope(serviceCategories: ListCodec.decode(r.text(9)), centers: ListCodec.decode(r.text(10)),
+                         membershipIds: ListCodec.decode(r.text(11))),
+            packageId: r.optionalText(12), paymentRef: r.optionalText(13), priceMinor: r.int(14), note: r.text(15),
+            createdSeq: r.int(16), createdMicros: r.int(17), state: LotState(rawValue: r.text(18))!)
+    }
+
+    func lot(tenant: String, id: String) throws -> Lot? {
+        try db.statement("SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?")
+            .bind(.text(tenant), .text(id)).first(Self.readLot)
+    }
+
+    /// The client's active lots, soonest expiry first (no expiry last), then oldest.
+    func activeLots(tenant: String, client: String, limit: Int) throws -> [Lot] {
+        try db.statement("""
+            SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+            ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
+            """).bind(.text(tenant), .text(client), .int(Int64(limit))).rows(Self.readLot)
+    }
+
+    /// Creates a lot and the entry that funds it.
+    func createLot(tenant: String, client: String, origin: LotOrigin, entryType: EntryType, fundingAccount: String,
+                   amountMinor: Int64, centerId: String, validFromMicros: Int64?, validUntilMicros: Int64?, scope: Scope,
+                   packageId: String?, paymentRef: String?, priceMinor: Int64, note: String, reason: String,
+                   idempotencyKey: String) throws -> (Lot, LedgerEntry) {
+        let id = IDs.make("lot")
+        let now = clock.nowMicros()
+        let tenantRow = try requireTenant(tenant)
+        try db.statement("""
+            INSERT INTO lots (tenant_id, id, client_id, origin, center_id, amount_minor, remaining_minor, held_minor,
+              valid_from_micros, valid_until_micros, scope_categories, scope_centers, scope_memberships, package_id,
+              payment_ref, price_minor, note, created_seq, created_micros, state)
+            VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')
+            """).bind(.text(tenant), .text(id), .text(client), .text(origin.rawValue), .text(centerId), .int(amountMinor),
+                      validFromMicros.map(SQLValue.int) ?? .null, validUntilMicros.map(SQLValue.int) ?? .null,
+                      .text(ListCodec.encode(scope.serviceCategories)), .text(ListCodec.encode(scope.centers)),
+                      .text(ListCodec.encode(scope.membershipIds)), packageId.map(SQLValue.text) ?? .null,
+                      paymentRef.map(SQLValue.text) ?? .null, .int(priceMinor), .text(note),
+                      .int(tenantRow.lastSeq + 1), .int(now)).run()
+        let entry = try appendEntry(
+            tenant: tenant, type: entryType, client: client, amountMinor: amountMinor, debit: fundingAccount,
+            credit: Account.available(client), refId: id, centerId: centerId, paymentRef: paymentRef ?? "",
+            idempotencyKey: idempotencyKey, reason: reason, note: note,
+            allocations: [Allocation(lotId: id, remainingDeltaMinor: amountMinor, heldDeltaMinor: 0)])
+        precondition(entry.seq == tenantRow.lastSeq + 1)
+        return (try lot(tenant: tenant, id: id)!, entry)
+    }
+
+    // MARK: Expiry
+
+    /// Writes expiry entries for the client's lots past valid_until that have
+    /// free credit left (the held part stays pinned until its hold resolves).
+    func expireDueLots(tenant: String, client: String, now: Int64) throws {
+        let due = try db.statement("""
+            SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+              AND valid_until_micros IS NOT NULL AND valid_until_micros <= ? ORDER BY valid_until_micros, created_seq
+            """).bind(.text(tenant), .text(client), .int(now)).rows(Self.readLot)
+        for lot in due { try expire(tenant: tenant, lot: lot) }
+    }
+
+    func expire(tenant: String, lot: Lot) throws {
+        if lot.freeMinor > 0 {
+            try appendEntry(tenant: tenant, type: .expiry, client: lot.clientId, amountMinor: lot.freeMinor,
+                            debit: Account.available(lot.clientId), credit: Account.breakage, refId: lot.id,
+                            centerId: lot.centerId, reason: "expired",
+                            allocations: [Allocation(lotId: lot.id, remainingDeltaMinor: -lot.freeMinor, heldDeltaMinor: 0)])
+        }
+        if lot.heldMinor == 0 {
+            try db.statement("UPDATE lots SET state = 'expired' WHERE tenant_id = ? AND id = ?").bind(.text(tenant), .text(lot.id)).run()
+        }
+    }
+
+    // MARK: Drawing
+
+    /// Chooses allocations drawing `amountMinor` of free credit from
+    /// `lots` in order; throws insufficientCredits with what was available.
+    static func draw(_ amountMinor: Int64, from lots: [Lot], hold: Bool) throws -> [Allocation] {
+        var left = amountMinor
+        var allocations: [Allocation] = []
+        for lot in lots where left > 0 && lot.freeMinor > 0 {
+            let take = min(left, lot.freeMinor)
+            allocations.append(hold
+                ? Allocation(lotId: lot.id, remainingDeltaMinor: 0, heldDeltaMinor: take)
+                : Allocation(lotId: lot.id, remainingDeltaMinor: -take, heldDeltaMinor: 0))
+            left -= take
+        }
+        guard left == 0 else {
+            let available = lots.reduce(Int64(0)) { $0 + max(0, $1.freeMinor) }
+            throw LedgerError.insufficientCredits(availableMinor: available, requestedMinor: amountMinor)
+        }
+        return allocations
+    }
+
+    /// The lots a spend or hold may draw from now, in draw order.
+    func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
+                      membershipId: String?) throws -> [Lot] {
+        let lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
+        if lots.count > LedgerLimits.maxLotsPerDraw { throw LedgerError.tooManyLots(limit: LedgerLimits.maxLotsPerDraw) }
+        return lots.filter { lot in
+            lot.freeMinor > 0 && lot.isValid(atMicros: now)
+                && (centerId.map { lot.scope.admits(center: $0, serviceCategory: serviceCategory, membershipId: membershipId) } ?? true)
+        }
+    }
+
+    /// Net amount per lot drawn by the entries of `refId` and not yet
+    /// returned (spends and their reversals, write-offs and their voids).
+    func outstandingDraws(tenant: String, refId: String) throws -> [(lotId: String, minor: Int64, firstSeq: Int64)] {
+        try db.statement("""
+            SELECT a.lot_id, -SUM(a.remaining_delta_minor), MIN(a.seq) FROM allocations a
+            JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
+            WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id ORDER BY MIN(a.seq), MIN(a.ordinal)
+            """).bind(.text(tenant), .text(refId)).rows { ($0.text(0), $0.int(1), $0.int(2)) }
+    }
+
+    // MARK: Idempotency
+
+    struct IdempotencyRecord {
+        var operation: String
+        var fields: String
+        var resultId: String
+        var seq: Int64
+        var reply: [UInt8]
+        var createdMicros: Int64
+    }
+
+    func idempotencyRecord(tenant: String, key: String) throws -> IdempotencyRecord? {
+        try db.statement("SELECT operation, fields, result_id, seq, reply, created_micros FROM idempotency WHERE tenant_id = ? AND key = ?")
+            .bind(.text(tenant), .text(key))
+            .first { IdempotencyRecord(operation: $0.text(0), fields: $0.text(1), resultId: $0.text(2), seq: $0.int(3), reply: $0.blob(4), createdMicros: $0.int(5)) }
+    }
+
+    func storeIdempotency(tenant: String, key: String, record: IdempotencyRecord) throws {
+        try db.statement("INSERT INTO idempotency (tenant_id, key, operation, fields, result_id, seq, reply, created_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(.text(tenant), .text(key), .text(record.operation), .text(record.fields), .text(record.resultId),
+                  .int(record.seq), .blob(record.reply), .int(record.createdMicros)).run()
+    }
+}
+
+/// Lists stored in one TEXT column: entries joined by a unit separator
+/// (validated ids never contain control characters).
+enum ListCodec {
+    static let separator: Character = "\u{1F}"
+    static func encode(_ list: [String]) -> String { list.joined(separator: String(separator)) }
+    static func decode(_ text: String) -> [String] {
+        text.isEmpty ? [] : text.split(separator: separator, omittingEmptySubsequences: false).map(String.init)
+    }
+}
+
+/// Random, prefixed identifiers: `lot_` + 20 base-32 characters (100 bits).
+public enum IDs {
+    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+
+    public static func make(_ prefix: String) -> String {
+        var rng = SystemRandomNumberGenerator()
+        var out = prefix + "_"
+        var bits = rng.next() as UInt64
+        var extra = rng.next() as UInt64
+        for i in 0..<20 {
+            if i == 12 { bits = extra; extra = 0 }
+            out.append(alphabet[Int(bits & 31)])
+            bits >>= 5
+        }
+        return out
+    }
+}

@@ -1,0 +1,118 @@
+/// Recomputes every balance from the ledger entries and checks the
+/// double-entry and lot invariants. Must always pass.
+public struct VerifyReport: Sendable, CustomStringConvertible {
+    public var tenants = 0
+    public var entries = 0
+    public var clients = 0
+    public var lots = 0
+    public var problems: [String] = []
+
+    public var ok: Bool { problems.isEmpty }
+
+    public var description: String {
+        var text = "verify: \(tenants) tenants, \(entries) entries, \(clients) clients, \(lots) lots: "
+        text += ok ? "OK" : "\(problems.count) problem(s)\n" + problems.prefix(100).map { "  - \($0)" }.joined(separator: "\n")
+        return text
+    }
+}
+
+enum Verifier {
+    static func run(db: SQLiteConnection) throws -> VerifyReport {
+        var report = VerifyReport()
+        try db.transaction(immediate: false) {
+            let tenants = try db.statement("SELECT id, last_seq FROM tenants ORDER BY id").rows { ($0.text(0), $0.int(1)) }
+            report.tenants = tenants.count
+            for (tenant, lastSeq) in tenants {
+                try verifyTenant(db: db, tenant: tenant, lastSeq: lastSeq, report: &report)
+            }
+        }
+        return report
+    }
+
+    private static func verifyTenant(db: SQLiteConnection, tenant: String, lastSeq: Int64, report: inout VerifyReport) throws {
+        func problem(_ text: String) { report.problems.append("tenant \(tenant): \(text)") }
+
+        // 1. Sequence numbers are 1…last_seq with no gap.
+        let (count, minSeq, maxSeq) = try db.statement("SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM entries WHERE tenant_id = ?")
+            .bind(.text(tenant)).first { ($0.int(0), $0.int(1), $0.int(2)) }!
+        report.entries += Int(count)
+        if count != lastSeq || maxSeq != lastSeq || (count > 0 && minSeq != 1) {
+            problem("entry seqs are not 1…\(lastSeq) (count \(count), min \(minSeq), max \(maxSeq))")
+        }
+
+        // 2. Account balances recomputed from entries (credit +, debit −) equal
+        //    the stored ones, and all accounts sum to zero.
+        var computed: [String: Int64] = [:]
+        let movements = try db.statement("SELECT debit_account, credit_account, SUM(amount_minor) FROM entries WHERE tenant_id = ? GROUP BY debit_account, credit_account")
+            .bind(.text(tenant)).rows { ($0.text(0), $0.text(1), $0.int(2)) }
+        for (debit, credit, amount) in movements {
+            computed[debit, default: 0] -= amount
+            computed[credit, default: 0] += amount
+        }
+        if computed.values.reduce(0, &+) != 0 { problem("accounts do not sum to zero") }
+        let stored = try db.statement("SELECT account, balance_minor FROM accounts WHERE tenant_id = ?").bind(.text(tenant)).rows { ($0.text(0), $0.int(1)) }
+        var storedSystem: [String: Int64] = [:]
+        for (account, balance) in stored { storedSystem[account] = balance }
+        for (account, balance) in computed where !account.hasPrefix("client:") && storedSystem[account] != balance {
+            problem("account \(account): stored \(storedSystem[account].map(String.init) ?? "none"), entries say \(balance)")
+        }
+        for (account, balance) in storedSystem where computed[account] == nil && balance != 0 {
+            problem("account \(account) has balance \(balance) but no entries")
+        }
+
+        // 3. Each client's stored balance equals its accounts and its lots;
+        //    the after-balance of its latest entry matches too.
+        let clients = try db.statement("SELECT client_id, available_minor, held_minor, last_seq FROM clients WHERE tenant_id = ?")
+            .bind(.text(tenant)).rows { ($0.text(0), $0.int(1), $0.int(2), $0.int(3)) }
+        report.clients += clients.count
+        for (client, available, held, clientSeq) in clients {
+            let fromAvailable = computed[Account.available(client)] ?? 0
+            let fromHeld = computed[Account.held(client)] ?? 0
+            if fromAvailable != available || fromHeld != held {
+                problem("client \(client): stored available/held \(available)/\(held), entries say \(fromAvailable)/\(fromHeld)")
+            }
+            let (lotRemaining, lotHeld) = try db.statement("SELECT COALESCE(SUM(remaining_minor), 0), COALESCE(SUM(held_minor), 0) FROM lots WHERE tenant_id = ? AND client_id = ?")
+                .bind(.text(tenant), .text(client)).first { ($0.int(0), $0.int(1)) }!
+            if lotRemaining != available + held || lotHeld != held {
+                problem("client \(client): lots hold \(lotRemaining) (\(lotHeld) held), balance is \(available + held) (\(held) held)")
+            }
+            let holdsOpen = try db.statement("SELECT COALESCE(SUM(amount_minor), 0) FROM holds WHERE tenant_id = ? AND client_id = ? AND state = 'held'")
+                .bind(.text(tenant), .text(client)).first { $0.int(0) }!
+            if holdsOpen != held { problem("client \(client): open holds total \(holdsOpen), held balance is \(held)") }
+            if let after = try db.statement("SELECT available_after_minor, held_after_minor FROM entries WHERE tenant_id = ? AND seq = ?")
+                .bind(.text(tenant), .int(clientSeq)).first({ ($0.int(0), $0.int(1)) }), after != (available, held) {
+                problem("client \(client): latest entry \(clientSeq) says \(after.0)/\(after.1), stored \(available)/\(held)")
+            }
+        }
+        let clientsWithEntries = try db.statement("SELECT COUNT(DISTINCT client_id) FROM entries WHERE tenant_id = ?").bind(.text(tenant)).first { $0.int(0) }!
+        if clientsWithEntries != Int64(clients.count) { problem("\(clientsWithEntries) clients have entries but \(clients.count) have balances") }
+
+        // 4. Each lot's remaining and held equal the sum of its allocations;
+        //    0 ≤ held ≤ remaining ≤ amount.
+        let lots = try db.statement("""
+            SELECT l.id, l.amount_minor, l.remaining_minor, l.held_minor, l.state,
+              COALESCE(SUM(a.remaining_delta_minor), 0), COALESCE(SUM(a.held_delta_minor), 0)
+            FROM lots l LEFT JOIN allocations a ON a.tenant_id = l.tenant_id AND a.lot_id = l.id
+            WHERE l.tenant_id = ? GROUP BY l.id
+            """).bind(.text(tenant)).rows { ($0.text(0), $0.int(1), $0.int(2), $0.int(3), $0.text(4), $0.int(5), $0.int(6)) }
+        report.lots += lots.count
+        for (id, amount, remaining, held, state, sumRemaining, sumHeld) in lots {
+            if remaining != sumRemaining || held != sumHeld {
+                problem("lot \(id): remaining/held \(remaining)/\(held), allocations say \(sumRemaining)/\(sumHeld)")
+            }
+            if !(0 <= held && held <= remaining && remaining <= amount) { problem("lot \(id): out of bounds \(held) ≤ \(remaining) ≤ \(amount)") }
+            if state == "exhausted" && remaining != 0 { problem("lot \(id): exhausted with \(remaining) left") }
+            if state == "expired" && remaining != 0 { problem("lot \(id): expired with \(remaining) left") }
+        }
+
+        // 5. Spends: reversed ≤ amount, and reversals recorded equal reversed.
+        let spends = try db.statement("""
+            SELECT s.id, s.amount_minor, s.reversed_minor, COALESCE((SELECT SUM(e.amount_minor) FROM entries e
+              WHERE e.tenant_id = s.tenant_id AND e.ref_id = s.id AND e.type = 'reversal'), 0)
+            FROM spends s WHERE s.tenant_id = ?
+            """).bind(.text(tenant)).rows { ($0.text(0), $0.int(1), $0.int(2), $0.int(3)) }
+        for (id, amount, reversed, reversals) in spends where reversed != reversals || reversed > amount {
+            problem("spend \(id): amount \(amount), reversed \(reversed), reversal entries \(reversals)")
+        }
+    }
+}

@@ -1,0 +1,104 @@
+/// Balance write-offs (seed 000): remove credit from a client with a reason;
+/// a void puts it back where it came from.
+
+public struct WriteOffResult: Sendable, Equatable {
+    public var writeOff: WriteOff
+    public var balance: BalanceSummary
+}
+
+public struct CreateWriteOff: LedgerCommand {
+    public static let operation = "write_off"
+    public var tenantId: String
+    public var clientId: String
+    public var amountMinor: Int64
+    public var reason: String
+    public var idempotencyKey: String?
+
+    public init(tenantId: String, clientId: String, amountMinor: Int64, reason: String, idempotencyKey: String?) {
+        self.tenantId = tenantId
+        self.clientId = clientId
+        self.amountMinor = amountMinor
+        self.reason = reason
+        self.idempotencyKey = idempotencyKey
+    }
+
+    public var idempotencyFields: [(String, String)] {
+        [("client_id", clientId), ("amount_minor", "\(amountMinor)"), ("reason", reason)]
+    }
+
+    public func validate() throws(LedgerError) {
+        var v = Validator()
+        v.id(clientId, "client_id")
+        v.positiveAmount(amountMinor, "amount_minor")
+        v.text(reason, "reason", required: true)
+        v.idempotencyKey(idempotencyKey, required: true)
+        try v.finish()
+    }
+
+    public func apply(_ store: LedgerStore) throws -> WriteOffResult {
+        _ = try store.requireTenant(tenantId)
+        let now = store.clock.nowMicros()
+        try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
+        let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: nil, serviceCategory: nil, membershipId: nil)
+        let allocations = try LedgerStore.draw(amountMinor, from: lots, hold: false)
+        let id = IDs.make("wof")
+        let entry = try store.appendEntry(tenant: tenantId, type: .writeOff, client: clientId, amountMinor: amountMinor,
+                                          debit: Account.available(clientId), credit: Account.writeOffs, refId: id,
+                                          idempotencyKey: idempotencyKey ?? "", reason: reason, allocations: allocations)
+        let writeOff = WriteOff(id: id, clientId: clientId, amountMinor: amountMinor, reason: reason, state: .active, seq: entry.seq,
+                                voidSeq: nil, createdMicros: now, allocations: allocations)
+        try store.db.statement("INSERT INTO write_offs (tenant_id, id, client_id, amount_minor, reason, state, seq, created_micros) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)")
+            .bind(.text(tenantId), .text(id), .text(clientId), .int(amountMinor), .text(reason), .int(entry.seq), .int(now)).run()
+        return WriteOffResult(writeOff: writeOff, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
+                                                                          heldMinor: entry.heldAfterMinor, seq: entry.seq))
+    }
+
+    public func resultId(_ output: WriteOffResult) -> String { output.writeOff.id }
+    public func resultSeq(_ output: WriteOffResult) -> Int64 { output.balance.seq }
+}
+
+/// Voids a write-off: the credit returns to the lots it was taken from
+/// (credit of lots expired since is expired again at once).
+public struct VoidWriteOff: LedgerCommand {
+    public static let operation = "void_write_off"
+    public var tenantId: String
+    public var writeOffId: String
+    public var idempotencyKey: String?
+
+    public init(tenantId: String, writeOffId: String, idempotencyKey: String?) {
+        self.tenantId = tenantId
+        self.writeOffId = writeOffId
+        self.idempotencyKey = idempotencyKey
+    }
+
+    public var idempotencyFields: [(String, String)] { [("write_off_id", writeOffId)] }
+
+    public func validate() throws(LedgerError) {
+        var v = Validator()
+        v.id(writeOffId, "write_off_id")
+        v.idempotencyKey(idempotencyKey, required: true)
+        try v.finish()
+    }
+
+    public func apply(_ store: LedgerStore) throws -> WriteOffResult {
+        guard var writeOff = try StoreReads(db: store.db).writeOff(tenant: tenantId, id: writeOffId) else {
+            throw LedgerError.notFound(kind: "write_off", id: writeOffId)
+        }
+        guard writeOff.state == .active else { throw LedgerError.writeOffVoided(writeOffId: writeOffId) }
+        let allocations = try returnAllocations(store: store, tenant: tenantId, refId: writeOffId, amountMinor: writeOff.amountMinor)
+        let entry = try store.appendEntry(tenant: tenantId, type: .writeOffVoid, client: writeOff.clientId, amountMinor: writeOff.amountMinor,
+                                          debit: Account.writeOffs, credit: Account.available(writeOff.clientId), refId: writeOffId,
+                                          idempotencyKey: idempotencyKey ?? "", reason: "void", allocations: allocations)
+        try store.db.statement("UPDATE write_offs SET state = 'voided', void_seq = ? WHERE tenant_id = ? AND id = ? AND state = 'active'")
+            .bind(.int(entry.seq), .text(tenantId), .text(writeOffId)).run()
+        precondition(store.db.changes == 1)
+        try settleExpiredLots(store: store, tenant: tenantId, lotIds: allocations.map(\.lotId))
+        writeOff.state = .voided
+        writeOff.voidSeq = entry.seq
+        writeOff.allocations = try StoreReads(db: store.db).allocations(tenant: tenantId, seq: writeOff.seq)
+        return WriteOffResult(writeOff: writeOff, balance: try store.summary(tenant: tenantId, client: writeOff.clientId))
+    }
+
+    public func resultId(_ output: WriteOffResult) -> String { output.writeOff.id }
+    public func resultSeq(_ output: WriteOffResult) -> Int64 { output.balance.seq }
+}

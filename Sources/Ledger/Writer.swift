@@ -1,0 +1,243 @@
+import Dispatch
+import Foundation
+
+/// One queued write: runs inside the writer's transaction, then reports.
+final class PendingWrite {
+    let deadlineUptimeNanos: UInt64?
+    /// Applies the command (inside a savepoint) and returns how to report success.
+    let execute: (LedgerStore) throws -> () -> Void
+    let fail: (LedgerError) -> Void
+
+    init(deadlineUptimeNanos: UInt64?, execute: @escaping (LedgerStore) throws -> () -> Void, fail: @escaping (LedgerError) -> Void) {
+        self.deadlineUptimeNanos = deadlineUptimeNanos
+        self.execute = execute
+        self.fail = fail
+    }
+}
+
+/// The single writer: every write command from every connection queues here;
+/// a dedicated thread applies them in batches, one SQLite transaction per
+/// batch with a savepoint per command (a failing command leaves the others
+/// intact), commits, and only then answers each caller (group commit).
+final class LedgerWriter: @unchecked Sendable {
+    struct Configuration {
+        var maxQueueDepth = 10_000
+        var maxBatchSize = 256
+        var maintenanceIntervalMicros: Int64 = 1_000_000
+        var idempotencyRetentionMicros: Int64 = 7 * 86_400 * 1_000_000
+    }
+
+    private let store: LedgerStore
+    private let configuration: Configuration
+    private let condition = NSCondition()
+    private var queue: [PendingWrite] = []
+    private var queueHead = 0
+    private var stopping = false
+    private var stopped = false
+    private var thread: Thread?
+    private var nextMaintenanceMicros: Int64 = 0
+    /// Sizes of recent batches, for metrics (written by the writer thread only).
+    private(set) var batchesCommitted = 0
+    private(set) var commandsCommitted = 0
+
+    init(store: LedgerStore, configuration: Configuration) {
+        precondition(configuration.maxQueueDepth > 0 && configuration.maxBatchSize > 0)
+        self.store = store
+        self.configuration = configuration
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "ledger-writer"
+        thread.qualityOfService = .userInitiated
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Queues a command; `completion` runs on the writer thread after the
+    /// batch holding it committed (or failed).
+    func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64?, encodeReply: @escaping (C.Output) -> [UInt8],
+                                  completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) {
+        do {
+            try command.validate()
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        let write = PendingWrite(deadlineUptimeNanos: deadlineUptimeNanos, execute: { store in
+            try Self.execute(command, store: store, encodeReply: encodeReply, completion: completion)
+        }, fail: { completion(.failure($0)) })
+        condition.lock()
+        if stopping {
+            condition.unlock()
+            completion(.failure(.unavailable))
+            return
+        }
+        if queue.count - queueHead >= configuration.maxQueueDepth {
+            condition.unlock()
+            completion(.failure(.overloaded(queueLimit: configuration.maxQueueDepth)))
+            return
+        }
+        queue.append(write)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Idempotency first, then the command, then its idempotency record.
+    private static func execute<C: LedgerCommand>(_ command: C, store: LedgerStore, encodeReply: (C.Output) -> [UInt8],
+                                                  completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) throws -> () -> Void {
+        let fields = command.idempotencyFields.map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
+        if let key = command.idempotencyKey, !key.isEmpty {
+            if let existing = try store.idempotencyRecord(tenant: command.tenantId, key: key) {
+                guard existing.operation == C.operation, existing.fields == fields else {
+                    throw LedgerError.idempotencyKeyReused(
+                        operation: existing.operation,
+                        differingFields: differing(existing.operation == C.operation ? existing.fields : "", fields),
+                        existingResultId: existing.resultId)
+                }
+                return { completion(.success(.replayed(reply: existing.reply, resultId: existing.resultId, seq: existing.seq))) }
+            }
+            let output = try command.apply(store)
+            try store.storeIdempotency(tenant: command.tenantId, key: key, record: .init(
+                operation: C.operation, fields: fields, resultId: command.resultId(output), seq: command.resultSeq(output),
+                reply: encodeReply(output), createdMicros: store.clock.nowMicros()))
+            return { completion(.success(.applied(output))) }
+        }
+        let output = try command.apply(store)
+        return { completion(.success(.applied(output))) }
+    }
+
+    /// Names of the fields whose values differ between two canonical field lists.
+    static func differing(_ old: String, _ new: String) -> [String] {
+        func parse(_ text: String) -> [String: String] {
+            var out: [String: String] = [:]
+            for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+                let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                out[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            }
+            return out
+        }
+        let a = parse(old), b = parse(new)
+        let names = Set(a.keys).union(b.keys)
+        let diff = names.filter { a[$0] != b[$0] }.sorted()
+        return diff.isEmpty ? ["operation"] : diff
+    }
+
+    /// Stops taking commands, finishes those queued, and ends the thread.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !stopped { condition.wait() }
+        condition.unlock()
+    }
+
+    var queueDepth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count - queueHead
+    }
+
+    // MARK: The writer thread
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.count == queueHead && !stopping {
+                let waitMicros = max(1_000, nextMaintenanceMicros - store.clock.nowMicros())
+                if !condition.wait(until: Date(timeIntervalSinceNow: Double(waitMicros) / 1_000_000)) { break }
+            }
+            let end = min(queue.count, queueHead + configuration.maxBatchSize)
+            let batch = Array(queue[queueHead..<end])
+            queueHead = end
+            if queueHead == queue.count {
+                queue.removeAll(keepingCapacity: queue.capacity <= 4 * configuration.maxBatchSize)
+                queueHead = 0
+            } else if queueHead > 4096 {
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            let finished = stopping && batch.isEmpty
+            condition.unlock()
+            if finished { break }
+            if !batch.isEmpty { apply(batch) }
+            if store.clock.nowMicros() >= nextMaintenanceMicros {
+                maintain()
+                nextMaintenanceMicros = store.clock.nowMicros() + configuration.maintenanceIntervalMicros
+            }
+        }
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func apply(_ batch: [PendingWrite]) {
+        var reports: [() -> Void] = []
+        reports.reserveCapacity(batch.count)
+        var failures: [(PendingWrite, LedgerError)] = []
+        do {
+            try store.db.execute("BEGIN IMMEDIATE")
+        } catch {
+            for write in batch { write.fail(LedgerError.from(error)) }
+            return
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        var applied: [PendingWrite] = []
+        for write in batch {
+            if let deadline = write.deadlineUptimeNanos, now >= deadline {
+                failures.append((write, .deadlineExceeded))
+                continue
+            }
+            do {
+                let report = try store.db.savepoint { try write.execute(store) }
+                reports.append(report)
+                applied.append(write)
+            } catch {
+                failures.append((write, LedgerError.from(error)))
+            }
+        }
+        do {
+            try store.db.execute("COMMIT")
+            batchesCommitted += 1
+            commandsCommitted += applied.count
+            for report in reports { report() }
+        } catch {
+            try? store.db.execute("ROLLBACK")
+            let failure = LedgerError.from(error)
+            for write in applied { write.fail(failure) }
+        }
+        for (write, error) in failures { write.fail(error) }
+    }
+
+    /// Automatic releases of holds past their deadline, expiry of lots past
+    /// valid_until, and removal of idempotency records past retention, in
+    /// bounded steps.
+    private func maintain() {
+        let now = store.clock.nowMicros()
+        do {
+            try store.db.transaction {
+                let holds = try store.db.statement("SELECT tenant_id, id FROM holds WHERE state = 'held' AND expires_micros <= ? ORDER BY expires_micros LIMIT 500")
+                    .bind(.int(now)).rows { ($0.text(0), $0.text(1)) }
+                for (tenant, id) in holds {
+                    var release = ReleaseHold(tenantId: tenant, holdId: id, idempotencyKey: nil)
+                    release.automatic = true
+                    _ = try store.db.savepoint { try release.apply(store) }
+                }
+                let lots = try store.db.statement("""
+                    SELECT \(LedgerStore.lotColumns), tenant_id FROM lots WHERE state = 'active' AND valid_until_micros IS NOT NULL
+                      AND valid_until_micros <= ? ORDER BY valid_until_micros LIMIT 500
+                    """).bind(.int(now)).rows { ($0.text(19), LedgerStore.readLot($0)) }
+                for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
+                    try store.db.savepoint { try store.expire(tenant: tenant, lot: lot) }
+                }
+                try store.db.statement("""
+                    DELETE FROM idempotency WHERE (tenant_id, key) IN
+                      (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)
+                    """).bind(.int(now - configuration.idempotencyRetentionMicros)).run()
+            }
+        } catch {
+            // Retried at the next interval; nothing half-done stays (one transaction).
+        }
+    }
+}

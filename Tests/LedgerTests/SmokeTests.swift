@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+@testable import Ledger
+
+final class TestClock: LedgerClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var now: Int64
+    init(_ start: Int64 = 1_800_000_000_000_000) { now = start }
+    func nowMicros() -> Int64 { lock.lock(); defer { lock.unlock() }; return now }
+    func advance(seconds: Int64) { lock.lock(); now += seconds * 1_000_000; lock.unlock() }
+}
+
+func tempLedger(clock: TestClock = TestClock()) throws -> (Ledger, String) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let path = dir.appendingPathComponent("l.sqlite").path
+    var options = Ledger.Options()
+    options.clock = clock
+    options.maintenanceIntervalMillis = 3_600_000
+    return (try Ledger(path: path, options: options), path)
+}
+
+@Suite struct SmokeTests {
+    @Test func purchaseSpendHoldCaptureReverseVerify() throws {
+        let (ledger, _) = try tempLedger()
+        defer { ledger.close() }
+        _ = try ledger.write(CreateTenant(id: "t1", name: "Gym", currency: "EUR", allowDirectory: false))
+        guard case .applied(let pkg) = try ledger.write(CreatePackage(tenantId: "t1", name: "10", creditsMinor: 1000, priceMinor: 900, validityDays: 30, scope: .any, idempotencyKey: nil)) else { Issue.record(); return }
+        guard case .applied(let grant) = try ledger.write(PurchasePackage(tenantId: "t1", clientId: "c1", packageId: pkg.id, centerId: "ctr1", paymentRef: "pay1", idempotencyKey: "k1")) else { Issue.record(); return }
+        #expect(grant.balance.availableMinor == 1000)
+        guard case .applied(let spend) = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 300, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) else { Issue.record(); return }
+        #expect(spend.balance.availableMinor == 700)
+        guard case .applied(let hold) = try ledger.write(CreateHold(tenantId: "t1", clientId: "c1", amountMinor: 200, centerId: "ctr1", bookingRef: "b2", serviceCategory: nil, membershipId: nil, expiresMicros: TestClock().nowMicros() + 3_600_000_000, idempotencyKey: "k3")) else { Issue.record(); return }
+        #expect(hold.balance.availableMinor == 500 && hold.balance.heldMinor == 200)
+        guard case .applied(let cap) = try ledger.write(CaptureHold(tenantId: "t1", holdId: hold.hold.id, amountMinor: 50, reason: .checkIn, idempotencyKey: "k4")) else { Issue.record(); return }
+        #expect(cap.balance.availableMinor == 650 && cap.balance.heldMinor == 0)
+        guard case .applied(let rev) = try ledger.write(ReverseSpend(tenantId: "t1", spendId: spend.spend.id, amountMinor: 100, reason: "refund", idempotencyKey: "k5")) else { Issue.record(); return }
+        #expect(rev.balance.availableMinor == 750)
+        guard case .replayed = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 300, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) else { Issue.record(); return }
+        #expect(throws: LedgerError.self) { try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 301, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) }
+        #expect(throws: LedgerError.insufficientCredits(availableMinor: 750, requestedMinor: 10_000)) { try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 10_000, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k9")) }
+        let report = try ledger.verify()
+        #expect(report.ok, "\(report)")
+        let reader = try ledger.makeReader()
+        let balance = try reader.balance(tenant: "t1", client: "c1")
+        #expect(balance.summary.availableMinor == 750)
+        let statement = try reader.statement(.init(tenant: "t1", clientId: "c1"))
+        #expect(statement.map(\.type) == [.reversal, .release, .capture, .hold, .spend, .purchase])
+    }
+}
