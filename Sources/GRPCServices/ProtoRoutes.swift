@@ -35,6 +35,11 @@ public struct RPCError: Error, Sendable, Equatable {
         self.fieldViolations = fieldViolations
     }
 
+    /// INVALID_ARGUMENT for one bad field.
+    public static func invalid(_ field: String, _ description: String) -> RPCError {
+        invalidArgument([FieldViolation(field: field, description: description)])
+    }
+
     public static func invalidArgument(_ violations: [FieldViolation]) -> RPCError {
         let summary = violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
         return RPCError(.invalidArgument, summary, reason: "INVALID_ARGUMENT", fieldViolations: violations)

@@ -271,6 +271,13 @@ public struct BalanceSummary: Sendable, Equatable {
     public var availableMinor: Int64
     public var heldMinor: Int64
     public var seq: Int64
+
+    public init(clientId: String, availableMinor: Int64, heldMinor: Int64, seq: Int64) {
+        self.clientId = clientId
+        self.availableMinor = availableMinor
+        self.heldMinor = heldMinor
+        self.seq = seq
+    }
     public var totalMinor: Int64 { availableMinor + heldMinor }
 }
 

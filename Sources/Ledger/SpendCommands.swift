@@ -11,6 +11,12 @@ public struct HoldResult: Sendable, Equatable {
     /// The spend a capture recorded.
     public var spend: Spend?
     public var balance: BalanceSummary
+
+    public init(hold: Hold, spend: Spend?, balance: BalanceSummary) {
+        self.hold = hold
+        self.spend = spend
+        self.balance = balance
+    }
 }
 
 public struct SpendCredits: LedgerCommand {

@@ -9,7 +9,7 @@ struct CreditsCommand: ParsableCommand {
             Runs the credits gRPC service (h2c, prior knowledge) on a local SQLite file.
             Start with `credits serve`; every flag has a default.
             """,
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Migrate.self, Verify.self, Backup.self, Admin.self],
         defaultSubcommand: Serve.self
     )
 }

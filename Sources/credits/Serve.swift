@@ -1,8 +1,10 @@
 import ArgumentParser
+import CreditsAPI
 import Dispatch
 import Foundation
 import GRPCServices
 import GRPCTransport
+import Ledger
 import Logging
 import NIOCore
 
@@ -19,6 +21,21 @@ struct Serve: ParsableCommand {
 
     @Option(help: "SQLite database file (created, with its directory, if missing).")
     var db = "./data/credits.sqlite"
+
+    @Option(help: "SQLite durability: full (an acknowledged write survives power loss) or normal (survives a crash of the process).")
+    var sync: SyncMode = .full
+
+    @Option(help: "File holding the admin token (creates tenants and keys). Else the CREDITS_ADMIN_KEY environment variable; with neither, admin calls are refused.")
+    var adminKeyFile: String?
+
+    @Option(help: "Days idempotency keys are kept (at least 7).")
+    var idempotencyRetentionDays = 7
+
+    @Option(help: "Writes waiting for the writer at most; beyond, UNAVAILABLE (retry).")
+    var maxWriteQueue = 10_000
+
+    @Option(help: "Writes committed together in one transaction at most (group commit).")
+    var maxWriteBatch = 256
 
     @Option(help: "Event-loop threads serving connections (default: one per core).")
     var threads = System.coreCount
@@ -58,6 +75,9 @@ struct Serve: ParsableCommand {
         guard maxHeaderListBytes >= 1024 && maxHeaderListBytes <= 1 << 20 else { throw ValidationError("--max-header-list-bytes must be 1 KiB…1 MiB") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard idleTimeoutSeconds >= 0, shutdownGraceSeconds >= 0 else { throw ValidationError("timeouts are not negative") }
+        guard idempotencyRetentionDays >= 7 && idempotencyRetentionDays <= 3650 else { throw ValidationError("--idempotency-retention-days must be 7…3650") }
+        guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
+        guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
     }
 
     func run() throws {
@@ -67,9 +87,21 @@ struct Serve: ParsableCommand {
         let dbURL = URL(fileURLWithPath: db)
         try FileManager.default.createDirectory(at: dbURL.deletingLastPathComponent(), withIntermediateDirectories: true)
 
+        let adminToken = try AdminToken.load(file: adminKeyFile)
+        if adminToken == nil {
+            logger.warning("no admin key (--admin-key-file or CREDITS_ADMIN_KEY): admin calls are refused")
+        }
+        var ledgerOptions = Ledger.Options()
+        ledgerOptions.synchronousFull = sync == .full
+        ledgerOptions.maxQueueDepth = maxWriteQueue
+        ledgerOptions.maxBatchSize = maxWriteBatch
+        ledgerOptions.idempotencyRetentionSeconds = Int64(idempotencyRetentionDays) * 86_400
+        let ledger = try Ledger(path: dbURL.path, options: ledgerOptions)
+
         let health = HealthService()
         var router = GRPCRouter()
         router.add(contentsOf: health.routes)
+        router.add(contentsOf: CreditsAPI(ledger: ledger, adminToken: adminToken).routes)
         if enableTestService { router.add(contentsOf: TestService.routes) }
         let served = Array(Set(router.serviceNames + ReflectionService.serviceNames)).sorted()
         let reflection = try ReflectionService(servedServices: served)
@@ -92,7 +124,7 @@ struct Serve: ParsableCommand {
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         health.setStatus(.serving, for: "")
         logger.info("serving", metadata: [
-            "address": "\(address)", "db": "\(dbURL.path)", "threads": "\(threads)",
+            "address": "\(address)", "db": "\(dbURL.path)", "sync": "\(sync.rawValue)", "threads": "\(threads)",
             "services": "\(router.serviceNames.joined(separator: ","))",
         ])
 
@@ -109,6 +141,7 @@ struct Serve: ParsableCommand {
         health.setAll(.notServing)
         health.finishWatchers()
         try server.shutdownGracefully()
+        ledger.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped")
     }

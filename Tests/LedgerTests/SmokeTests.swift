@@ -2,23 +2,7 @@ import Foundation
 import Testing
 @testable import Ledger
 
-final class TestClock: LedgerClock, @unchecked Sendable {
-    private let lock = NSLock()
-    private var now: Int64
-    init(_ start: Int64 = 1_800_000_000_000_000) { now = start }
-    func nowMicros() -> Int64 { lock.lock(); defer { lock.unlock() }; return now }
-    func advance(seconds: Int64) { lock.lock(); now += seconds * 1_000_000; lock.unlock() }
-}
-
-func tempLedger(clock: TestClock = TestClock()) throws -> (Ledger, String) {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let path = dir.appendingPathComponent("l.sqlite").path
-    var options = Ledger.Options()
-    options.clock = clock
-    options.maintenanceIntervalMillis = 3_600_000
-    return (try Ledger(path: path, options: options), path)
-}
+// TestClock and tempLedger() live in Support.swift.
 
 @Suite struct SmokeTests {
     @Test func purchaseSpendHoldCaptureReverseVerify() throws {

@@ -66,6 +66,222 @@ const ProtobufCMessageDescriptor *credits_desc_credits__testing__v1__stream_requ
   return &credits__testing__v1__stream_request__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__adjust_balance_request(void) {
+  return &credits__v1__adjust_balance_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__adjust_balance_response(void) {
+  return &credits__v1__adjust_balance_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__allocation(void) {
+  return &credits__v1__allocation__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__api_key(void) {
+  return &credits__v1__api_key__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__balance(void) {
+  return &credits__v1__balance__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__balance_summary(void) {
+  return &credits__v1__balance_summary__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__capture_hold_request(void) {
+  return &credits__v1__capture_hold_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__center_balance(void) {
+  return &credits__v1__center_balance__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_api_key_request(void) {
+  return &credits__v1__create_api_key_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_api_key_response(void) {
+  return &credits__v1__create_api_key_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_credit_order_request(void) {
+  return &credits__v1__create_credit_order_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_credit_order_response(void) {
+  return &credits__v1__create_credit_order_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_credit_package_request(void) {
+  return &credits__v1__create_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_hold_request(void) {
+  return &credits__v1__create_hold_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_tenant_request(void) {
+  return &credits__v1__create_tenant_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_write_off_request(void) {
+  return &credits__v1__create_write_off_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__credit_package(void) {
+  return &credits__v1__credit_package__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__deactivate_credit_package_request(void) {
+  return &credits__v1__deactivate_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_balance_request(void) {
+  return &credits__v1__get_balance_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_credit_package_request(void) {
+  return &credits__v1__get_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_hold_request(void) {
+  return &credits__v1__get_hold_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_operation_request(void) {
+  return &credits__v1__get_operation_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_spend_request(void) {
+  return &credits__v1__get_spend_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_tenant_request(void) {
+  return &credits__v1__get_tenant_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__hold(void) {
+  return &credits__v1__hold__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__hold_response(void) {
+  return &credits__v1__hold_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__ledger_entry(void) {
+  return &credits__v1__ledger_entry__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_balances_request(void) {
+  return &credits__v1__list_balances_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_balances_response(void) {
+  return &credits__v1__list_balances_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_credit_packages_request(void) {
+  return &credits__v1__list_credit_packages_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_credit_packages_response(void) {
+  return &credits__v1__list_credit_packages_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_ledger_entries_request(void) {
+  return &credits__v1__list_ledger_entries_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_ledger_entries_response(void) {
+  return &credits__v1__list_ledger_entries_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_write_offs_request(void) {
+  return &credits__v1__list_write_offs_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_write_offs_response(void) {
+  return &credits__v1__list_write_offs_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__lot(void) {
+  return &credits__v1__lot__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__operation(void) {
+  return &credits__v1__operation__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__purchase_credit_package_request(void) {
+  return &credits__v1__purchase_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__purchase_credit_package_response(void) {
+  return &credits__v1__purchase_credit_package_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__release_hold_request(void) {
+  return &credits__v1__release_hold_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__reverse_spend_request(void) {
+  return &credits__v1__reverse_spend_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__revoke_api_key_request(void) {
+  return &credits__v1__revoke_api_key_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__scope(void) {
+  return &credits__v1__scope__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__set_directory_access_request(void) {
+  return &credits__v1__set_directory_access_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__spend(void) {
+  return &credits__v1__spend__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__spend_credits_request(void) {
+  return &credits__v1__spend_credits_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__spend_credits_response(void) {
+  return &credits__v1__spend_credits_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__tenant(void) {
+  return &credits__v1__tenant__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__update_credit_package_request(void) {
+  return &credits__v1__update_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__verify_ledger_request(void) {
+  return &credits__v1__verify_ledger_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__verify_ledger_response(void) {
+  return &credits__v1__verify_ledger_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__void_write_off_request(void) {
+  return &credits__v1__void_write_off_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__write_off(void) {
+  return &credits__v1__write_off__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__write_off_response(void) {
+  return &credits__v1__write_off_response__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_google__protobuf__any(void) {
   return &google__protobuf__any__descriptor;
 }
@@ -76,6 +292,10 @@ const ProtobufCMessageDescriptor *credits_desc_google__protobuf__duration(void) 
 
 const ProtobufCMessageDescriptor *credits_desc_google__protobuf__empty(void) {
   return &google__protobuf__empty__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_google__protobuf__field_mask(void) {
+  return &google__protobuf__field_mask__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_google__protobuf__timestamp(void) {

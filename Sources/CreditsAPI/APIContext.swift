@@ -1,0 +1,184 @@
+import CreditsProto
+import Foundation
+import GRPCServices
+import GRPCTransport
+import Ledger
+import NIOPosix
+
+/// What a method allows.
+enum Permission {
+    /// Any tenant key (staff, app, directory).
+    case read
+    /// Money movements apps may make: purchase, spend, hold, capture, release.
+    case appWrite
+    /// Staff only: orders, reversals, write-offs, adjustments, catalog changes.
+    case staff
+    /// The server's admin key.
+    case admin
+}
+
+/// A per-thread ledger reader (each event loop has its own SQLite connection).
+final class ReaderPool: @unchecked Sendable {
+    private let ledger: Ledger
+    private let readers = ThreadSpecificVariable<LedgerReader>()
+
+    init(ledger: Ledger) { self.ledger = ledger }
+
+    func reader() throws -> LedgerReader {
+        if let reader = readers.currentValue { return reader }
+        let reader = try ledger.makeReader()
+        readers.currentValue = reader
+        return reader
+    }
+}
+
+/// The authenticated caller of one call, its tenant and a reader.
+struct CallContext {
+    let caller: Caller
+    let tenant: Tenant
+    let reader: LedgerReader
+    var tenantId: String { tenant.id }
+    var currency: String { tenant.currency }
+}
+
+/// Shared plumbing of the credits services: authentication, permissions,
+/// idempotency keys from field or metadata, writes through the ledger, and
+/// error mapping.
+final class APICore: Sendable {
+    let ledger: Ledger
+    let auth: Authenticator
+    let readers: ReaderPool
+
+    init(ledger: Ledger, auth: Authenticator) {
+        self.ledger = ledger
+        self.auth = auth
+        self.readers = ReaderPool(ledger: ledger)
+    }
+
+    /// Authenticates and authorizes; on failure answers the call and returns nil.
+    func context<Response>(_ call: ProtoCall<Response>, _ permission: Permission) -> CallContext? {
+        do {
+            let reader = try readers.reader()
+            let caller: Caller
+            do {
+                caller = try auth.authenticate(call.metadata, reader: reader)
+            } catch {
+                call.fail(error.error)
+                return nil
+            }
+            guard case .tenant(let tenantId, let role, _) = caller.kind else {
+                call.fail(RPCError(.permissionDenied, "the admin key manages tenants and keys only", reason: "PERMISSION_DENIED"))
+                return nil
+            }
+            switch permission {
+            case .read, .appWrite: break
+            case .staff:
+                guard role == .staff else {
+                    call.fail(RPCError(.permissionDenied, "this method needs a staff key", reason: "PERMISSION_DENIED", metadata: ["role": role.rawValue]))
+                    return nil
+                }
+            case .admin:
+                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
+                return nil
+            }
+            guard let tenant = try reader.tenant(tenantId) else {
+                call.fail(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+                return nil
+            }
+            return CallContext(caller: caller, tenant: tenant, reader: reader)
+        } catch {
+            call.fail(ErrorMapping.rpcError(LedgerError.storage(code: -1, message: "\(error)")))
+            return nil
+        }
+    }
+
+    /// Runs a read; ledger errors become statuses.
+    func read<Response>(_ call: ProtoCall<Response>, _ permission: Permission, _ body: (CallContext) throws -> Response) {
+        guard let context = context(call, permission) else { return }
+        do {
+            call.respond(try body(context))
+        } catch let error as LedgerError {
+            call.fail(ErrorMapping.rpcError(error))
+        } catch let error as RPCErrorBox {
+            call.fail(error.error)
+        } catch {
+            call.fail(ErrorMapping.rpcError(.storage(code: -1, message: "\(error)")))
+        }
+    }
+
+    /// The idempotency key from the request field or `idempotency-key`
+    /// metadata; both given and different → INVALID_ARGUMENT.
+    func idempotencyKey<Response>(_ field: String, _ call: ProtoCall<Response>) -> String?? {
+        let header = call.metadata["idempotency-key"] ?? ""
+        if !field.isEmpty && !header.isEmpty && field != header {
+            call.fail(RPCError.invalid("idempotency_key", "differs from the idempotency-key metadata"))
+            return .none
+        }
+        let key = field.isEmpty ? header : field
+        return .some(key.isEmpty ? nil : key)
+    }
+
+    /// Queues a write; answers with `reply(output)`, or with the stored reply
+    /// of an earlier request with the same idempotency key.
+    func write<C: LedgerCommand, Response: ProtoMessage>(_ call: ProtoCall<Response>, _ command: C,
+                                                          reply: @escaping @Sendable (C.Output) -> Response) {
+        let built = ResponseBox<Response>()
+        ledger.submit(command, deadlineUptimeNanos: call.deadline?.uptimeNanoseconds, encodeReply: { output in
+            let response = reply(output)
+            built.response = response
+            return response.serializedBytes()
+        }) { result in
+            switch result {
+            case .success(.applied(let output)):
+                call.respond(built.response ?? reply(output))
+            case .success(.replayed(let bytes, _, _)):
+                guard let response = try? Response(serializedBytes: bytes) else {
+                    call.fail(RPCError(.internalError, "stored reply cannot be decoded", reason: "STORAGE"))
+                    return
+                }
+                call.respond(response)
+            case .failure(let error):
+                call.fail(ErrorMapping.rpcError(error))
+            }
+        }
+    }
+}
+
+/// The response built while the writer stored it for idempotent replays,
+/// reused for the answer (writer thread only).
+final class ResponseBox<Response>: @unchecked Sendable {
+    var response: Response?
+}
+
+/// Opaque page tokens: the list's kind and filters, and a cursor. A token
+/// given to another list or other filters is INVALID_ARGUMENT.
+enum PageToken {
+    static func encode(scope: String, cursor: String) -> String {
+        Data("\(scope)\u{1F}\(cursor)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ token: String, scope: String) throws(RPCErrorBox) -> String? {
+        if token.isEmpty { return nil }
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        guard token.utf8.count <= 1024, let data = Data(base64Encoded: base64),
+              let text = String(data: data, encoding: .utf8) else { throw invalid }
+        let parts = text.split(separator: "\u{1F}", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0] == scope else { throw invalid }
+        return String(parts[1])
+    }
+
+    private static var invalid: RPCErrorBox {
+        RPCErrorBox(RPCError.invalid("page_token", "is not a token of this list with these filters"))
+    }
+
+    /// page_size: 0 → default; 1…max; else INVALID_ARGUMENT.
+    static func pageSize(_ size: Int32) throws(RPCErrorBox) -> Int {
+        if size == 0 { return LedgerLimits.defaultPageSize }
+        guard size > 0, Int(size) <= LedgerLimits.maxPageSize else {
+            throw RPCErrorBox(RPCError.invalid("page_size", "must be 0…\(LedgerLimits.maxPageSize)"))
+        }
+        return Int(size)
+    }
+}

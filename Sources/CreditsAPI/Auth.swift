@@ -1,0 +1,132 @@
+import Crypto
+import GRPCServices
+import GRPCTransport
+import Ledger
+import NIOConcurrencyHelpers
+
+/// Who is calling, resolved from `authorization: Bearer <token>`.
+public struct Caller: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The server's admin key.
+        case admin
+        /// A tenant key (staff or app), or a directory key acting for a tenant.
+        case tenant(id: String, role: Role, keyId: String)
+    }
+    public var kind: Kind
+
+    public var tenantId: String? {
+        if case .tenant(let id, _, _) = kind { return id }
+        return nil
+    }
+
+    public var role: Role? {
+        if case .tenant(_, let role, _) = kind { return role }
+        return nil
+    }
+}
+
+/// Bearer tokens are "<key id>.<secret>"; only SHA-256(secret) is stored and
+/// compared in constant time. The admin token comes from configuration.
+public final class Authenticator: Sendable {
+    private let adminTokenHash: [UInt8]?
+    private let cache = NIOLockedValueBox<[String: APIKeyRecord]>([:])
+    static let maxCachedKeys = 100_000
+
+    public init(adminToken: String?) {
+        adminTokenHash = adminToken.flatMap { $0.isEmpty ? nil : Self.hash($0) }
+    }
+
+    public static func hash(_ secret: String) -> [UInt8] {
+        Array(SHA256.hash(data: Array(secret.utf8)))
+    }
+
+    /// A new random token for a key id: "<id>.<43 url-safe base64 chars>".
+    public static func newSecret() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        var out = ""
+        var bits = 0, value = 0
+        for byte in bytes {
+            value = value << 8 | Int(byte)
+            bits += 8
+            while bits >= 6 {
+                bits -= 6
+                out.append(alphabet[(value >> bits) & 63])
+            }
+        }
+        if bits > 0 { out.append(alphabet[(value << (6 - bits)) & 63]) }
+        return out
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<a.count { diff |= a[i] ^ b[i] }
+        return diff == 0
+    }
+
+    /// Forgets a cached key (after a revoke).
+    public func invalidate(keyId: String) {
+        _ = cache.withLockedValue { $0.removeValue(forKey: keyId) }
+    }
+
+    /// Resolves the caller; throws UNAUTHENTICATED or PERMISSION_DENIED.
+    func authenticate(_ metadata: Metadata, reader: LedgerReader) throws(RPCErrorBox) -> Caller {
+        guard let header = metadata["authorization"] else {
+            throw RPCErrorBox(RPCError(.unauthenticated, "missing authorization: Bearer <token>", reason: "UNAUTHENTICATED"))
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw RPCErrorBox(RPCError(.unauthenticated, "authorization must be 'Bearer <token>'", reason: "UNAUTHENTICATED"))
+        }
+        let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
+        if let adminTokenHash, Self.constantTimeEqual(Self.hash(token), adminTokenHash) {
+            return Caller(kind: .admin)
+        }
+        let invalid = RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+        let pieces = token.split(separator: ".", maxSplits: 1)
+        guard pieces.count == 2, pieces[0].utf8.count <= 64, pieces[1].utf8.count <= 128 else { throw invalid }
+        let keyId = String(pieces[0])
+        var key = cache.withLockedValue { $0[keyId] }
+        if key == nil {
+            guard let stored = try? reader.apiKey(id: keyId) else { throw invalid }
+            key = stored
+            if stored.revokedMicros == nil {
+                cache.withLockedValue { cache in
+                    if cache.count >= Self.maxCachedKeys { cache.removeAll() }
+                    cache[keyId] = stored
+                }
+            }
+        }
+        guard let key, key.revokedMicros == nil, Self.constantTimeEqual(Self.hash(String(pieces[1])), key.secretHash) else {
+            throw invalid
+        }
+        let onBehalfOf = metadata["x-on-behalf-of"]
+        switch key.role {
+        case .directory:
+            guard let tenantId = onBehalfOf, !tenantId.isEmpty else {
+                throw RPCErrorBox(RPCError(.permissionDenied, "a directory key must name the tenant in x-on-behalf-of", reason: "ON_BEHALF_OF_REQUIRED"))
+            }
+            guard let tenant = try? reader.tenant(tenantId), tenant.allowDirectory else {
+                // The same answer whether the tenant is unknown or does not allow it: nothing leaks.
+                throw RPCErrorBox(RPCError(.permissionDenied, "tenant does not allow directory access", reason: "DIRECTORY_ACCESS_DENIED"))
+            }
+            return Caller(kind: .tenant(id: tenantId, role: .directory, keyId: key.id))
+        case .staff, .app:
+            guard let tenantId = key.tenantId else { throw invalid }
+            if let onBehalfOf, !onBehalfOf.isEmpty, onBehalfOf != tenantId {
+                throw RPCErrorBox(RPCError(.permissionDenied, "this key cannot act for another tenant", reason: "CROSS_TENANT_DENIED"))
+            }
+            return Caller(kind: .tenant(id: tenantId, role: key.role, keyId: key.id))
+        }
+    }
+}
+
+/// Wraps RPCError for typed throws.
+struct RPCErrorBox: Error {
+    let error: RPCError
+    init(_ error: RPCError) { self.error = error }
+}
+
+import Foundation

@@ -1,0 +1,324 @@
+import CreditsProto
+import GRPCServices
+import GRPCTransport
+import Ledger
+
+/// credits.v1.CreditService: protobuf ⇄ ledger commands and reads.
+struct CreditServiceRoutes {
+    typealias S = Credits_V1_CreditService
+    let core: APICore
+
+    var routes: [RPCRoute] {
+        [
+            ProtoRoute.unary(S.purchaseCreditPackage) { req, call in purchase(req, call) },
+            ProtoRoute.unary(S.createCreditOrder) { req, call in creditOrder(req, call) },
+            ProtoRoute.unary(S.getBalance) { req, call in getBalance(req, call) },
+            ProtoRoute.unary(S.listBalances) { req, call in listBalances(req, call) },
+            ProtoRoute.unary(S.spendCredits) { req, call in spend(req, call) },
+            ProtoRoute.unary(S.createHold) { req, call in createHold(req, call) },
+            ProtoRoute.unary(S.captureHold) { req, call in captureHold(req, call) },
+            ProtoRoute.unary(S.releaseHold) { req, call in releaseHold(req, call) },
+            ProtoRoute.unary(S.getHold) { req, call in getHold(req, call) },
+            ProtoRoute.unary(S.reverseSpend) { req, call in reverse(req, call) },
+            ProtoRoute.unary(S.getSpend) { req, call in getSpend(req, call) },
+            ProtoRoute.unary(S.createWriteOff) { req, call in createWriteOff(req, call) },
+            ProtoRoute.unary(S.listWriteOffs) { req, call in listWriteOffs(req, call) },
+            ProtoRoute.unary(S.voidWriteOff) { req, call in voidWriteOff(req, call) },
+            ProtoRoute.unary(S.adjustBalance) { req, call in adjust(req, call) },
+            ProtoRoute.unary(S.listLedgerEntries) { req, call in listEntries(req, call) },
+            ProtoRoute.unary(S.getOperation) { req, call in getOperation(req, call) },
+        ]
+    }
+
+    // MARK: Grants
+
+    func purchase(_ req: Credits_V1_PurchaseCreditPackageRequest, _ call: ProtoCall<Credits_V1_PurchaseCreditPackageResponse>) {
+        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let currency = ctx.currency
+        core.write(call, PurchasePackage(tenantId: ctx.tenantId, clientId: req.clientID, packageId: req.packageID,
+                                         centerId: req.centerID, paymentRef: req.paymentRef, idempotencyKey: key)) { out in
+            var r = Credits_V1_PurchaseCreditPackageResponse()
+            r.lot = Convert.lot(out.lot)
+            r.balance = Convert.summary(out.balance, currency: currency)
+            return r
+        }
+    }
+
+    func creditOrder(_ req: Credits_V1_CreateCreditOrderRequest, _ call: ProtoCall<Credits_V1_CreateCreditOrderResponse>) {
+        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        guard let validUntil = optionalTime(req.validUntil, "valid_until", call) else { return }
+        let currency = ctx.currency
+        core.write(call, CreateCreditOrder(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor,
+                                           priceMinor: req.priceMinor, centerId: req.centerID, note: req.note,
+                                           validUntilMicros: validUntil, scope: Convert.scope(req.scope), idempotencyKey: key)) { out in
+            var r = Credits_V1_CreateCreditOrderResponse()
+            r.lot = Convert.lot(out.lot)
+            r.balance = Convert.summary(out.balance, currency: currency)
+            return r
+        }
+    }
+
+    func adjust(_ req: Credits_V1_AdjustBalanceRequest, _ call: ProtoCall<Credits_V1_AdjustBalanceResponse>) {
+        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        guard let validUntil = optionalTime(req.validUntil, "valid_until", call) else { return }
+        let currency = ctx.currency
+        core.write(call, AdjustBalance(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: req.reason,
+                                       centerId: req.centerID, validUntilMicros: validUntil, idempotencyKey: key)) { out in
+            var r = Credits_V1_AdjustBalanceResponse()
+            r.adjustmentID = out.adjustmentId
+            r.lot = out.lot.map(Convert.lot)
+            r.allocations = out.allocations.map(Convert.allocation)
+            r.balance = Convert.summary(out.balance, currency: currency)
+            return r
+        }
+    }
+
+    // MARK: Balances
+
+    func getBalance(_ req: Credits_V1_GetBalanceRequest, _ call: ProtoCall<Credits_V1_Balance>) {
+        core.read(call, .read) { ctx in
+            try requireId(req.clientID, "client_id")
+            let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID)
+            var r = Credits_V1_Balance()
+            r.summary = Convert.summary(snapshot.summary, currency: ctx.currency)
+            r.pendingExpiryMinor = snapshot.pendingExpiryMinor
+            if req.includeDetails {
+                r.lots = snapshot.lots.map(Convert.lot)
+                r.centers = snapshot.centers.map {
+                    var c = Credits_V1_CenterBalance()
+                    c.centerID = $0.centerId
+                    c.remainingMinor = $0.remainingMinor
+                    return c
+                }
+                r.openHolds = snapshot.openHolds.map(Convert.hold)
+            }
+            return r
+        }
+    }
+
+    func listBalances(_ req: Credits_V1_ListBalancesRequest, _ call: ProtoCall<Credits_V1_ListBalancesResponse>) {
+        core.read(call, .read) { ctx in
+            if !req.centerID.isEmpty { try requireId(req.centerID, "center_id") }
+            let size = try PageToken.pageSize(req.pageSize)
+            let scope = "balances:\(req.centerID)"
+            let after = try PageToken.decode(req.pageToken, scope: scope)
+            let rows = try ctx.reader.listBalances(tenant: ctx.tenantId, centerId: req.centerID.isEmpty ? nil : req.centerID,
+                                                   afterClientId: after, limit: size + 1)
+            var r = Credits_V1_ListBalancesResponse()
+            r.balances = rows.prefix(size).map {
+                Convert.summary(BalanceSummary(clientId: $0.clientId, availableMinor: $0.availableMinor, heldMinor: $0.heldMinor,
+                                               seq: ctx.tenant.lastSeq), currency: ctx.currency)
+            }
+            if rows.count > size { r.nextPageToken = PageToken.encode(scope: scope, cursor: rows[size - 1].clientId) }
+            return r
+        }
+    }
+
+    // MARK: Spends and holds
+
+    func spend(_ req: Credits_V1_SpendCreditsRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
+        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        guard let reason = Convert.spendReason(req.reason) else {
+            call.fail(RPCError.invalid("reason", "is required (BOOKING, CHECK_IN, SERVICE or OTHER)"))
+            return
+        }
+        let currency = ctx.currency
+        core.write(call, SpendCredits(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: reason,
+                                      centerId: req.centerID, bookingRef: req.bookingRef, serviceCategory: nonEmpty(req.serviceCategory),
+                                      membershipId: nonEmpty(req.membershipID), idempotencyKey: key)) { out in
+            spendResponse(out.spend, out.balance, currency)
+        }
+    }
+
+    func createHold(_ req: Credits_V1_CreateHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
+        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        guard let expires = req.expireTime.flatMap(Convert.micros) else {
+            call.fail(RPCError.invalid("expire_time", "is required"))
+            return
+        }
+        let currency = ctx.currency
+        core.write(call, CreateHold(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, centerId: req.centerID,
+                                    bookingRef: req.bookingRef, serviceCategory: nonEmpty(req.serviceCategory),
+                                    membershipId: nonEmpty(req.membershipID), expiresMicros: expires, idempotencyKey: key)) { out in
+            holdResponse(out, currency)
+        }
+    }
+
+    func captureHold(_ req: Credits_V1_CaptureHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
+        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let reason = req.reason == .unspecified ? SpendReason.booking : Convert.spendReason(req.reason)
+        guard let reason else {
+            call.fail(RPCError.invalid("reason", "is not a known spend reason"))
+            return
+        }
+        guard req.amountMinor >= 0 else {
+            call.fail(RPCError.invalid("amount_minor", "must not be negative (0 captures the whole hold)"))
+            return
+        }
+        let currency = ctx.currency
+        core.write(call, CaptureHold(tenantId: ctx.tenantId, holdId: req.holdID, amountMinor: req.amountMinor == 0 ? nil : req.amountMinor,
+                                     reason: reason, idempotencyKey: key)) { out in holdResponse(out, currency) }
+    }
+
+    func releaseHold(_ req: Credits_V1_ReleaseHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
+        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let currency = ctx.currency
+        core.write(call, ReleaseHold(tenantId: ctx.tenantId, holdId: req.holdID, idempotencyKey: key)) { out in holdResponse(out, currency) }
+    }
+
+    func getHold(_ req: Credits_V1_GetHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
+        core.read(call, .read) { ctx in
+            try requireId(req.holdID, "hold_id")
+            guard let hold = try ctx.reader.hold(tenant: ctx.tenantId, id: req.holdID) else { throw LedgerError.notFound(kind: "hold", id: req.holdID) }
+            let spend = try hold.spendId.flatMap { try ctx.reader.spend(tenant: ctx.tenantId, id: $0) }
+            let balance = try ctx.reader.balance(tenant: ctx.tenantId, client: hold.clientId).summary
+            return holdResponse(HoldResult(hold: hold, spend: spend, balance: balance), ctx.currency)
+        }
+    }
+
+    func reverse(_ req: Credits_V1_ReverseSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
+        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let currency = ctx.currency
+        core.write(call, ReverseSpend(tenantId: ctx.tenantId, spendId: req.spendID, amountMinor: req.amountMinor, reason: req.reason,
+                                      idempotencyKey: key)) { out in spendResponse(out.spend, out.balance, currency) }
+    }
+
+    func getSpend(_ req: Credits_V1_GetSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
+        core.read(call, .read) { ctx in
+            try requireId(req.spendID, "spend_id")
+            guard let spend = try ctx.reader.spend(tenant: ctx.tenantId, id: req.spendID) else { throw LedgerError.notFound(kind: "spend", id: req.spendID) }
+            let balance = try ctx.reader.balance(tenant: ctx.tenantId, client: spend.clientId).summary
+            return spendResponse(spend, balance, ctx.currency)
+        }
+    }
+
+    // MARK: Write-offs
+
+    func createWriteOff(_ req: Credits_V1_CreateWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>) {
+        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let currency = ctx.currency
+        core.write(call, CreateWriteOff(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: req.reason,
+                                        idempotencyKey: key)) { out in writeOffResponse(out.writeOff, out.balance, currency) }
+    }
+
+    func voidWriteOff(_ req: Credits_V1_VoidWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>) {
+        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        let currency = ctx.currency
+        core.write(call, VoidWriteOff(tenantId: ctx.tenantId, writeOffId: req.writeOffID, idempotencyKey: key)) { out in
+            writeOffResponse(out.writeOff, out.balance, currency)
+        }
+    }
+
+    func listWriteOffs(_ req: Credits_V1_ListWriteOffsRequest, _ call: ProtoCall<Credits_V1_ListWriteOffsResponse>) {
+        core.read(call, .read) { ctx in
+            if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
+            let size = try PageToken.pageSize(req.pageSize)
+            let scope = "write_offs:\(req.clientID)"
+            let after = try PageToken.decode(req.pageToken, scope: scope).map { Int64($0) }
+            if case .some(nil) = after { throw RPCErrorBox(RPCError.invalid("page_token", "is malformed")) }
+            let rows = try ctx.reader.listWriteOffs(tenant: ctx.tenantId, clientId: nonEmpty(req.clientID), afterSeq: after ?? nil, limit: size + 1)
+            var r = Credits_V1_ListWriteOffsResponse()
+            r.writeOffs = rows.prefix(size).map(Convert.writeOff)
+            if rows.count > size { r.nextPageToken = PageToken.encode(scope: scope, cursor: "\(rows[size - 1].seq)") }
+            return r
+        }
+    }
+
+    // MARK: Statement and operations
+
+    func listEntries(_ req: Credits_V1_ListLedgerEntriesRequest, _ call: ProtoCall<Credits_V1_ListLedgerEntriesResponse>) {
+        core.read(call, .read) { ctx in
+            try requireId(req.clientID, "client_id")
+            let size = try PageToken.pageSize(req.pageSize)
+            var query = LedgerReader.StatementQuery(tenant: ctx.tenantId, clientId: req.clientID)
+            query.newestFirst = !req.oldestFirst
+            if let start = req.startTime {
+                guard let micros = Convert.micros(start) else { throw RPCErrorBox(RPCError.invalid("start_time", "is out of range")) }
+                query.fromMicros = micros
+            }
+            if let end = req.endTime {
+                guard let micros = Convert.micros(end) else { throw RPCErrorBox(RPCError.invalid("end_time", "is out of range")) }
+                query.untilMicros = micros
+            }
+            var types: Set<EntryType> = []
+            for (i, t) in req.types.enumerated() {
+                guard let type = Convert.entryType(t) else { throw RPCErrorBox(RPCError.invalid("types[\(i)]", "is not an entry type")) }
+                types.insert(type)
+            }
+            query.types = types
+            let scope = "entries:\(req.clientID):\(req.oldestFirst):\(query.fromMicros ?? 0):\(query.untilMicros ?? 0):\(types.map(\.rawValue).sorted())"
+            if let cursor = try PageToken.decode(req.pageToken, scope: scope) {
+                guard let seq = Int64(cursor) else { throw RPCErrorBox(RPCError.invalid("page_token", "is malformed")) }
+                query.afterSeq = seq
+            }
+            query.limit = size + 1
+            let entries = try ctx.reader.statement(query)
+            var r = Credits_V1_ListLedgerEntriesResponse()
+            r.entries = entries.prefix(size).map(Convert.entry)
+            if entries.count > size { r.nextPageToken = PageToken.encode(scope: scope, cursor: "\(entries[size - 1].seq)") }
+            return r
+        }
+    }
+
+    func getOperation(_ req: Credits_V1_GetOperationRequest, _ call: ProtoCall<Credits_V1_Operation>) {
+        core.read(call, .read) { ctx in
+            let key = req.idempotencyKey.isEmpty ? (call.metadata["idempotency-key"] ?? "") : req.idempotencyKey
+            try requireId(key, "idempotency_key")
+            guard let found = try ctx.reader.idempotency(tenant: ctx.tenantId, key: key) else {
+                throw LedgerError.notFound(kind: "operation", id: key)
+            }
+            var r = Credits_V1_Operation()
+            r.idempotencyKey = key
+            r.operation = found.operation
+            r.resultID = found.resultId
+            r.seq = found.seq
+            r.createTime = Convert.timestamp(found.createdMicros)
+            r.response = found.reply
+            return r
+        }
+    }
+
+    // MARK: Helpers
+
+    private func spendResponse(_ spend: Spend, _ balance: BalanceSummary, _ currency: String) -> Credits_V1_SpendCreditsResponse {
+        var r = Credits_V1_SpendCreditsResponse()
+        r.spend = Convert.spend(spend)
+        r.balance = Convert.summary(balance, currency: currency)
+        return r
+    }
+
+    private func holdResponse(_ out: HoldResult, _ currency: String) -> Credits_V1_HoldResponse {
+        var r = Credits_V1_HoldResponse()
+        r.hold = Convert.hold(out.hold)
+        r.spend = out.spend.map(Convert.spend)
+        r.balance = Convert.summary(out.balance, currency: currency)
+        return r
+    }
+
+    private func writeOffResponse(_ w: WriteOff, _ balance: BalanceSummary, _ currency: String) -> Credits_V1_WriteOffResponse {
+        var r = Credits_V1_WriteOffResponse()
+        r.writeOff = Convert.writeOff(w)
+        r.balance = Convert.summary(balance, currency: currency)
+        return r
+    }
+
+    /// A timestamp field that may be unset; fails the call (and returns nil) when out of range.
+    private func optionalTime<R>(_ ts: Google_Protobuf_Timestamp?, _ field: String, _ call: ProtoCall<R>) -> Int64?? {
+        guard let ts else { return .some(nil) }
+        guard let micros = Convert.micros(ts) else {
+            call.fail(RPCError.invalid(field, "is out of range"))
+            return .none
+        }
+        return .some(micros)
+    }
+}
+
+func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
+
+/// The same id rules as the ledger's, for reads.
+func requireId(_ value: String, _ field: String) throws(RPCErrorBox) {
+    if value.isEmpty { throw RPCErrorBox(RPCError.invalid(field, "is required")) }
+    if value.utf8.count > LedgerLimits.maxIdLength || !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+        throw RPCErrorBox(RPCError.invalid(field, "must be 1…\(LedgerLimits.maxIdLength) printable ASCII characters"))
+    }
+}

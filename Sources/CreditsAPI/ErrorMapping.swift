@@ -1,0 +1,60 @@
+import GRPCServices
+import GRPCTransport
+import Ledger
+
+/// The one place where ledger outcomes become gRPC statuses (SPEC §8:
+/// 400 → INVALID_ARGUMENT, 404 → NOT_FOUND, 422 → FAILED_PRECONDITION …).
+enum ErrorMapping {
+    static func rpcError(_ error: LedgerError) -> RPCError {
+        switch error {
+        case .invalidArgument(let violations):
+            return .invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) })
+        case .notFound(let kind, let id):
+            return RPCError(.notFound, "\(kind) '\(id)' not found", reason: "NOT_FOUND", metadata: ["kind": kind, "id": id])
+        case .alreadyExists(let kind, let id):
+            return RPCError(.alreadyExists, "\(kind) '\(id)' already exists", reason: "ALREADY_EXISTS", metadata: ["kind": kind, "id": id])
+        case .insufficientCredits(let available, let requested):
+            return RPCError(.failedPrecondition, "insufficient credits: \(available) available, \(requested) requested",
+                            reason: "INSUFFICIENT_CREDITS",
+                            metadata: ["available_minor": "\(available)", "requested_minor": "\(requested)"])
+        case .idempotencyKeyReused(let operation, let fields, let existing):
+            return RPCError(.alreadyExists,
+                            "idempotency key already used for a different \(operation) request (differs in: \(fields.joined(separator: ", ")))",
+                            reason: "IDEMPOTENCY_KEY_REUSED",
+                            metadata: ["operation": operation, "differing_fields": fields.joined(separator: ","), "existing_result_id": existing])
+        case .holdNotOpen(let holdId, let state):
+            let reason: String
+            switch state {
+            case .captured: reason = "HOLD_ALREADY_CAPTURED"
+            case .released: reason = "HOLD_ALREADY_RELEASED"
+            case .expired: reason = "HOLD_EXPIRED"
+            case .held: preconditionFailure("an open hold is not an error")
+            }
+            return RPCError(.failedPrecondition, "hold '\(holdId)' is \(state.rawValue)", reason: reason,
+                            metadata: ["hold_id": holdId, "state": state.rawValue])
+        case .captureExceedsHold(let held, let requested):
+            return RPCError(.failedPrecondition, "capture of \(requested) exceeds the hold of \(held)", reason: "CAPTURE_EXCEEDS_HOLD",
+                            metadata: ["held_minor": "\(held)", "requested_minor": "\(requested)"])
+        case .reversalExceedsSpend(let reversible, let requested):
+            return RPCError(.failedPrecondition, "reversal of \(requested) exceeds the \(reversible) still reversible", reason: "REVERSAL_EXCEEDS_SPEND",
+                            metadata: ["reversible_minor": "\(reversible)", "requested_minor": "\(requested)"])
+        case .writeOffVoided(let id):
+            return RPCError(.failedPrecondition, "write-off '\(id)' is already voided", reason: "WRITE_OFF_VOIDED", metadata: ["write_off_id": id])
+        case .packageInactive(let id):
+            return RPCError(.failedPrecondition, "package '\(id)' is not active", reason: "PACKAGE_INACTIVE", metadata: ["package_id": id])
+        case .amountOutOfRange(let field):
+            return RPCError(.outOfRange, "\(field) is out of range", reason: "OUT_OF_RANGE", metadata: ["field": field])
+        case .tooManyLots(let limit):
+            return RPCError(.resourceExhausted, "the draw would touch more than \(limit) lots", reason: "TOO_MANY_LOTS")
+        case .deadlineExceeded:
+            return RPCError(.deadlineExceeded, "deadline passed before the write was applied; nothing changed", reason: "DEADLINE_EXCEEDED")
+        case .overloaded(let limit):
+            return RPCError(.unavailable, "write queue full (\(limit)); retry with the same idempotency key", reason: "OVERLOADED")
+        case .unavailable:
+            return RPCError(.unavailable, "the ledger is shutting down", reason: "UNAVAILABLE")
+        case .storage(let code, _):
+            // The SQLite message may name tables or values: keep it in logs only.
+            return RPCError(.internalError, "storage failure (SQLite \(code))", reason: "STORAGE")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import ArgumentParser
+import CreditsAPI
+import Foundation
+import Ledger
+
+enum SyncMode: String, ExpressibleByArgument, CaseIterable {
+    case full
+    case normal
+}
+
+enum AdminToken {
+    /// From the file, else CREDITS_ADMIN_KEY; nil when neither is set.
+    static func load(file: String?) throws -> String? {
+        if let file {
+            let text = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard text.utf8.count >= 16 else { throw ValidationError("the admin key in \(file) must be at least 16 characters") }
+            return text
+        }
+        if let env = ProcessInfo.processInfo.environment["CREDITS_ADMIN_KEY"], !env.isEmpty {
+            guard env.utf8.count >= 16 else { throw ValidationError("CREDITS_ADMIN_KEY must be at least 16 characters") }
+            return env
+        }
+        return nil
+    }
+}
+
+struct DatabaseOption: ParsableArguments {
+    @Option(help: "SQLite database file.")
+    var db = "./data/credits.sqlite"
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply the schema migrations (serve does this at start too).")
+    @OptionGroup var database: DatabaseOption
+
+    func run() throws {
+        try FileManager.default.createDirectory(atPath: (database.db as NSString).deletingLastPathComponent.isEmpty ? "." : (database.db as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let applied = try Ledger.migrate(path: database.db)
+        print(applied.isEmpty ? "schema is current (version \(Ledger.schemaVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Recompute every balance from the ledger and check the double-entry sums; exit 1 on any mismatch.")
+    @OptionGroup var database: DatabaseOption
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: database.db) else { throw ValidationError("no database at \(database.db)") }
+        let report = try Ledger.verify(path: database.db)
+        print(report)
+        if !report.ok { throw ExitCode(1) }
+    }
+}
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Copy the database with SQLite's online backup (safe while the server runs).")
+    @OptionGroup var database: DatabaseOption
+    @Option(help: "Destination file (must not exist).")
+    var to: String
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: database.db) else { throw ValidationError("no database at \(database.db)") }
+        guard !FileManager.default.fileExists(atPath: to) else { throw ValidationError("\(to) exists already") }
+        try Ledger.backup(path: database.db, to: to)
+        let report = try Ledger.verify(path: to)
+        print("backup written to \(to); \(report)")
+        if !report.ok { throw ExitCode(1) }
+    }
+}
+
+struct Admin: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create tenants and API keys directly in the database.",
+        subcommands: [CreateTenantCommand.self, CreateKeyCommand.self])
+}
+
+struct CreateTenantCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create-tenant", abstract: "Create a tenant.")
+    @OptionGroup var database: DatabaseOption
+    @Option(help: "Tenant id (1–128 printable ASCII).") var id: String
+    @Option(help: "Display name.") var name: String
+    @Option(help: "ISO 4217 currency code.") var currency: String
+    @Flag(help: "Allow directory keys to act for this tenant.") var allowDirectory = false
+
+    func run() throws {
+        let ledger = try Ledger(path: database.db)
+        defer { ledger.close() }
+        do {
+            _ = try ledger.write(CreateTenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory))
+            print("created tenant \(id)")
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+}
+
+struct CreateKeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create-key", abstract: "Create an API key and print its token (shown once).")
+    @OptionGroup var database: DatabaseOption
+    @Option(help: "Tenant id (not for directory keys).") var tenant: String?
+    @Option(help: "staff, app or directory.") var role: String
+    @Option(help: "A label for people.") var label = ""
+
+    func run() throws {
+        guard let role = Role(rawValue: role) else { throw ValidationError("--role must be staff, app or directory") }
+        let ledger = try Ledger(path: database.db)
+        defer { ledger.close() }
+        let keyId = IDs.make("key")
+        let secret = Authenticator.newSecret()
+        do {
+            _ = try ledger.write(CreateAPIKey(keyId: keyId, tenantId: role == .directory ? nil : tenant, role: role, label: label,
+                                              secretHash: Authenticator.hash(secret)))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        print("\(keyId).\(secret)")
+    }
+}
