@@ -81,6 +81,9 @@ let package = Package(
             ]
         ),
 
+        // Group-commit benchmark of the ledger (tools/bench/ledger-group-commit).
+        .executableTarget(name: "ledgerbench", dependencies: ["Ledger"]),
+
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
         .testTarget(

@@ -38,7 +38,7 @@ public final class LedgerReader {
             }
             let now = clock.nowMicros()
             let lots = try db.statement("""
-                SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+                SELECT \(LedgerStore.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
                 ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
                 """).bind(.text(tenant), .text(client), .int(Int64(LedgerLimits.maxLotsPerDraw))).rows(LedgerStore.readLot)
             var available: Int64 = 0, held: Int64 = 0, pending: Int64 = 0

@@ -56,6 +56,7 @@ public final class SQLiteConnection {
         }
         try execute(options.synchronousFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
+        try execute("PRAGMA temp_store=MEMORY")
     }
 
     deinit {

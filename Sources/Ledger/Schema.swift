@@ -78,7 +78,7 @@ enum Schema {
             state TEXT NOT NULL CHECK (state IN ('active', 'exhausted', 'expired')),
             PRIMARY KEY (tenant_id, id)
         ) STRICT, WITHOUT ROWID;
-        CREATE INDEX lots_by_client ON lots (tenant_id, client_id, state);
+        CREATE INDEX lots_by_client ON lots (tenant_id, client_id, state, valid_until_micros, created_seq);
         CREATE INDEX lots_by_expiry ON lots (state, valid_until_micros) WHERE state = 'active' AND valid_until_micros IS NOT NULL;
         CREATE INDEX lots_by_center ON lots (tenant_id, center_id, client_id) WHERE state = 'active';
 

@@ -139,7 +139,7 @@ public struct CreateHold: LedgerCommand {
     public var idempotencyFields: [(String, String)] {
         [("client_id", clientId), ("amount_minor", "\(amountMinor)"), ("center_id", centerId), ("booking_ref", bookingRef),
          ("service_category", Canonical.opt(serviceCategory)), ("membership_id", Canonical.opt(membershipId)),
-         ("expires_at", "\(expiresMicros)")]
+         ("expire_time", "\(expiresMicros)")]
     }
 
     public func validate() throws(LedgerError) {
@@ -158,7 +158,7 @@ public struct CreateHold: LedgerCommand {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
         guard expiresMicros > now, expiresMicros - now <= LedgerLimits.maxHoldSeconds * 1_000_000 else {
-            throw LedgerError.invalid("expires_at", "must be in the future and at most \(LedgerLimits.maxHoldSeconds / 86_400) days ahead")
+            throw LedgerError.invalid("expire_time", "must be in the future and at most \(LedgerLimits.maxHoldSeconds / 86_400) days ahead")
         }
         try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
         let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: centerId,

@@ -149,7 +149,7 @@ public final class LedgerStore {
     /// The client's active lots, soonest expiry first (no expiry last), then oldest.
     func activeLots(tenant: String, client: String, limit: Int) throws -> [Lot] {
         try db.statement("""
-            SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+            SELECT \(Self.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
             ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
             """).bind(.text(tenant), .text(client), .int(Int64(limit))).rows(Self.readLot)
     }
@@ -188,7 +188,7 @@ public final class LedgerStore {
     /// free credit left (the held part stays pinned until its hold resolves).
     func expireDueLots(tenant: String, client: String, now: Int64) throws {
         let due = try db.statement("""
-            SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND client_id = ? AND state = 'active'
+            SELECT \(Self.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
               AND valid_until_micros IS NOT NULL AND valid_until_micros <= ? ORDER BY valid_until_micros, created_seq
             """).bind(.text(tenant), .text(client), .int(now)).rows(Self.readLot)
         for lot in due { try expire(tenant: tenant, lot: lot) }

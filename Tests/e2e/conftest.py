@@ -57,11 +57,14 @@ def open_channel(port: int, options=(), compression=None) -> grpc.Channel:
 class CreditsServer:
     """One `credits serve` process on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, extra_args=(), name: str = "server"):
+    def __init__(self, workdir: Path, extra_args=(), name: str = "server", env: dict | None = None,
+                 db: Path | None = None):
         self.binary = credits_binary()
         self.workdir = workdir
         self.port = free_port()
-        self.db = workdir / f"{name}.sqlite"
+        self.db = Path(db) if db is not None else workdir / f"{name}.sqlite"
+        # None: inherit this process's environment.
+        self.env = env
         self.stderr_path = workdir / f"{name}.stderr.log"
         self.stdout_path = workdir / f"{name}.stdout.log"
         self.args = [
@@ -86,7 +89,8 @@ class CreditsServer:
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr, cwd=self.workdir
+            self.args, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr, cwd=self.workdir,
+            env=self.env,
         )
         try:
             self._wait_ready()
@@ -247,6 +251,73 @@ def channel(server):
 @pytest.fixture
 def test_stub(channel, stubs):
     return stubs.grpc.TestServiceStub(channel)
+
+
+# ---------------------------------------------------------------- credits.v1 API
+
+# The admin token the credits.v1 servers below are started with (CREDITS_ADMIN_KEY).
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+
+
+def credits_env() -> dict:
+    """This process's environment plus the admin token."""
+    env = dict(os.environ)
+    env["CREDITS_ADMIN_KEY"] = ADMIN_TOKEN
+    return env
+
+
+@pytest.fixture(scope="session")
+def credits_stubs(stubs, tmp_path_factory) -> types.SimpleNamespace:
+    """Python stubs for credits/v1/*.proto, generated now (google.rpc comes from `stubs`)."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("credits_stubs")
+    wkt = str(importlib.resources.files("grpc_tools") / "_proto")
+    files = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "credits" / "v1").glob("*.proto"))
+    rc = protoc.main(
+        ["grpc_tools.protoc", f"-I{PROTO_DIR}", f"-I{wkt}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
+    )
+    assert rc == 0, f"protoc failed ({rc}) for {files}"
+    sys.path.insert(0, str(out))
+    importlib.invalidate_caches()
+    return types.SimpleNamespace(
+        common=importlib.import_module("credits.v1.common_pb2"),
+        admin=importlib.import_module("credits.v1.admin_pb2"),
+        admin_grpc=importlib.import_module("credits.v1.admin_pb2_grpc"),
+        packages=importlib.import_module("credits.v1.packages_pb2"),
+        packages_grpc=importlib.import_module("credits.v1.packages_pb2_grpc"),
+        credits=importlib.import_module("credits.v1.credits_pb2"),
+        credits_grpc=importlib.import_module("credits.v1.credits_pb2_grpc"),
+        status_pb2=stubs.status_pb2,
+        error_details_pb2=stubs.error_details_pb2,
+    )
+
+
+@pytest.fixture(scope="session")
+def credits_server(tmp_path_factory, credits_stubs):
+    """A shared server with an admin token for the credits.v1 tests; clean SIGTERM exit asserted."""
+    srv = CreditsServer(tmp_path_factory.mktemp("credits"), name="credits", env=credits_env()).start()
+    yield srv
+    rc = srv.terminate()
+    assert rc == 0, f"credits server exit code after SIGTERM: {rc}\n{srv.stderr_tail()}"
+
+
+@pytest.fixture
+def start_credits_server(tmp_path, credits_stubs):
+    """Factory for dedicated servers with the admin token; `db=` reuses a database file (restarts).
+    Servers still running at teardown get SIGTERM."""
+    started: list[CreditsServer] = []
+
+    def start(*extra_args, name: str = "credits", db: Path | None = None) -> CreditsServer:
+        srv = CreditsServer(tmp_path, extra_args, name=f"{name}{len(started)}", env=credits_env(), db=db)
+        started.append(srv)
+        return srv.start()
+
+    start.started = started
+    yield start
+    for srv in started:
+        if srv.alive():
+            srv.terminate()
 
 
 # ---------------------------------------------------------------- reporting

@@ -102,7 +102,7 @@ struct  Credits__V1__PurchaseCreditPackageRequest
    */
   char *package_id;
   /*
-   * The center where it was sold.
+   * Required: the center where it was sold.
    */
   char *center_id;
   /*
@@ -149,6 +149,9 @@ struct  Credits__V1__CreateCreditOrderRequest
    * What the client paid, ≥ 0.
    */
   int64_t price_minor;
+  /*
+   * Required: the center where it was sold.
+   */
   char *center_id;
   char *note;
   /*
@@ -278,7 +281,8 @@ struct  Credits__V1__SpendCreditsRequest
    */
   Credits__V1__SpendReason reason;
   /*
-   * Where the credit is spent (lots scoped to other centers are not used).
+   * Required: where the credit is spent (lots scoped to other centers are
+   * not used).
    */
   char *center_id;
   /*
@@ -385,6 +389,9 @@ struct  Credits__V1__CreateHoldRequest
   ProtobufCMessage base;
   char *client_id;
   int64_t amount_minor;
+  /*
+   * Required: where the credit will be spent (as for SpendCredits).
+   */
   char *center_id;
   char *booking_ref;
   char *service_category;
@@ -587,6 +594,9 @@ struct  Credits__V1__AdjustBalanceRequest
    * Required, for people.
    */
   char *reason;
+  /*
+   * Required: the center making the adjustment.
+   */
   char *center_id;
   /*
    * Optional expiry for a positive adjustment.
