@@ -388,8 +388,6 @@ def test_hold_capture_release_errors(cs, t):
     expect(cs, NOT_FOUND, t.staff.credit.GetHold, C.GetHoldRequest(hold_id="hold-missing"), error_reason="NOT_FOUND")
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: CreateHold names expire_time 'expires_at' in BadRequest "
-                   "field violations and in IDEMPOTENCY_KEY_REUSED differing_fields (Ledger/SpendCommands.swift)")
 def test_hold_expire_time_errors_name_the_proto_field(cs, t):
     C = cs.credits
     t.order("hex", 1_000)
