@@ -83,6 +83,9 @@ enum Convert {
         (.purchase, .purchase), (.order, .order), (.adjustment, .adjustment), (.spend, .spend), (.hold, .hold),
         (.capture, .capture), (.release, .release), (.reversal, .reversal), (.expiry, .expiry), (.writeOff, .writeOff),
         (.writeOffVoid, .writeOffVoid), (.import, .import),
+        (.couponIssue, .couponIssue), (.couponRedeem, .couponRedeem), (.couponRedemptionCancel, .couponRedemptionCancel),
+        (.couponRevoke, .couponRevoke), (.couponExpiry, .couponExpiry), (.revenueAllocation, .revenueAllocation),
+        (.sessionGrant, .sessionGrant), (.sessionUse, .sessionUse), (.sessionReturn, .sessionReturn), (.sessionForfeit, .sessionForfeit),
     ]
 
     static func entryType(_ t: EntryType) -> Credits_V1_EntryType {

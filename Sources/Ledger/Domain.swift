@@ -164,6 +164,18 @@ public enum EntryType: String, Sendable, CaseIterable {
     case writeOff = "write_off"
     case writeOffVoid = "write_off_void"
     case `import`
+    // Coupon credits (amount = uses) and their revenue allocation (amount = minor units).
+    case couponIssue = "coupon_issue"
+    case couponRedeem = "coupon_redeem"
+    case couponRedemptionCancel = "coupon_redemption_cancel"
+    case couponRevoke = "coupon_revoke"
+    case couponExpiry = "coupon_expiry"
+    case revenueAllocation = "revenue_allocation"
+    // Session packages (amount = sessions).
+    case sessionGrant = "session_grant"
+    case sessionUse = "session_use"
+    case sessionReturn = "session_return"
+    case sessionForfeit = "session_forfeit"
 }
 
 /// How one entry changed one lot.

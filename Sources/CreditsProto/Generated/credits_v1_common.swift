@@ -88,9 +88,19 @@ public struct Credits_V1_EntryType: ProtoEnum {
     public static let writeOff = Self(rawValue: 10)
     public static let writeOffVoid = Self(rawValue: 11)
     public static let `import` = Self(rawValue: 12)
+    public static let couponIssue = Self(rawValue: 13)
+    public static let couponRedeem = Self(rawValue: 14)
+    public static let couponRedemptionCancel = Self(rawValue: 15)
+    public static let couponRevoke = Self(rawValue: 16)
+    public static let couponExpiry = Self(rawValue: 17)
+    public static let revenueAllocation = Self(rawValue: 18)
+    public static let sessionGrant = Self(rawValue: 19)
+    public static let sessionUse = Self(rawValue: 20)
+    public static let sessionReturn = Self(rawValue: 21)
+    public static let sessionForfeit = Self(rawValue: 22)
 
     /// Every value declared in the .proto, in declaration order (aliases once).
-    public static let allKnown: [Self] = [.unspecified, .purchase, .order, .adjustment, .spend, .hold, .capture, .release, .reversal, .expiry, .writeOff, .writeOffVoid, .`import`]
+    public static let allKnown: [Self] = [.unspecified, .purchase, .order, .adjustment, .spend, .hold, .capture, .release, .reversal, .expiry, .writeOff, .writeOffVoid, .`import`, .couponIssue, .couponRedeem, .couponRedemptionCancel, .couponRevoke, .couponExpiry, .revenueAllocation, .sessionGrant, .sessionUse, .sessionReturn, .sessionForfeit]
 
     /// The value's name in the .proto, or nil for an unknown value.
     public var name: String? {
@@ -108,6 +118,16 @@ public struct Credits_V1_EntryType: ProtoEnum {
         case 10: return "ENTRY_TYPE_WRITE_OFF"
         case 11: return "ENTRY_TYPE_WRITE_OFF_VOID"
         case 12: return "ENTRY_TYPE_IMPORT"
+        case 13: return "ENTRY_TYPE_COUPON_ISSUE"
+        case 14: return "ENTRY_TYPE_COUPON_REDEEM"
+        case 15: return "ENTRY_TYPE_COUPON_REDEMPTION_CANCEL"
+        case 16: return "ENTRY_TYPE_COUPON_REVOKE"
+        case 17: return "ENTRY_TYPE_COUPON_EXPIRY"
+        case 18: return "ENTRY_TYPE_REVENUE_ALLOCATION"
+        case 19: return "ENTRY_TYPE_SESSION_GRANT"
+        case 20: return "ENTRY_TYPE_SESSION_USE"
+        case 21: return "ENTRY_TYPE_SESSION_RETURN"
+        case 22: return "ENTRY_TYPE_SESSION_FORFEIT"
         default: return nil
         }
     }

@@ -80,7 +80,29 @@ typedef enum _Credits__V1__EntryType {
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_EXPIRY = 9,
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF = 10,
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF_VOID = 11,
-  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_IMPORT = 12
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_IMPORT = 12,
+  /*
+   * Coupon credits: amount_minor counts uses, not money.
+   */
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_ISSUE = 13,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEEM = 14,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEMPTION_CANCEL = 15,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REVOKE = 16,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_EXPIRY = 17,
+  /*
+   * Revenue allocated (or un-allocated) by coupon redemptions, in minor units.
+   */
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_REVENUE_ALLOCATION = 18,
+  /*
+   * Session packages: amount_minor counts sessions, not money.
+   */
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_GRANT = 19,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_USE = 20,
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_RETURN = 21,
+  /*
+   * Sessions left on a package that was deactivated or expired.
+   */
+  CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_FORFEIT = 22
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__ENTRY_TYPE)
 } Credits__V1__EntryType;
 
@@ -232,7 +254,9 @@ struct  Credits__V1__Allocation
 
 /*
  * An immutable journal record of one movement (double entry: amount_minor
- * moves from debit_account to credit_account).
+ * moves from debit_account to credit_account). For monetary entries
+ * amount_minor is minor units of the tenant's currency; for coupon entries it
+ * counts uses and for session entries sessions (see type).
  */
 struct  Credits__V1__LedgerEntry
 {

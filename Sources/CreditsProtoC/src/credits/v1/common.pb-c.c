@@ -1021,7 +1021,7 @@ const ProtobufCEnumDescriptor credits__v1__lot_state__descriptor =
   credits__v1__lot_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue credits__v1__entry_type__enum_values_by_number[13] =
+static const ProtobufCEnumValue credits__v1__entry_type__enum_values_by_number[23] =
 {
   { "ENTRY_TYPE_UNSPECIFIED", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_UNSPECIFIED", 0 },
   { "ENTRY_TYPE_PURCHASE", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_PURCHASE", 1 },
@@ -1036,21 +1036,41 @@ static const ProtobufCEnumValue credits__v1__entry_type__enum_values_by_number[1
   { "ENTRY_TYPE_WRITE_OFF", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF", 10 },
   { "ENTRY_TYPE_WRITE_OFF_VOID", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF_VOID", 11 },
   { "ENTRY_TYPE_IMPORT", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_IMPORT", 12 },
+  { "ENTRY_TYPE_COUPON_ISSUE", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_ISSUE", 13 },
+  { "ENTRY_TYPE_COUPON_REDEEM", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEEM", 14 },
+  { "ENTRY_TYPE_COUPON_REDEMPTION_CANCEL", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEMPTION_CANCEL", 15 },
+  { "ENTRY_TYPE_COUPON_REVOKE", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REVOKE", 16 },
+  { "ENTRY_TYPE_COUPON_EXPIRY", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_EXPIRY", 17 },
+  { "ENTRY_TYPE_REVENUE_ALLOCATION", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_REVENUE_ALLOCATION", 18 },
+  { "ENTRY_TYPE_SESSION_GRANT", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_GRANT", 19 },
+  { "ENTRY_TYPE_SESSION_USE", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_USE", 20 },
+  { "ENTRY_TYPE_SESSION_RETURN", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_RETURN", 21 },
+  { "ENTRY_TYPE_SESSION_FORFEIT", "CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_FORFEIT", 22 },
 };
 static const ProtobufCIntRange credits__v1__entry_type__value_ranges[] = {
-{0, 0},{0, 13}
+{0, 0},{0, 23}
 };
-static const ProtobufCEnumValueIndex credits__v1__entry_type__enum_values_by_name[13] =
+static const ProtobufCEnumValueIndex credits__v1__entry_type__enum_values_by_name[23] =
 {
   { "ENTRY_TYPE_ADJUSTMENT", 3 },
   { "ENTRY_TYPE_CAPTURE", 6 },
+  { "ENTRY_TYPE_COUPON_EXPIRY", 17 },
+  { "ENTRY_TYPE_COUPON_ISSUE", 13 },
+  { "ENTRY_TYPE_COUPON_REDEEM", 14 },
+  { "ENTRY_TYPE_COUPON_REDEMPTION_CANCEL", 15 },
+  { "ENTRY_TYPE_COUPON_REVOKE", 16 },
   { "ENTRY_TYPE_EXPIRY", 9 },
   { "ENTRY_TYPE_HOLD", 5 },
   { "ENTRY_TYPE_IMPORT", 12 },
   { "ENTRY_TYPE_ORDER", 2 },
   { "ENTRY_TYPE_PURCHASE", 1 },
   { "ENTRY_TYPE_RELEASE", 7 },
+  { "ENTRY_TYPE_REVENUE_ALLOCATION", 18 },
   { "ENTRY_TYPE_REVERSAL", 8 },
+  { "ENTRY_TYPE_SESSION_FORFEIT", 22 },
+  { "ENTRY_TYPE_SESSION_GRANT", 19 },
+  { "ENTRY_TYPE_SESSION_RETURN", 21 },
+  { "ENTRY_TYPE_SESSION_USE", 20 },
   { "ENTRY_TYPE_SPEND", 4 },
   { "ENTRY_TYPE_UNSPECIFIED", 0 },
   { "ENTRY_TYPE_WRITE_OFF", 10 },
@@ -1063,9 +1083,9 @@ const ProtobufCEnumDescriptor credits__v1__entry_type__descriptor =
   "EntryType",
   "Credits__V1__EntryType",
   "credits.v1",
-  13,
+  23,
   credits__v1__entry_type__enum_values_by_number,
-  13,
+  23,
   credits__v1__entry_type__enum_values_by_name,
   1,
   credits__v1__entry_type__value_ranges,
