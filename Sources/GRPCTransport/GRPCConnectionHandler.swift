@@ -173,15 +173,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if heads[streamID] == nil { heads[streamID] = RequestHead() }
     }
 
-    func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
-        guard var head = heads[streamID] else { return true }
+    func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        guard var head = heads[streamID] else { return }
         defer { heads[streamID] = head }
-        if head.tooLarge { return false }
+        if head.tooLarge { return }
         head.headerListBytes += name.count + value.count + 32
         if head.headerListBytes > configuration.limits.maxHeaderListBytes {
             head.tooLarge = true
             head.metadata = Metadata()
-            return false
+            return
         }
         let key = String(decoding: name, as: UTF8.self)
         let text = String(decoding: value, as: UTF8.self)
@@ -205,7 +205,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 head.metadata.append(Metadata.Entry(name: key, value: .string(text)))
             }
         }
-        return true
     }
 
     func sessionDidReceiveHeaderBlock(streamID: Int32, isRequest: Bool, endStream: Bool) {

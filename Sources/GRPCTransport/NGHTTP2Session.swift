@@ -44,8 +44,8 @@ enum DataFill {
 /// record, work is dispatched after them).
 protocol HTTP2SessionDelegate: AnyObject {
     func sessionDidBeginHeaders(streamID: Int32)
-    /// One header field; return false to stop collecting (the block is too big).
-    func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool
+    /// One header field of the block being received.
+    func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
     /// A complete HEADERS block. `isRequest` for the opening block of a stream.
     func sessionDidReceiveHeaderBlock(streamID: Int32, isRequest: Bool, endStream: Bool)
     func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer)
@@ -181,8 +181,8 @@ final class NGHTTP2Session {
         _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode, nil, 0)
     }
 
-    /// Tells nghttp2 that `count` bytes of DATA on `streamID` were consumed by
-    /// the application (automatic window updates are on; kept for clarity).
+    /// Runs `body` with an nghttp2_nv array over `headers` (nghttp2 copies
+    /// names and values during the submit call).
     private func withNVArray<R>(_ headers: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
         // One contiguous buffer of all names and values; nghttp2 copies them.
         var storage: [UInt8] = []
@@ -250,13 +250,13 @@ final class NGHTTP2Session {
             let me = NGHTTP2Session.session(userData)
             let hd = frame!.pointee.hd
             guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
-            let ok = me.delegate.sessionDidReceiveHeader(
+            // A block that grew too big is not an error for nghttp2: HPACK
+            // decoding must stay in step, so the delegate drops the rest of
+            // the fields itself and answers when the block ends.
+            me.delegate.sessionDidReceiveHeader(
                 streamID: hd.stream_id,
                 name: UnsafeRawBufferPointer(start: name, count: namelen),
                 value: UnsafeRawBufferPointer(start: value, count: valuelen))
-            // Too big: keep decoding (HPACK state must stay in step) but the
-            // delegate drops the rest and answers when the block ends.
-            _ = ok
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in

@@ -81,6 +81,18 @@ struct Validator {
         ids(scope.membershipIds, "\(field).membership_ids")
     }
 
+    /// The fields shared by spends and holds.
+    mutating func draw(clientId: String, amountMinor: Int64, centerId: String, bookingRef: String,
+                       serviceCategory: String?, membershipId: String?, idempotencyKey: String?) {
+        id(clientId, "client_id")
+        positiveAmount(amountMinor, "amount_minor")
+        id(centerId, "center_id")
+        id(bookingRef, "booking_ref", required: false)
+        id(serviceCategory ?? "", "service_category", required: false)
+        id(membershipId ?? "", "membership_id", required: false)
+        self.idempotencyKey(idempotencyKey, required: true)
+    }
+
     mutating func check(_ condition: Bool, _ field: String, _ description: String) {
         if !condition { violations.append(.init(field, description)) }
     }

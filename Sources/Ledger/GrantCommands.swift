@@ -180,11 +180,9 @@ public struct AdjustBalance: LedgerCommand {
             return AdjustmentResult(adjustmentId: lot.id, lot: lot, allocations: entry.allocations,
                                     balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor, heldMinor: entry.heldAfterMinor, seq: entry.seq))
         }
-        _ = try store.requireTenant(tenantId)
-        try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
-        let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: nil, serviceCategory: nil, membershipId: nil)
         let amount = -amountMinor
-        let allocations = try LedgerStore.draw(amount, from: lots, hold: false)
+        let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amount, centerId: nil,
+                                                 serviceCategory: nil, membershipId: nil, hold: false)
         let id = IDs.make("adj")
         let entry = try store.appendEntry(
             tenant: tenantId, type: .adjustment, client: clientId, amountMinor: amount, debit: Account.available(clientId),

@@ -51,23 +51,14 @@ public struct SpendCredits: LedgerCommand {
 
     public func validate() throws(LedgerError) {
         var v = Validator()
-        v.id(clientId, "client_id")
-        v.positiveAmount(amountMinor, "amount_minor")
-        v.id(centerId, "center_id")
-        v.id(bookingRef, "booking_ref", required: false)
-        v.id(serviceCategory ?? "", "service_category", required: false)
-        v.id(membershipId ?? "", "membership_id", required: false)
-        v.idempotencyKey(idempotencyKey, required: true)
+        v.draw(clientId: clientId, amountMinor: amountMinor, centerId: centerId, bookingRef: bookingRef,
+               serviceCategory: serviceCategory, membershipId: membershipId, idempotencyKey: idempotencyKey)
         try v.finish()
     }
 
     public func apply(_ store: LedgerStore) throws -> SpendResult {
-        _ = try store.requireTenant(tenantId)
-        let now = store.clock.nowMicros()
-        try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
-        let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: centerId,
-                                          serviceCategory: serviceCategory, membershipId: membershipId)
-        let allocations = try LedgerStore.draw(amountMinor, from: lots, hold: false)
+        let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
+                                                 serviceCategory: serviceCategory, membershipId: membershipId, hold: false)
         let spend = try SpendRows.record(store: store, tenant: tenantId, clientId: clientId, amountMinor: amountMinor, reason: reason,
                                          centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, holdId: nil,
                                          allocations: allocations, idempotencyKey: idempotencyKey ?? "", debit: Account.available(clientId),
@@ -144,13 +135,8 @@ public struct CreateHold: LedgerCommand {
 
     public func validate() throws(LedgerError) {
         var v = Validator()
-        v.id(clientId, "client_id")
-        v.positiveAmount(amountMinor, "amount_minor")
-        v.id(centerId, "center_id")
-        v.id(bookingRef, "booking_ref", required: false)
-        v.id(serviceCategory ?? "", "service_category", required: false)
-        v.id(membershipId ?? "", "membership_id", required: false)
-        v.idempotencyKey(idempotencyKey, required: true)
+        v.draw(clientId: clientId, amountMinor: amountMinor, centerId: centerId, bookingRef: bookingRef,
+               serviceCategory: serviceCategory, membershipId: membershipId, idempotencyKey: idempotencyKey)
         try v.finish()
     }
 
@@ -160,10 +146,8 @@ public struct CreateHold: LedgerCommand {
         guard expiresMicros > now, expiresMicros - now <= LedgerLimits.maxHoldSeconds * 1_000_000 else {
             throw LedgerError.invalid("expire_time", "must be in the future and at most \(LedgerLimits.maxHoldSeconds / 86_400) days ahead")
         }
-        try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
-        let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: centerId,
-                                          serviceCategory: serviceCategory, membershipId: membershipId)
-        let allocations = try LedgerStore.draw(amountMinor, from: lots, hold: true)
+        let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
+                                                 serviceCategory: serviceCategory, membershipId: membershipId, hold: true)
         let id = IDs.make("hld")
         let entry = try store.appendEntry(
             tenant: tenantId, type: .hold, client: clientId, amountMinor: amountMinor, debit: Account.available(clientId),

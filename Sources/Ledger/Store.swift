@@ -227,6 +227,19 @@ public final class LedgerStore {
         return allocations
     }
 
+    /// Writes the expiry of the client's due lots, then chooses the
+    /// allocations of a draw of `amountMinor` from the lots eligible now
+    /// (`centerId` nil: any valid lot, whatever its scope).
+    func drawEligible(tenant: String, client: String, amountMinor: Int64, centerId: String?, serviceCategory: String?,
+                      membershipId: String?, hold: Bool) throws -> [Allocation] {
+        _ = try requireTenant(tenant)
+        let now = clock.nowMicros()
+        try expireDueLots(tenant: tenant, client: client, now: now)
+        let lots = try eligibleLots(tenant: tenant, client: client, now: now, centerId: centerId,
+                                    serviceCategory: serviceCategory, membershipId: membershipId)
+        return try Self.draw(amountMinor, from: lots, hold: hold)
+    }
+
     /// The lots a spend or hold may draw from now, in draw order.
     func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
                       membershipId: String?) throws -> [Lot] {

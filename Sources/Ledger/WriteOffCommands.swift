@@ -36,11 +36,9 @@ public struct CreateWriteOff: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> WriteOffResult {
-        _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
-        try store.expireDueLots(tenant: tenantId, client: clientId, now: now)
-        let lots = try store.eligibleLots(tenant: tenantId, client: clientId, now: now, centerId: nil, serviceCategory: nil, membershipId: nil)
-        let allocations = try LedgerStore.draw(amountMinor, from: lots, hold: false)
+        let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: nil,
+                                                 serviceCategory: nil, membershipId: nil, hold: false)
         let id = IDs.make("wof")
         let entry = try store.appendEntry(tenant: tenantId, type: .writeOff, client: clientId, amountMinor: amountMinor,
                                           debit: Account.available(clientId), credit: Account.writeOffs, refId: id,
