@@ -104,6 +104,7 @@ public struct CreateAPIKey: LedgerCommand {
 
     public func apply(_ store: LedgerStore) throws -> APIKeyRecord {
         if let keyTenantId { _ = try store.requireTenant(keyTenantId) }
+        if try StoreReads(db: store.db).apiKey(id: keyId) != nil { throw LedgerError.alreadyExists(kind: "api_key", id: keyId) }
         let now = store.clock.nowMicros()
         try store.db.statement("INSERT INTO api_keys (id, tenant_id, role, label, secret_hash, created_micros) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(.text(keyId), keyTenantId.map(SQLValue.text) ?? .null, .text(role.rawValue), .text(label), .blob(secretHash), .int(now)).run()

@@ -105,7 +105,25 @@ struct Validator {
 /// Canonical text of optional and list values for idempotency fields.
 enum Canonical {
     static func opt<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "" }
-    static func list(_ values: [String]) -> String { values.joined(separator: ",") }
+    static func list(_ values: [String]) -> String { values.map(escape).joined(separator: ",") }
+
+    /// Percent-escapes the separators of the canonical forms ('%', '\n', '=',
+    /// ',', '|'), so that different values never encode alike.
+    static func escape(_ value: String) -> String {
+        guard value.contains(where: { "%\n=,|".contains($0) }) else { return value }
+        var out = ""
+        for ch in value {
+            switch ch {
+            case "%": out += "%25"
+            case "\n": out += "%0A"
+            case "=": out += "%3D"
+            case ",": out += "%2C"
+            case "|": out += "%7C"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
     static func scope(_ scope: Scope) -> String {
         "\(list(scope.serviceCategories))|\(list(scope.centers))|\(list(scope.membershipIds))"
     }

@@ -41,6 +41,7 @@ public struct PurchasePackage: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> GrantResult {
+        _ = try store.requireTenant(tenantId)
         guard let package = try StoreReads(db: store.db).package(tenant: tenantId, id: packageId) else {
             throw LedgerError.notFound(kind: "package", id: packageId)
         }
@@ -52,8 +53,7 @@ public struct PurchasePackage: LedgerCommand {
             amountMinor: package.creditsMinor, centerId: centerId, validFromMicros: nil, validUntilMicros: validUntil,
             scope: package.scope, packageId: package.id, paymentRef: paymentRef.isEmpty ? nil : paymentRef,
             priceMinor: package.priceMinor, note: package.name, reason: "purchase", idempotencyKey: idempotencyKey ?? "")
-        return GrantResult(lot: lot, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
-                                                             heldMinor: entry.heldAfterMinor, seq: entry.seq))
+        return GrantResult(lot: lot, balance: try store.summaryAfterExpiry(tenant: tenantId, client: clientId))
     }
 
     public func resultId(_ output: GrantResult) -> String { output.lot.id }
@@ -112,8 +112,7 @@ public struct CreateCreditOrder: LedgerCommand {
             amountMinor: amountMinor, centerId: centerId, validFromMicros: nil, validUntilMicros: validUntilMicros,
             scope: scope, packageId: nil, paymentRef: nil, priceMinor: priceMinor, note: note, reason: "credit_order",
             idempotencyKey: idempotencyKey ?? "")
-        return GrantResult(lot: lot, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
-                                                             heldMinor: entry.heldAfterMinor, seq: entry.seq))
+        return GrantResult(lot: lot, balance: try store.summaryAfterExpiry(tenant: tenantId, client: clientId))
     }
 
     public func resultId(_ output: GrantResult) -> String { output.lot.id }
@@ -178,7 +177,7 @@ public struct AdjustBalance: LedgerCommand {
                 scope: .any, packageId: nil, paymentRef: nil, priceMinor: 0, note: reason, reason: reason,
                 idempotencyKey: idempotencyKey ?? "")
             return AdjustmentResult(adjustmentId: lot.id, lot: lot, allocations: entry.allocations,
-                                    balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor, heldMinor: entry.heldAfterMinor, seq: entry.seq))
+                                    balance: try store.summaryAfterExpiry(tenant: tenantId, client: clientId))
         }
         let amount = -amountMinor
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amount, centerId: nil,

@@ -98,6 +98,7 @@ public struct UpdatePackage: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> CreditPackage {
+        _ = try store.requireTenant(tenantId)
         guard var package = try StoreReads(db: store.db).package(tenant: tenantId, id: packageId) else {
             throw LedgerError.notFound(kind: "package", id: packageId)
         }

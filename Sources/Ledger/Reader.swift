@@ -77,18 +77,27 @@ public final class LedgerReader {
     /// With `centerId`: each client's remaining credit from lots of that center.
     public func listBalances(tenant: String, centerId: String?, afterClientId: String?, limit: Int) throws -> [ClientBalanceRow] {
         precondition(limit > 0 && limit <= LedgerLimits.maxPageSize + 1)
+        // Like balance(): credit of lots past valid_until counts for nothing,
+        // even before its expiry entry is written.
+        let now = clock.nowMicros()
         if let centerId {
             return try db.statement("""
-                SELECT client_id, SUM(remaining_minor - held_minor), SUM(held_minor), MAX(created_seq) FROM lots
+                SELECT client_id,
+                  SUM(CASE WHEN valid_until_micros IS NULL OR valid_until_micros > ? THEN remaining_minor - held_minor ELSE 0 END),
+                  SUM(held_minor), MAX(created_seq) FROM lots
                 WHERE tenant_id = ? AND center_id = ? AND state = 'active' AND client_id > ?
                 GROUP BY client_id ORDER BY client_id LIMIT ?
-                """).bind(.text(tenant), .text(centerId), .text(afterClientId ?? ""), .int(Int64(limit)))
+                """).bind(.int(now), .text(tenant), .text(centerId), .text(afterClientId ?? ""), .int(Int64(limit)))
                 .rows { ClientBalanceRow(clientId: $0.text(0), availableMinor: $0.int(1), heldMinor: $0.int(2), lastSeq: $0.int(3)) }
         }
         return try db.statement("""
-            SELECT client_id, available_minor, held_minor, last_seq FROM clients WHERE tenant_id = ? AND client_id > ?
-            ORDER BY client_id LIMIT ?
-            """).bind(.text(tenant), .text(afterClientId ?? ""), .int(Int64(limit)))
+            SELECT c.client_id, c.available_minor - COALESCE((
+                SELECT SUM(l.remaining_minor - l.held_minor) FROM lots l INDEXED BY lots_by_client
+                WHERE l.tenant_id = c.tenant_id AND l.client_id = c.client_id AND l.state = 'active'
+                  AND l.valid_until_micros IS NOT NULL AND l.valid_until_micros <= ?), 0),
+              c.held_minor, c.last_seq
+            FROM clients c WHERE c.tenant_id = ? AND c.client_id > ? ORDER BY c.client_id LIMIT ?
+            """).bind(.int(now), .text(tenant), .text(afterClientId ?? ""), .int(Int64(limit)))
             .rows { ClientBalanceRow(clientId: $0.text(0), availableMinor: $0.int(1), heldMinor: $0.int(2), lastSeq: $0.int(3)) }
     }
 

@@ -245,10 +245,15 @@ public struct CaptureHold: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> HoldResult {
+        _ = try store.requireTenant(tenantId)
         guard var hold = try StoreReads(db: store.db).hold(tenant: tenantId, id: holdId) else {
             throw LedgerError.notFound(kind: "hold", id: holdId)
         }
         guard hold.state == .held else { throw LedgerError.holdNotOpen(holdId: holdId, state: hold.state) }
+        let now = store.clock.nowMicros()
+        // Past its deadline a hold can no longer be captured, even before
+        // maintenance has released it.
+        guard hold.expiresMicros > now else { throw LedgerError.holdNotOpen(holdId: holdId, state: .expired) }
         let capture = amountMinor ?? hold.amountMinor
         guard capture <= hold.amountMinor else {
             throw LedgerError.captureExceedsHold(heldMinor: hold.amountMinor, requestedMinor: capture)
@@ -275,9 +280,10 @@ public struct CaptureHold: LedgerCommand {
                                   debit: Account.held(hold.clientId), credit: Account.available(hold.clientId), refId: holdId,
                                   centerId: hold.centerId, bookingRef: hold.bookingRef, idempotencyKey: key,
                                   reason: "partial_capture", allocations: releaseAllocations)
-            try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: store.clock.nowMicros())
         }
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
+        // The reply's balance never counts credit past valid_until.
+        try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: now)
         hold.state = .captured
         hold.capturedMinor = capture
         hold.spendId = spend.id
@@ -327,6 +333,7 @@ public struct ReleaseHold: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> HoldResult {
+        _ = try store.requireTenant(tenantId)
         guard var hold = try StoreReads(db: store.db).hold(tenant: tenantId, id: holdId) else {
             throw LedgerError.notFound(kind: "hold", id: holdId)
         }
@@ -381,6 +388,7 @@ public struct ReverseSpend: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> SpendResult {
+        _ = try store.requireTenant(tenantId)
         guard var spend = try StoreReads(db: store.db).spend(tenant: tenantId, id: spendId) else {
             throw LedgerError.notFound(kind: "spend", id: spendId)
         }
@@ -398,6 +406,7 @@ public struct ReverseSpend: LedgerCommand {
         spend.reversedMinor += amountMinor
         precondition(entry.amountMinor == amountMinor)
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: allocations.map(\.lotId))
+        try store.expireDueLots(tenant: tenantId, client: spend.clientId, now: store.clock.nowMicros())
         spend.allocations = try StoreReads(db: store.db).allocations(tenant: tenantId, seq: spend.seq)
         return SpendResult(spend: spend, balance: try store.summary(tenant: tenantId, client: spend.clientId))
     }

@@ -50,6 +50,13 @@ public final class LedgerStore {
         return BalanceSummary(clientId: client, availableMinor: balance.availableMinor, heldMinor: balance.heldMinor, seq: seq)
     }
 
+    /// The client's balance after a write, once the client's due lots are
+    /// expired (a write's reply never counts credit past valid_until).
+    func summaryAfterExpiry(tenant: String, client: String) throws -> BalanceSummary {
+        try expireDueLots(tenant: tenant, client: client, now: clock.nowMicros())
+        return try summary(tenant: tenant, client: client)
+    }
+
     // MARK: The one way money moves
 
     /// Appends one entry: takes the tenant's next seq, moves `amountMinor`
@@ -80,7 +87,10 @@ public final class LedgerStore {
         }
         precondition(balance.availableMinor >= 0 && balance.heldMinor >= 0,
                      "client \(client) balance would go negative: \(balance)")
-        precondition(balance.availableMinor + balance.heldMinor <= LedgerLimits.maxBalanceMinor, "balance above the limit")
+        guard balance.availableMinor + balance.heldMinor <= LedgerLimits.maxBalanceMinor else {
+            // Caught before anything of the entry is written; the command's savepoint rolls back.
+            throw LedgerError.amountOutOfRange(field: "amount_minor")
+        }
 
         try db.statement("""
             INSERT INTO entries (tenant_id, seq, type, client_id, amount_minor, debit_account, credit_account,
@@ -257,7 +267,9 @@ public final class LedgerStore {
         try db.statement("""
             SELECT a.lot_id, -SUM(a.remaining_delta_minor), MIN(a.seq) FROM allocations a
             JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
-            WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id ORDER BY MIN(a.seq), MIN(a.ordinal)
+            WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id
+            ORDER BY MIN(CASE WHEN a.remaining_delta_minor < 0 THEN a.seq END),
+                     MIN(CASE WHEN a.remaining_delta_minor < 0 THEN a.ordinal END)
             """).bind(.text(tenant), .text(refId)).rows { ($0.text(0), $0.int(1), $0.int(2)) }
     }
 

@@ -79,6 +79,7 @@ public struct VoidWriteOff: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> WriteOffResult {
+        _ = try store.requireTenant(tenantId)
         guard var writeOff = try StoreReads(db: store.db).writeOff(tenant: tenantId, id: writeOffId) else {
             throw LedgerError.notFound(kind: "write_off", id: writeOffId)
         }
@@ -91,6 +92,7 @@ public struct VoidWriteOff: LedgerCommand {
             .bind(.int(entry.seq), .text(tenantId), .text(writeOffId)).run()
         precondition(store.db.changes == 1)
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: allocations.map(\.lotId))
+        try store.expireDueLots(tenant: tenantId, client: writeOff.clientId, now: store.clock.nowMicros())
         writeOff.state = .voided
         writeOff.voidSeq = entry.seq
         writeOff.allocations = try StoreReads(db: store.db).allocations(tenant: tenantId, seq: writeOff.seq)

@@ -102,7 +102,6 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
             let report = try Ledger.verify(path: copy)
             #expect(report.ok, "\(report)")
             #expect(report.tenants == 1)
-            #expect(Ledger.schemaVersion == 1)
             #expect(try Ledger.migrate(path: copy) == [])
             var options = Ledger.Options()
             options.maintenanceIntervalMillis = 1_000_000_000_000
@@ -134,7 +133,8 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         options.maintenanceIntervalMillis = 1_000_000_000_000
 
         let fresh = directory.appendingPathComponent("fresh.sqlite").path
-        #expect(try Ledger.migrate(path: fresh) == [1])
+        #expect(try Ledger.migrate(path: fresh) == Schema.migrations.map(\.version))
+        #expect(Ledger.schemaVersion == Schema.migrations.last?.version)
         #expect(try Ledger.migrate(path: fresh) == [])
 
         var snapshot: BalanceSnapshot
@@ -185,6 +185,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         try fx.order("c", 500)
         let hold = try fx.hold("c", 200, expiresIn: 3_600)
         let other = try fx.hold("c", 100, expiresIn: 7_200)
+        try fx.settleWriter()
         fx.clock.advance(seconds: 3_600)
         let released = try fx.eventually { try fx.reader.hold(tenant: "t1", id: hold.id)?.state == .expired }
         #expect(released)
@@ -206,6 +207,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         let pinned = try fx.order("d", 100, validDays: 1)
         let hold = try fx.hold("d", 30, expiresIn: 2 * 86_400)
         try fx.order("c", 50)
+        try fx.settleWriter()
         fx.clock.advance(seconds: 86_400)
         #expect(try fx.eventually { try fx.lot(soon.id)?.state == .expired })
         #expect(try fx.eventually { try fx.balance("d").pendingExpiryMinor == 0 })
@@ -216,6 +218,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         let lot = try #require(try fx.lot(pinned.id))
         #expect(lot.state == .active && lot.remainingMinor == 30 && lot.heldMinor == 30)
         #expect(try fx.balance("d").summary == BalanceSummary(clientId: "d", availableMinor: 0, heldMinor: 30, seq: 6))
+        try fx.settleWriter()
         fx.clock.advance(seconds: 86_400)  // the hold's deadline
         #expect(try fx.eventually { try fx.reader.hold(tenant: "t1", id: hold.id)?.state == .expired })
         #expect(try fx.eventually { try fx.lot(pinned.id)?.state == .expired })
@@ -229,6 +232,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         let old = try fx.apply(fx.orderCmd("c", 10, key: "old"))
         fx.clock.advance(seconds: 12 * 3_600)
         try fx.apply(fx.orderCmd("c", 10, key: "new"))
+        try fx.settleWriter()
         fx.clock.advance(seconds: 12 * 3_600 + 1)
         #expect(try fx.eventually { try fx.reader.idempotency(tenant: "t1", key: "old") == nil })
         #expect(try fx.reader.idempotency(tenant: "t1", key: "new") != nil)

@@ -74,9 +74,40 @@ import Testing
         #expect(try fx.reader.tenant(t) == nil)
     }
 
+    /// Records of one tenant are invisible to another.
+    @Test func tenantsAreIsolated() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.apply(CreateTenant(id: "t2", name: "Two", currency: "EUR", allowDirectory: false))
+        try fx.order("c", 100)
+        let pkg = try fx.apply(CreatePackage(tenantId: "t1", name: "P", creditsMinor: 5, priceMinor: 5, validityDays: nil, scope: .any, idempotencyKey: nil))
+        let hold = try fx.hold("c", 10)
+        let spend = try fx.spend("c", 10).spend
+        let writeOff = try fx.apply(fx.writeOffCmd("c", 10)).writeOff
+        try fx.expectUnchanged("c") {
+            fx.expectError(.notFound(kind: "hold", id: hold.id), CaptureHold(tenantId: "t2", holdId: hold.id, amountMinor: nil, reason: .booking, idempotencyKey: "k"))
+            fx.expectError(.notFound(kind: "hold", id: hold.id), ReleaseHold(tenantId: "t2", holdId: hold.id, idempotencyKey: "k"))
+            fx.expectError(.notFound(kind: "spend", id: spend.id), ReverseSpend(tenantId: "t2", spendId: spend.id, amountMinor: 1, reason: "", idempotencyKey: "k"))
+            fx.expectError(.notFound(kind: "write_off", id: writeOff.id), VoidWriteOff(tenantId: "t2", writeOffId: writeOff.id, idempotencyKey: "k"))
+            fx.expectError(.notFound(kind: "package", id: pkg.id),
+                           PurchasePackage(tenantId: "t2", clientId: "c", packageId: pkg.id, centerId: "c1", paymentRef: "", idempotencyKey: "k"))
+            fx.expectError(.insufficientCredits(availableMinor: 0, requestedMinor: 1),
+                           SpendCredits(tenantId: "t2", clientId: "c", amountMinor: 1, reason: .booking, centerId: "c1", bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: "k"))
+        }
+        #expect(try fx.reader.balance(tenant: "t2", client: "c").summary == BalanceSummary(clientId: "c", availableMinor: 0, heldMinor: 0, seq: 0))
+        #expect(try fx.reader.hold(tenant: "t2", id: hold.id) == nil)
+        #expect(try fx.reader.spend(tenant: "t2", id: spend.id) == nil)
+        #expect(try fx.reader.writeOff(tenant: "t2", id: writeOff.id) == nil)
+        #expect(try fx.reader.package(tenant: "t2", id: pkg.id) == nil)
+        #expect(try fx.reader.listWriteOffs(tenant: "t2", clientId: nil, afterSeq: nil, limit: 10).isEmpty)
+        #expect(try fx.reader.statement(.init(tenant: "t2", clientId: "c")).isEmpty)
+        #expect(try fx.reader.tenant("t2")?.lastSeq == 0)
+    }
+
     /// Commands that name a package, hold, spend or write-off of an unknown
     /// tenant report that record missing rather than the tenant.
-    @Test(.bug(id: "ledger-unknown-tenant", "unknown tenant on id-based commands is not notFound(kind: \"tenant\")"))
+    /// Regression (ledger-unknown-tenant): unknown tenant on id-based commands is not notFound(kind: \"tenant\")
+    @Test
     func unknownTenantOnIdBasedCommands() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -89,10 +120,8 @@ import Testing
             ("ReverseSpend", fx.error(ReverseSpend(tenantId: t, spendId: "spd_x", amountMinor: 1, reason: "r", idempotencyKey: "k"))),
             ("VoidWriteOff", fx.error(VoidWriteOff(tenantId: t, writeOffId: "wof_x", idempotencyKey: "k"))),
         ]
-        withKnownIssue("id-based commands look the record up before the tenant") {
-            for (name, error) in cases {
-                #expect(error == .notFound(kind: "tenant", id: t), "\(name)")
-            }
+        for (name, error) in cases {
+            #expect(error == .notFound(kind: "tenant", id: t), "\(name)")
         }
     }
 }
@@ -133,7 +162,8 @@ import Testing
         fx.expectError(.invalidArgument([.init("key_id", "is required")]), RevokeAPIKey(keyId: ""))
     }
 
-    @Test(.bug(id: "ledger-duplicate-api-key", "CreateAPIKey with an existing key id is a storage error, not alreadyExists"))
+    /// Regression (ledger-duplicate-api-key): CreateAPIKey with an existing key id is a storage error, not alreadyExists
+    @Test
     func duplicateKeyId() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -141,9 +171,7 @@ import Testing
         let error = fx.error(CreateAPIKey(keyId: "key_a", tenantId: "t1", role: .staff, label: "b", secretHash: hash))
         #expect(error != nil)
         #expect(try fx.reader.apiKey(id: "key_a")?.role == .app)
-        withKnownIssue("the PRIMARY KEY violation surfaces as LedgerError.storage(code: 1555, …)") {
-            #expect(error == .alreadyExists(kind: "api_key", id: "key_a"))
-        }
+        #expect(error == .alreadyExists(kind: "api_key", id: "key_a"))
     }
 }
 
@@ -359,7 +387,8 @@ extension IdempotencyTests {
     /// Validated text fields (note, reason, name) may hold a newline; the
     /// canonical field list is newline-separated, so the names of the
     /// differing fields come out wrong.
-    @Test(.bug(id: "ledger-idempotency-newline", "differing field names are wrong when a value holds a newline"))
+    /// Regression (ledger-idempotency-newline): differing field names are wrong when a value holds a newline
+    @Test
     func differingFieldNamesWithNewlineInValue() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -367,23 +396,20 @@ extension IdempotencyTests {
         let error = fx.error(fx.orderCmd("c", 10, note: "line1\nline3", key: "o"))
         guard case .idempotencyKeyReused(let operation, _, let existing)? = error else { Issue.record("\(String(describing: error))"); return }
         #expect(operation == "credit_order" && existing == lot.id)
-        withKnownIssue("Writer.differing splits the stored fields on \"\\n\" (Writer.swift:114)") {
-            #expect(error == .idempotencyKeyReused(operation: "credit_order", differingFields: ["note"], existingResultId: lot.id))
-        }
+        #expect(error == .idempotencyKeyReused(operation: "credit_order", differingFields: ["note"], existingResultId: lot.id))
     }
 
     /// Scope lists are joined with "," but ids may contain ","; two different
     /// scopes then look like the same request and the retry is "replayed".
-    @Test(.bug(id: "ledger-idempotency-scope-collision", "scopes [\"a,b\"] and [\"a\",\"b\"] have the same idempotency fields"))
+    /// Regression (ledger-idempotency-scope-collision): scopes [\"a,b\"] and [\"a\",\"b\"] have the same idempotency fields
+    @Test
     func scopeListsWithCommasCollide() throws {
         let fx = try Fixture()
         defer { fx.finish() }
         let lot = try fx.apply(fx.orderCmd("c", 10, scope: Scope(centers: ["c1", "c2"]), key: "o")).lot
         let retry = fx.orderCmd("c", 10, scope: Scope(centers: ["c1,c2"]), key: "o")
         let error = fx.error(retry)
-        withKnownIssue("Canonical.scope joins ids with \",\" (Command.swift:97), which Validator.id allows") {
-            #expect(error == .idempotencyKeyReused(operation: "credit_order", differingFields: ["scope"], existingResultId: lot.id))
-        }
+        #expect(error == .idempotencyKeyReused(operation: "credit_order", differingFields: ["scope"], existingResultId: lot.id))
         #expect(try fx.balance("c").lots.map(\.scope) == [Scope(centers: ["c1", "c2"])])
     }
 }
@@ -393,17 +419,16 @@ extension IdempotencyTests {
 @Suite struct LimitTests {
     /// A client balance above LedgerLimits.maxBalanceMinor must be refused
     /// with amountOutOfRange; today the writer thread traps (process exits).
-    @Test(.bug(id: "ledger-balance-limit-crash", "balance above maxBalanceMinor crashes the process instead of amountOutOfRange"))
+    /// Regression (ledger-balance-limit-crash): balance above maxBalanceMinor crashes the process instead of amountOutOfRange
+    @Test
     func balanceAboveLimitIsRefused() async {
-        await withKnownIssue("LedgerStore.appendEntry: precondition(… <= maxBalanceMinor) (Store.swift:83); amountOutOfRange is never thrown") {
-            await #expect(processExitsWith: .success) {
-                let fx = try Fixture()
-                for _ in 0..<4 { try fx.apply(fx.orderCmd("c", LedgerLimits.maxAmountMinor)) }
-                // 4 × 10^15 = maxBalanceMinor exactly; one more minor unit is too much.
-                let error = fx.error(fx.orderCmd("c", 1))
-                guard case .amountOutOfRange? = error else { exit(1) }
-                guard try fx.balance("c").summary.availableMinor == LedgerLimits.maxBalanceMinor, try fx.ledger.verify().ok else { exit(2) }
-            }
+        await #expect(processExitsWith: .success) {
+            let fx = try Fixture()
+            for _ in 0..<4 { try fx.apply(fx.orderCmd("c", LedgerLimits.maxAmountMinor)) }
+            // 4 × 10^15 = maxBalanceMinor exactly; one more minor unit is too much.
+            let error = fx.error(fx.orderCmd("c", 1))
+            guard case .amountOutOfRange? = error else { exit(1) }
+            guard try fx.balance("c").summary.availableMinor == LedgerLimits.maxBalanceMinor, try fx.ledger.verify().ok else { exit(2) }
         }
     }
 
@@ -566,7 +591,7 @@ extension IdempotencyTests {
         let fx = try Fixture()
         defer { fx.finish() }
         try fx.order("c", 100)
-        let bad = LedgerError.invalidArgument([.init("expires_at", "must be in the future and at most 90 days ahead")])
+        let bad = LedgerError.invalidArgument([.init("expire_time", "must be in the future and at most 90 days ahead")])
         try fx.expectUnchanged("c") {
             fx.expectError(bad, fx.holdCmd("c", 10, expiresIn: 0))
             fx.expectError(bad, fx.holdCmd("c", 10, expiresIn: -1))
@@ -717,15 +742,20 @@ extension IdempotencyTests {
 
     /// Without maintenance a hold past its deadline stays open (held) until
     /// the writer's maintenance releases it; it can still be captured.
-    @Test func holdPastDeadlineBeforeMaintenanceStaysOpen() throws {
+    /// Past its deadline a hold cannot be captured, even before maintenance
+    /// released it; it can still be released by hand.
+    @Test func holdPastDeadlineCannotBeCapturedBeforeMaintenance() throws {
         let fx = try Fixture()
         defer { fx.finish() }
         try fx.order("c", 100)
         let hold = try fx.hold("c", 40, expiresIn: 60)
         fx.clock.advance(seconds: 120)
         #expect(try fx.balance("c").summary.heldMinor == 40)
-        let result = try fx.apply(fx.captureCmd(hold.id))
-        #expect(result.hold.state == .captured)
+        #expect(fx.error(fx.captureCmd(hold.id)) == .holdNotOpen(holdId: hold.id, state: .expired))
+        #expect(try fx.balance("c").summary.heldMinor == 40)
+        let released = try fx.apply(fx.releaseCmd(hold.id))
+        #expect(released.hold.state == .released)
+        #expect(released.balance.availableMinor == 100 && released.balance.heldMinor == 0)
     }
 }
 
@@ -771,7 +801,8 @@ extension IdempotencyTests {
 
     /// After a partial reversal, the next reversal must still return credit
     /// to the lots most recently drawn first.
-    @Test(.bug(id: "ledger-reversal-order", "second partial reversal returns credit in the wrong lot order"))
+    /// Regression (ledger-reversal-order): second partial reversal returns credit in the wrong lot order
+    @Test
     func secondPartialReversalKeepsMostRecentlyDrawnFirst() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -789,11 +820,9 @@ extension IdempotencyTests {
         #expect(second.balance.availableMinor == 150)
         let allocations = try #require(try fx.entries("c").first).allocations
         let remaining = try fx.balance("c").lots.map(\.remainingMinor)
-        withKnownIssue("outstandingDraws orders by MIN(ordinal) over the reversal entries too (Store.swift:247)") {
-            #expect(allocations == [Allocation(lotId: c.id, remainingDeltaMinor: 50, heldDeltaMinor: 0),
-                                    Allocation(lotId: b.id, remainingDeltaMinor: 50, heldDeltaMinor: 0)])
-            #expect(remaining == [50, 100])
-        }
+        #expect(allocations == [Allocation(lotId: c.id, remainingDeltaMinor: 50, heldDeltaMinor: 0),
+                                Allocation(lotId: b.id, remainingDeltaMinor: 50, heldDeltaMinor: 0)])
+        #expect(remaining == [50, 100])
     }
 
     @Test func reversalOfCapturedSpend() throws {
@@ -1032,7 +1061,8 @@ extension IdempotencyTests {
     /// Writes that do not expire the client's due lots first return a balance
     /// that still counts credit already past valid_until, unlike a read at
     /// the same moment (and unlike spends, holds, releases, partial captures).
-    @Test(.bug(id: "ledger-stale-write-summary", "write BalanceSummary counts credit of lots past valid_until"))
+    /// Regression (ledger-stale-write-summary): write BalanceSummary counts credit of lots past valid_until
+    @Test
     func writeSummaryCountsExpiredCredit() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -1043,7 +1073,7 @@ extension IdempotencyTests {
         for client in ["order", "adjust", "purchase", "capture", "reverse", "void", "spend", "hold", "release", "partial", "writeoff"] {
             try fx.order(client, 50)
             switch client {
-            case "capture", "release", "partial": holds[client] = try fx.hold(client, 10)
+            case "capture", "release", "partial": holds[client] = try fx.hold(client, 10, expiresIn: 10 * 86_400)
             case "reverse": spends[client] = try fx.spend(client, 10).spend
             case "void": writeOffs[client] = try fx.apply(fx.writeOffCmd(client, 10)).writeOff
             default: break
@@ -1076,10 +1106,8 @@ extension IdempotencyTests {
         for (name, returned, read) in fine {
             #expect(returned == read, "\(name)")
         }
-        withKnownIssue("PurchasePackage, CreateCreditOrder, AdjustBalance(+), CaptureHold(full), ReverseSpend, VoidWriteOff do not expire due lots") {
-            for (name, returned, read) in buggy {
-                #expect(returned == read, "\(name): returned \(returned), read \(read)")
-            }
+        for (name, returned, read) in buggy {
+            #expect(returned == read, "\(name): returned \(returned), read \(read)")
         }
     }
 }
@@ -1216,7 +1244,8 @@ extension StatementTests {
     /// listBalances reads the stored balance (and active lots), which still
     /// counts credit past valid_until until its expiry entry is written; the
     /// balance read excludes it at once.
-    @Test(.bug(id: "ledger-list-balances-pending-expiry", "listBalances counts credit pending expiry, unlike balance()"))
+    /// Regression (ledger-list-balances-pending-expiry): listBalances counts credit pending expiry, unlike balance()
+    @Test
     func listBalancesAgreesWithBalanceAfterExpiry() throws {
         let fx = try Fixture()
         defer { fx.finish() }
@@ -1226,10 +1255,8 @@ extension StatementTests {
         #expect(try fx.balance("c").summary.availableMinor == 50)
         let all = try fx.reader.listBalances(tenant: "t1", centerId: nil, afterClientId: nil, limit: 10)
         let c1 = try fx.reader.listBalances(tenant: "t1", centerId: "c1", afterClientId: nil, limit: 10)
-        withKnownIssue("listBalances shows 150 where balance() shows 50") {
-            #expect(all.map(\.availableMinor) == [50])
-            #expect(c1.map(\.availableMinor) == [50])
-        }
+        #expect(all.map(\.availableMinor) == [50])
+        #expect(c1.map(\.availableMinor) == [50])
         // Once the expiry entry is written they agree.
         try fx.spend("c", 1)
         #expect(try fx.reader.listBalances(tenant: "t1", centerId: nil, afterClientId: nil, limit: 10).map(\.availableMinor) == [49])

@@ -244,6 +244,15 @@ final class Fixture {
         try? FileManager.default.removeItem(at: directory)
     }
 
+    /// Returns once any maintenance run the writer has started is finished
+    /// and its next run is scheduled: maintenance runs on the writer thread
+    /// between batches (after a batch's replies), so two no-op writes in a row
+    /// fence it. Call before moving the clock again, or the writer may
+    /// schedule its next run from the moved clock and skip the due work.
+    func settleWriter() throws {
+        for _ in 0..<2 { _ = try ledger.write(SetDirectoryAccess(tenantId: tenant, allow: false)) }
+    }
+
     /// Polls `condition` (on this thread) until it holds or `seconds` pass.
     func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
