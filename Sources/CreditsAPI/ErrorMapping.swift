@@ -42,6 +42,34 @@ enum ErrorMapping {
             return RPCError(.failedPrecondition, "write-off '\(id)' is already voided", reason: "WRITE_OFF_VOIDED", metadata: ["write_off_id": id])
         case .packageInactive(let id):
             return RPCError(.failedPrecondition, "package '\(id)' is not active", reason: "PACKAGE_INACTIVE", metadata: ["package_id": id])
+        case .noPackageToUse(let client, let service):
+            return RPCError(.failedPrecondition, "There is no package to use", reason: "NO_PACKAGE_TO_USE",
+                            metadata: ["client_id": client, "service_id": service])
+        case .alreadyPaid(let ref, let redemption):
+            return RPCError(.failedPrecondition, "payment reference '\(ref)' is already paid", reason: "ALREADY_PAID",
+                            metadata: ["payment_ref": ref, "redemption_id": redemption])
+        case .paymentRefOtherClient(let ref):
+            return RPCError(.failedPrecondition, "payment reference '\(ref)' belongs to another client", reason: "PAYMENT_REF_OTHER_CLIENT",
+                            metadata: ["payment_ref": ref])
+        case .redemptionAlreadyCancelled(let id):
+            return RPCError(.failedPrecondition, "redemption '\(id)' is already cancelled", reason: "REDEMPTION_ALREADY_CANCELLED",
+                            metadata: ["redemption_id": id])
+        case .clientPackageInactive(let id):
+            return RPCError(.failedPrecondition, "client package '\(id)' is not active", reason: "CLIENT_PACKAGE_INACTIVE",
+                            metadata: ["client_package_id": id])
+        case .couponInactive(let id):
+            return RPCError(.failedPrecondition, "coupon '\(id)' is not active", reason: "COUPON_INACTIVE", metadata: ["coupon_id": id])
+        case .creditRevoked(let id):
+            return RPCError(.failedPrecondition, "customer credit '\(id)' is revoked", reason: "CREDIT_REVOKED", metadata: ["credit_id": id])
+        case .creditExpired(let id, let expires):
+            return RPCError(.failedPrecondition, "customer credit '\(id)' is expired", reason: "CREDIT_EXPIRED",
+                            metadata: ["credit_id": id, "expire_time_micros": "\(expires)"])
+        case .creditExhausted(let id, let maxUses):
+            return RPCError(.failedPrecondition, "customer credit '\(id)' has no use left (all \(maxUses) redeemed)", reason: "CREDIT_EXHAUSTED",
+                            metadata: ["credit_id": id, "max_uses": "\(maxUses)"])
+        case .creditAlreadyRedeemed(let id, let uses):
+            return RPCError(.failedPrecondition, "customer credit '\(id)' has \(uses) use(s) redeemed and cannot be revoked",
+                            reason: "CREDIT_ALREADY_REDEEMED", metadata: ["credit_id": id, "uses_redeemed": "\(uses)"])
         case .amountOutOfRange(let field):
             return RPCError(.outOfRange, "\(field) is out of range", reason: "OUT_OF_RANGE", metadata: ["field": field])
         case .tooManyLots(let limit):

@@ -27,6 +27,26 @@ public enum LedgerError: Error, Equatable, Sendable {
     case reversalExceedsSpend(reversibleMinor: Int64, requestedMinor: Int64)
     case writeOffVoided(writeOffId: String)
     case packageInactive(packageId: String)
+    /// No client package is eligible for the use (SPEC §5: "There is no package to use").
+    case noPackageToUse(clientId: String, serviceId: String)
+    /// The payment reference is paid already (by `redemptionId`).
+    case alreadyPaid(paymentRef: String, redemptionId: String)
+    /// The payment reference belongs to another client.
+    case paymentRefOtherClient(paymentRef: String)
+    /// The package redemption was cancelled already.
+    case redemptionAlreadyCancelled(redemptionId: String)
+    /// The client package is deactivated already.
+    case clientPackageInactive(clientPackageId: String)
+    /// The coupon is deactivated: no credits are issued from it.
+    case couponInactive(couponId: String)
+    /// The customer credit was revoked (redeem or revoke of a revoked credit).
+    case creditRevoked(creditId: String)
+    /// The customer credit is at or past its expiry time.
+    case creditExpired(creditId: String, expiresMicros: Int64)
+    /// The customer credit has no use left (every use redeemed).
+    case creditExhausted(creditId: String, maxUses: Int32)
+    /// Revoke refused: the credit has uses redeemed (and not cancelled).
+    case creditAlreadyRedeemed(creditId: String, usesRedeemed: Int32)
     /// A balance or amount would leave the representable range.
     case amountOutOfRange(field: String)
     /// More lots than one draw may touch.

@@ -179,6 +179,8 @@ enum Schema {
         ) STRICT, WITHOUT ROWID;
         CREATE INDEX idempotency_by_age ON idempotency (created_micros);
         """),
+        (2, CouponSchema.sql),
+        (3, SessionSchema.sql),
     ]
 
     /// Brings the database to the latest schema; returns the versions applied.

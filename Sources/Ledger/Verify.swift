@@ -114,5 +114,11 @@ enum Verifier {
         for (id, amount, reversed, reversals) in spends where reversed != reversals || reversed > amount {
             problem("spend \(id): amount \(amount), reversed \(reversed), reversal entries \(reversals)")
         }
+
+        // 6. Coupon customer credits (CouponVerify.swift).
+        try CouponVerifier.verify(db: db, tenant: tenant) { problem($0) }
+
+        // 7. Session packages (SessionVerify.swift).
+        try verifySessions(db: db, tenant: tenant, problem: problem)
     }
 }

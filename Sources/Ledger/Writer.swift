@@ -86,7 +86,7 @@ final class LedgerWriter: @unchecked Sendable {
     /// Idempotency first, then the command, then its idempotency record.
     private static func execute<C: LedgerCommand>(_ command: C, store: LedgerStore, encodeReply: (C.Output) -> [UInt8],
                                                   completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) throws -> () -> Void {
-        let fields = command.idempotencyFields.map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
+        let fields = command.idempotencyFields.map { "\($0.0)=\(Canonical.escape($0.1))" }.joined(separator: "\n")
         if let key = command.idempotencyKey, !key.isEmpty {
             if let existing = try store.idempotencyRecord(tenant: command.tenantId, key: key) {
                 guard existing.operation == C.operation, existing.fields == fields else {
@@ -161,9 +161,10 @@ final class LedgerWriter: @unchecked Sendable {
             condition.unlock()
             if finished { break }
             if !batch.isEmpty { apply(batch) }
-            if store.clock.nowMicros() >= nextMaintenanceMicros {
+            let now = store.clock.nowMicros()
+            if now >= nextMaintenanceMicros {
                 maintain()
-                nextMaintenanceMicros = store.clock.nowMicros() + configuration.maintenanceIntervalMicros
+                nextMaintenanceMicros = now + configuration.maintenanceIntervalMicros
             }
         }
         condition.lock()
@@ -231,6 +232,7 @@ final class LedgerWriter: @unchecked Sendable {
                 for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
                     try store.db.savepoint { try store.expire(tenant: tenant, lot: lot) }
                 }
+                try CouponMaintenance.run(store: store, now: now)
                 try store.db.statement("""
                     DELETE FROM idempotency WHERE (tenant_id, key) IN
                       (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)

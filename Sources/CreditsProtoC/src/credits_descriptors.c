@@ -90,6 +90,14 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__balance_summary(void
   return &credits__v1__balance_summary__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__cancel_credit_redemption_request(void) {
+  return &credits__v1__cancel_credit_redemption_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__cancel_package_redemption_request(void) {
+  return &credits__v1__cancel_package_redemption_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__capture_hold_request(void) {
   return &credits__v1__capture_hold_request__descriptor;
 }
@@ -98,12 +106,32 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__center_balance(void)
   return &credits__v1__center_balance__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__client_package(void) {
+  return &credits__v1__client_package__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__client_package_response(void) {
+  return &credits__v1__client_package_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__coupon(void) {
+  return &credits__v1__coupon__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_api_key_request(void) {
   return &credits__v1__create_api_key_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_api_key_response(void) {
   return &credits__v1__create_api_key_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_client_package_request(void) {
+  return &credits__v1__create_client_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_coupon_request(void) {
+  return &credits__v1__create_coupon_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_credit_order_request(void) {
@@ -122,6 +150,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_hold_request(
   return &credits__v1__create_hold_request__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_membership_credit_rule_request(void) {
+  return &credits__v1__create_membership_credit_rule_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__create_tenant_request(void) {
   return &credits__v1__create_tenant_request__descriptor;
 }
@@ -134,16 +166,56 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__credit_package(void)
   return &credits__v1__credit_package__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__credit_redemption(void) {
+  return &credits__v1__credit_redemption__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__customer_credit(void) {
+  return &credits__v1__customer_credit__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__customer_credit_response(void) {
+  return &credits__v1__customer_credit_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__deactivate_client_package_request(void) {
+  return &credits__v1__deactivate_client_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__deactivate_coupon_request(void) {
+  return &credits__v1__deactivate_coupon_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__deactivate_credit_package_request(void) {
   return &credits__v1__deactivate_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__disable_membership_credit_rule_request(void) {
+  return &credits__v1__disable_membership_credit_rule_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_balance_request(void) {
   return &credits__v1__get_balance_request__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_client_package_request(void) {
+  return &credits__v1__get_client_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_coupon_request(void) {
+  return &credits__v1__get_coupon_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_credit_package_request(void) {
   return &credits__v1__get_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_customer_credit_request(void) {
+  return &credits__v1__get_customer_credit_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_customer_credit_response(void) {
+  return &credits__v1__get_customer_credit_response__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_hold_request(void) {
@@ -152,6 +224,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_hold_request(voi
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_operation_request(void) {
   return &credits__v1__get_operation_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_package_redemption_request(void) {
+  return &credits__v1__get_package_redemption_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_spend_request(void) {
@@ -170,6 +246,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__hold_response(void) 
   return &credits__v1__hold_response__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__issue_customer_credit_request(void) {
+  return &credits__v1__issue_customer_credit_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__ledger_entry(void) {
   return &credits__v1__ledger_entry__descriptor;
 }
@@ -182,6 +262,22 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_balances_respon
   return &credits__v1__list_balances_response__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_client_packages_request(void) {
+  return &credits__v1__list_client_packages_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_client_packages_response(void) {
+  return &credits__v1__list_client_packages_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_coupons_request(void) {
+  return &credits__v1__list_coupons_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_coupons_response(void) {
+  return &credits__v1__list_coupons_response__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_credit_packages_request(void) {
   return &credits__v1__list_credit_packages_request__descriptor;
 }
@@ -190,12 +286,28 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_credit_packages
   return &credits__v1__list_credit_packages_response__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_customer_credits_request(void) {
+  return &credits__v1__list_customer_credits_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_customer_credits_response(void) {
+  return &credits__v1__list_customer_credits_response__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_ledger_entries_request(void) {
   return &credits__v1__list_ledger_entries_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_ledger_entries_response(void) {
   return &credits__v1__list_ledger_entries_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_membership_credit_rules_request(void) {
+  return &credits__v1__list_membership_credit_rules_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_membership_credit_rules_response(void) {
+  return &credits__v1__list_membership_credit_rules_response__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_write_offs_request(void) {
@@ -210,8 +322,28 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__lot(void) {
   return &credits__v1__lot__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__membership_credit_rule(void) {
+  return &credits__v1__membership_credit_rule__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__new_session_line(void) {
+  return &credits__v1__new_session_line__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__operation(void) {
   return &credits__v1__operation__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__package_redemption(void) {
+  return &credits__v1__package_redemption__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__package_redemption_response(void) {
+  return &credits__v1__package_redemption_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__payment_reference(void) {
+  return &credits__v1__payment_reference__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__purchase_credit_package_request(void) {
@@ -220,6 +352,14 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__purchase_credit_pack
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__purchase_credit_package_response(void) {
   return &credits__v1__purchase_credit_package_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__redeem_customer_credit_request(void) {
+  return &credits__v1__redeem_customer_credit_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__redemption_response(void) {
+  return &credits__v1__redemption_response__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__release_hold_request(void) {
@@ -234,8 +374,16 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__revoke_api_key_reque
   return &credits__v1__revoke_api_key_request__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__revoke_customer_credit_request(void) {
+  return &credits__v1__revoke_customer_credit_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__scope(void) {
   return &credits__v1__scope__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__session_line(void) {
+  return &credits__v1__session_line__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__set_directory_access_request(void) {
@@ -260,6 +408,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__tenant(void) {
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__update_credit_package_request(void) {
   return &credits__v1__update_credit_package_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__use_package_credit_request(void) {
+  return &credits__v1__use_package_credit_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__verify_ledger_request(void) {

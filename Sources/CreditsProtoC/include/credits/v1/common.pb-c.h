@@ -274,7 +274,9 @@ struct  Credits__V1__LedgerEntry
   /*
    * Account names: "client:<id>:available", "client:<id>:held",
    * "funding:purchase", "funding:order", "funding:import", "adjustment",
-   * "consumption", "breakage", "write_off".
+   * "consumption", "breakage", "write_off"; session entries:
+   * "sessions:<client_package_id>:<service_id>", "sessions:granted",
+   * "sessions:used", "sessions:forfeited" (see sessions.proto).
    */
   char *debit_account;
   char *credit_account;
