@@ -181,6 +181,16 @@ enum HoldRows {
                   h.membershipId.map(SQLValue.text) ?? .null, .int(h.seq), .int(h.createdMicros), h.spendId.map(SQLValue.text) ?? .null).run()
     }
 
+    /// The hold, if the tenant has it and it is still open.
+    static func open(store: LedgerStore, tenant: String, holdId: String) throws -> Hold {
+        _ = try store.requireTenant(tenant)
+        guard let hold = try StoreReads(db: store.db).hold(tenant: tenant, id: holdId) else {
+            throw LedgerError.notFound(kind: "hold", id: holdId)
+        }
+        guard hold.state == .held else { throw LedgerError.holdNotOpen(holdId: holdId, state: hold.state) }
+        return hold
+    }
+
     static func resolve(_ h: Hold, tenant: String, db: SQLiteConnection) throws {
         try db.statement("UPDATE holds SET state = ?, captured_minor = ?, spend_id = ? WHERE tenant_id = ? AND id = ? AND state = 'held'")
             .bind(.text(h.state.rawValue), .int(h.capturedMinor), h.spendId.map(SQLValue.text) ?? .null, .text(tenant), .text(h.id)).run()
@@ -245,11 +255,7 @@ public struct CaptureHold: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> HoldResult {
-        _ = try store.requireTenant(tenantId)
-        guard var hold = try StoreReads(db: store.db).hold(tenant: tenantId, id: holdId) else {
-            throw LedgerError.notFound(kind: "hold", id: holdId)
-        }
-        guard hold.state == .held else { throw LedgerError.holdNotOpen(holdId: holdId, state: hold.state) }
+        var hold = try HoldRows.open(store: store, tenant: tenantId, holdId: holdId)
         let now = store.clock.nowMicros()
         // Past its deadline a hold can no longer be captured, even before
         // maintenance has released it.
@@ -333,11 +339,7 @@ public struct ReleaseHold: LedgerCommand {
     }
 
     public func apply(_ store: LedgerStore) throws -> HoldResult {
-        _ = try store.requireTenant(tenantId)
-        guard var hold = try StoreReads(db: store.db).hold(tenant: tenantId, id: holdId) else {
-            throw LedgerError.notFound(kind: "hold", id: holdId)
-        }
-        guard hold.state == .held else { throw LedgerError.holdNotOpen(holdId: holdId, state: hold.state) }
+        var hold = try HoldRows.open(store: store, tenant: tenantId, holdId: holdId)
         let pins = try HoldRows.pinned(store: store, tenant: tenantId, holdId: holdId)
         let allocations = pins.map { Allocation(lotId: $0.lot.id, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldMinor) }
         try store.appendEntry(tenant: tenantId, type: .release, client: hold.clientId, amountMinor: hold.amountMinor,
