@@ -98,8 +98,11 @@ func run(options: Options, inFlight: Int, batch: Int) throws -> Result {
     for _ in 0..<inFlight { submitOne() }
     done.wait()
     let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    let verifyStart = DispatchTime.now().uptimeNanoseconds
     let report = try ledger.verify()
     precondition(report.ok, "\(report)")
+    FileHandle.standardError.write(Data(String(format: "verify of %d entries: %.2f s\n", report.entries,
+        Double(DispatchTime.now().uptimeNanoseconds - verifyStart) / 1e9).utf8))
     return Result(inFlight: inFlight, batch: batch, ops: completed, seconds: elapsed, latenciesMicros: latencies, failures: failures)
 }
 
