@@ -337,3 +337,27 @@ def pytest_runtest_makereport(item, call):
             servers.extend(value.started)
     for srv in servers:
         report.sections.append((f"credits stderr ({srv.address})", srv.stderr_tail()))
+
+
+# Fixtures shared by the credits.v1 test modules (a module may override `cs`).
+
+
+@pytest.fixture(scope="module")
+def cs(credits_stubs):
+    return credits_stubs
+
+
+@pytest.fixture(scope="module")
+def cchan(credits_server):
+    from credits_api import channel_for
+
+    ch = channel_for(credits_server)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="module")
+def admin(cs, cchan):
+    from credits_api import admin_actor
+
+    return admin_actor(cs, cchan)

@@ -14,6 +14,14 @@ from grpc_status import rpc_status
 
 from conftest import ADMIN_TOKEN, credits_binary, credits_env, open_channel
 
+OK = grpc.StatusCode.OK
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+FAILED = grpc.StatusCode.FAILED_PRECONDITION
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
+
 DOMAIN = "credits.v1"
 TIMEOUT = 10.0
 # The server requires center_id on every money movement (purchase, order, adjustment, spend, hold).

@@ -15,18 +15,8 @@ import types
 import grpc
 import pytest
 
-from credits_api import Bound, Tenant, admin_actor, all_entries, channel_for, expect, ts, uid, verify_ok
+from credits_api import INVALID, FAILED, DENIED, NOT_FOUND, EXISTS, Bound, Tenant, admin_actor, all_entries, channel_for, expect, ts, uid, verify_ok
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-FAILED = grpc.StatusCode.FAILED_PRECONDITION
-DENIED = grpc.StatusCode.PERMISSION_DENIED
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-
-
-@pytest.fixture(scope="module")
-def cs(credits_stubs):
-    return credits_stubs
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +24,6 @@ def cp(credits_stubs):
     """coupons.proto messages and stubs (generated with the other credits/v1 protos)."""
     return types.SimpleNamespace(pb=importlib.import_module("credits.v1.coupons_pb2"),
                                  grpc=importlib.import_module("credits.v1.coupons_pb2_grpc"))
-
-
-@pytest.fixture(scope="module")
-def cchan(credits_server):
-    ch = channel_for(credits_server)
-    yield ch
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def admin(cs, cchan):
-    return admin_actor(cs, cchan)
 
 
 class CouponTenant:

@@ -15,36 +15,10 @@ import grpc
 import pytest
 
 from credits_api import (
-    Actor, Tenant, admin_actor, all_entries, channel_for, cli, decode, expect, rpc_error, ts, uid, verify_ok,
+    DENIED, EXISTS, FAILED, INVALID, NOT_FOUND, OK, UNAUTH, Actor, Tenant, admin_actor, all_entries, channel_for, cli, decode, expect, rpc_error, ts, uid, verify_ok,
 )
 
-OK = grpc.StatusCode.OK
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-FAILED = grpc.StatusCode.FAILED_PRECONDITION
-DENIED = grpc.StatusCode.PERMISSION_DENIED
-UNAUTH = grpc.StatusCode.UNAUTHENTICATED
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-
-
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def cs(credits_stubs):
-    return credits_stubs
-
-
-@pytest.fixture(scope="module")
-def cchan(credits_server):
-    ch = channel_for(credits_server)
-    yield ch
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def admin(cs, cchan):
-    return admin_actor(cs, cchan)
 
 
 @pytest.fixture

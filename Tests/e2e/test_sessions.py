@@ -9,13 +9,8 @@ import importlib
 import grpc
 import pytest
 
-from credits_api import Bound, Tenant, admin_actor, channel_for, decode, expect, ts, uid
+from credits_api import INVALID, FAILED, DENIED, NOT_FOUND, EXISTS, Bound, Tenant, admin_actor, channel_for, decode, expect, ts, uid
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-FAILED = grpc.StatusCode.FAILED_PRECONDITION
-DENIED = grpc.StatusCode.PERMISSION_DENIED
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +19,6 @@ def cs(credits_stubs):
     credits_stubs.sessions = importlib.import_module("credits.v1.sessions_pb2")
     credits_stubs.sessions_grpc = importlib.import_module("credits.v1.sessions_pb2_grpc")
     return credits_stubs
-
-
-@pytest.fixture(scope="module")
-def cchan(credits_server):
-    ch = channel_for(credits_server)
-    yield ch
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def admin(cs, cchan):
-    return admin_actor(cs, cchan)
 
 
 def bound(cs, cchan, token: str, on_behalf_of: str | None = None) -> Bound:
