@@ -1,4 +1,7 @@
 import CNghttp2
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 
@@ -18,6 +21,46 @@ struct ConnectionConfiguration: Sendable {
     /// A connection with no open call for this long is closed (GOAWAY first).
     var idleTimeout: TimeAmount
     var logger: Logger
+}
+
+/// Request header names the transport looks at, recognised from their bytes
+/// without making a String.
+enum HeaderName {
+    case method, path, contentType, grpcTimeout, grpcEncoding, grpcAcceptEncoding
+    /// Pseudo-headers and headers the transport does not pass on (:scheme,
+    /// :authority, te, user-agent, content-length, other grpc-*).
+    case ignored
+    /// Custom metadata for the handler.
+    case custom
+
+    init(_ name: UnsafeRawBufferPointer) {
+        func equals(_ literal: StaticString) -> Bool {
+            literal.utf8CodeUnitCount == name.count
+                && memcmp(literal.utf8Start, name.baseAddress!, name.count) == 0
+        }
+        guard let first = name.first else {
+            self = .ignored
+            return
+        }
+        switch first {
+        case UInt8(ascii: ":"):
+            self = equals(":method") ? .method : equals(":path") ? .path : .ignored
+        case UInt8(ascii: "c"):
+            self = equals("content-type") ? .contentType : equals("content-length") ? .ignored : .custom
+        case UInt8(ascii: "g"):
+            if equals("grpc-timeout") { self = .grpcTimeout }
+            else if equals("grpc-encoding") { self = .grpcEncoding }
+            else if equals("grpc-accept-encoding") { self = .grpcAcceptEncoding }
+            else if name.count >= 5 && memcmp("grpc-", name.baseAddress!, 5) == 0 { self = .ignored }
+            else { self = .custom }
+        case UInt8(ascii: "t"):
+            self = equals("te") ? .ignored : .custom
+        case UInt8(ascii: "u"):
+            self = equals("user-agent") ? .ignored : .custom
+        default:
+            self = .custom
+        }
+    }
 }
 
 /// The request head being assembled from HEADERS (+ CONTINUATION) fields.
@@ -44,7 +87,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     typealias OutboundOut = ByteBuffer
 
     private enum Event {
-        case headerBlock(streamID: Int32, isRequest: Bool, endStream: Bool)
+        case headerBlock(streamID: Int32, head: RequestHead?, isRequest: Bool, endStream: Bool)
         case data(streamID: Int32, ByteBuffer)
         case endStream(streamID: Int32)
         case streamClosed(streamID: Int32, errorCode: UInt32)
@@ -55,7 +98,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var session: NGHTTP2Session?
     private var context: ChannelHandlerContext?
     private var calls: [Int32: ServerCall] = [:]
-    private var heads: [Int32: RequestHead] = [:]
+    /// The header block being received (HTTP/2 sends one at a time).
+    private var currentHeadStreamID: Int32 = 0
+    private var currentHead = RequestHead()
     private var events: [Event] = []
     private var endStreamsSent: [Int32] = []
     private var becameWritable: [ServerCall] = []
@@ -170,45 +215,46 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     // MARK: Session delegate (recording only)
 
     func sessionDidBeginHeaders(streamID: Int32) {
-        if heads[streamID] == nil { heads[streamID] = RequestHead() }
+        // HTTP/2 never interleaves header blocks: one is assembled at a time.
+        currentHeadStreamID = streamID
+        currentHead = RequestHead()
     }
 
     func sessionDidReceiveHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard var head = heads[streamID] else { return }
-        defer { heads[streamID] = head }
-        if head.tooLarge { return }
-        head.headerListBytes += name.count + value.count + 32
-        if head.headerListBytes > configuration.limits.maxHeaderListBytes {
-            head.tooLarge = true
-            head.metadata = Metadata()
+        guard streamID == currentHeadStreamID, !currentHead.tooLarge else { return }
+        currentHead.headerListBytes += name.count + value.count + 32
+        if currentHead.headerListBytes > configuration.limits.maxHeaderListBytes {
+            currentHead.tooLarge = true
+            currentHead.metadata = Metadata()
             return
         }
-        let key = String(decoding: name, as: UTF8.self)
-        let text = String(decoding: value, as: UTF8.self)
-        switch key {
-        case ":method": head.method = text
-        case ":path": head.path = text
-        case ":scheme", ":authority", "te", "user-agent", "content-length": break
-        case "content-type": head.contentType = text
-        case "grpc-timeout": head.timeout = text
-        case "grpc-encoding": head.encoding = text
-        case "grpc-accept-encoding": head.acceptEncoding = text
-        default:
-            if key.hasPrefix(":") || key.hasPrefix("grpc-") { break }
+        switch HeaderName(name) {
+        case .method: currentHead.method = String(decoding: value, as: UTF8.self)
+        case .path: currentHead.path = String(decoding: value, as: UTF8.self)
+        case .contentType: currentHead.contentType = String(decoding: value, as: UTF8.self)
+        case .grpcTimeout: currentHead.timeout = String(decoding: value, as: UTF8.self)
+        case .grpcEncoding: currentHead.encoding = String(decoding: value, as: UTF8.self)
+        case .grpcAcceptEncoding: currentHead.acceptEncoding = String(decoding: value, as: UTF8.self)
+        case .ignored: break
+        case .custom:
+            let key = String(decoding: name, as: UTF8.self)
+            let text = String(decoding: value, as: UTF8.self)
             if key.hasSuffix("-bin") {
                 if let decoded = Base64.decode(text) {
-                    head.metadata.append(Metadata.Entry(name: key, value: .binary(decoded)))
-                } else if head.invalidMetadataName == nil {
-                    head.invalidMetadataName = key
+                    currentHead.metadata.append(Metadata.Entry(name: key, value: .binary(decoded)))
+                } else if currentHead.invalidMetadataName == nil {
+                    currentHead.invalidMetadataName = key
                 }
             } else {
-                head.metadata.append(Metadata.Entry(name: key, value: .string(text)))
+                currentHead.metadata.append(Metadata.Entry(name: key, value: .string(text)))
             }
         }
     }
 
     func sessionDidReceiveHeaderBlock(streamID: Int32, isRequest: Bool, endStream: Bool) {
-        events.append(.headerBlock(streamID: streamID, isRequest: isRequest, endStream: endStream))
+        let head = streamID == currentHeadStreamID ? currentHead : nil
+        currentHeadStreamID = 0
+        events.append(.headerBlock(streamID: streamID, head: head, isRequest: isRequest, endStream: endStream))
     }
 
     func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
@@ -249,8 +295,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             let event = events[index]
             index += 1
             switch event {
-            case .headerBlock(let streamID, let isRequest, let endStream):
-                let head = heads.removeValue(forKey: streamID)
+            case .headerBlock(let streamID, let head, let isRequest, let endStream):
                 if isRequest, let head {
                     startCall(streamID: streamID, head: head)
                 }
@@ -402,7 +447,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func streamClosed(streamID: Int32, errorCode: UInt32) {
-        heads.removeValue(forKey: streamID)
         guard let call = calls.removeValue(forKey: streamID) else { return }
         bufferedInboundBytes -= call.deframer.bufferedBytes
         if !call.isFinished {
