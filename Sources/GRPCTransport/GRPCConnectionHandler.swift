@@ -471,7 +471,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
         var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil)
         fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: Metadata()))
-        session?.submitResponse(streamID: streamID, headers: fields, hasBody: false)
+        session?.submitResponse(streamID: streamID, headers: .list(fields), hasBody: false)
         scheduleFlush()
     }
 
@@ -485,7 +485,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
         call.plainHTTP = true
         call.handlerEnded = true
-        call.responseState = .finishing([])
+        call.responseState = .finishing(.list([]))
         var bytes = context.channel.allocator.buffer(capacity: body.utf8.count)
         bytes.writeString(body)
         call.outboundBytes = bytes.readableBytes
@@ -493,13 +493,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         calls[streamID] = call
         var headers: [(String, String)] = [(":status", String(status)), ("content-type", "text/plain; charset=utf-8")]
         headers.append(contentsOf: extra)
-        session?.submitResponse(streamID: streamID, headers: headers, hasBody: true)
+        session?.submitResponse(streamID: streamID, headers: .list(headers), hasBody: true)
         scheduleFlush()
     }
 
     // MARK: Calls asking to send
 
-    func submitResponse(_ call: ServerCall, headers: [(String, String)], hasBody: Bool) {
+    func submitResponse(_ call: ServerCall, headers: HeaderFields, hasBody: Bool) {
         guard let session, calls[call.streamID] === call else { return }
         session.submitResponse(streamID: call.streamID, headers: headers, hasBody: hasBody)
         scheduleFlush()

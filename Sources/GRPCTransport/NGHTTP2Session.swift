@@ -1,4 +1,7 @@
 import CNghttp2
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 
 /// The limits a server session enforces, advertised in SETTINGS where HTTP/2
@@ -29,12 +32,47 @@ public struct HTTP2Limits: Sendable {
     public init() {}
 }
 
+/// A header block to submit: the two every unary OK call sends, built once
+/// as static nghttp2_nv arrays (no copy), or any other list.
+enum HeaderFields {
+    /// `:status 200`, `content-type: application/grpc`, `grpc-accept-encoding`.
+    case grpcResponse
+    /// `grpc-status: 0`.
+    case grpcOK
+    case list([(String, String)])
+}
+
+/// nghttp2_nv arrays that live as long as the process, sent without copying.
+final class StaticHeaderBlock: @unchecked Sendable {
+    let nva: UnsafeMutablePointer<nghttp2_nv>
+    let count: Int
+
+    init(_ fields: [(String, String)]) {
+        count = fields.count
+        nva = .allocate(capacity: fields.count)
+        for (i, (name, value)) in fields.enumerated() {
+            precondition(name == name.lowercased(), "HTTP/2 header names are lowercase")
+            let n = strdup(name)!, v = strdup(value)!
+            nva[i] = nghttp2_nv(
+                name: UnsafeMutableRawPointer(n).assumingMemoryBound(to: UInt8.self),
+                value: UnsafeMutableRawPointer(v).assumingMemoryBound(to: UInt8.self),
+                namelen: name.utf8.count, valuelen: value.utf8.count,
+                flags: UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue))
+        }
+    }
+
+    static let grpcResponse = StaticHeaderBlock([
+        (":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", MessageEncoding.acceptHeader),
+    ])
+    static let grpcOK = StaticHeaderBlock([("grpc-status", "0")])
+}
+
 /// What the data source of a response stream has ready.
 enum DataFill {
     /// `count` bytes were written; `endOfData` when nothing more will follow.
     /// With `trailers` the stream ends with a HEADERS frame carrying them;
     /// without, the last DATA frame carries END_STREAM.
-    case bytes(count: Int, endOfData: Bool, trailers: [(String, String)]?)
+    case bytes(count: Int, endOfData: Bool, trailers: HeaderFields?)
     /// Nothing ready yet; `resumeData` is called when there is.
     case deferred
 }
@@ -144,8 +182,8 @@ final class NGHTTP2Session {
     /// Response HEADERS. With `hasBody` a data source follows (DATA frames,
     /// then trailers or END_STREAM); without, the HEADERS end the stream.
     @discardableResult
-    func submitResponse(streamID: Int32, headers: [(String, String)], hasBody: Bool) -> Bool {
-        let rv: Int32 = withNVArray(headers) { nva, count in
+    func submitResponse(streamID: Int32, headers: HeaderFields, hasBody: Bool) -> Bool {
+        let rv: Int32 = withNV(headers) { nva, count in
             if hasBody {
                 var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: Self.readCallback)
                 return nghttp2_submit_response(session, streamID, nva, count, &provider)
@@ -181,6 +219,14 @@ final class NGHTTP2Session {
         _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode, nil, 0)
     }
 
+    private func withNV<R>(_ fields: HeaderFields, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        switch fields {
+        case .grpcResponse: return body(StaticHeaderBlock.grpcResponse.nva, StaticHeaderBlock.grpcResponse.count)
+        case .grpcOK: return body(StaticHeaderBlock.grpcOK.nva, StaticHeaderBlock.grpcOK.count)
+        case .list(let headers): return withNVArray(headers, body)
+        }
+    }
+
     /// Runs `body` with an nghttp2_nv array over `headers` (nghttp2 copies
     /// names and values during the submit call).
     private func withNVArray<R>(_ headers: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
@@ -206,8 +252,8 @@ final class NGHTTP2Session {
         }
     }
 
-    private func submitTrailers(streamID: Int32, _ trailers: [(String, String)]) {
-        let rv = withNVArray(trailers) { nva, count in nghttp2_submit_trailer(session, streamID, nva, count) }
+    private func submitTrailers(streamID: Int32, _ trailers: HeaderFields) {
+        let rv = withNV(trailers) { nva, count in nghttp2_submit_trailer(session, streamID, nva, count) }
         assert(rv == 0, "nghttp2_submit_trailer: \(rv)")
     }
 

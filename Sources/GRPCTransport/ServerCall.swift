@@ -35,7 +35,7 @@ public final class ServerCall: @unchecked Sendable {
         /// Response HEADERS submitted; messages may follow.
         case streaming
         /// Trailers are ready and go out once the queued messages have.
-        case finishing([(String, String)])
+        case finishing(HeaderFields)
         /// Everything is submitted (or the call was cancelled).
         case done
     }
@@ -150,15 +150,15 @@ public final class ServerCall: @unchecked Sendable {
         guard !isFinished else { return }
         deadlineTask?.cancel()
         deadlineTask = nil
-        let trailerFields = GRPCHeaders.trailers(status: status, metadata: trailers)
         switch responseState {
         case .idle:
             responseState = .done
             var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil)
-            fields.append(contentsOf: trailerFields)
-            connection?.submitResponse(self, headers: fields, hasBody: false)
+            fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: trailers))
+            connection?.submitResponse(self, headers: .list(fields), hasBody: false)
         case .streaming:
-            responseState = .finishing(trailerFields)
+            let isPlainOK = status.code == .ok && status.message.isEmpty && trailers.isEmpty
+            responseState = .finishing(isPlainOK ? .grpcOK : .list(GRPCHeaders.trailers(status: status, metadata: trailers)))
             connection?.dataReady(self)
         case .finishing, .done:
             preconditionFailure("finish after finish is filtered by isFinished")
@@ -169,10 +169,14 @@ public final class ServerCall: @unchecked Sendable {
 
     private func startResponse() {
         responseState = .streaming
+        if pendingResponseMetadata.isEmpty && responseEncoding == .identity {
+            connection?.submitResponse(self, headers: .grpcResponse, hasBody: true)
+            return
+        }
         let headers = GRPCHeaders.responseHeaders(
             metadata: pendingResponseMetadata,
             encoding: responseEncoding == .identity ? nil : responseEncoding)
-        connection?.submitResponse(self, headers: headers, hasBody: true)
+        connection?.submitResponse(self, headers: .list(headers), hasBody: true)
     }
 
     private func enqueue(_ framed: ByteBuffer) {
