@@ -35,10 +35,10 @@ final class ReaderPool: @unchecked Sendable {
 /// The authenticated caller of one call, its tenant and a reader.
 struct CallContext {
     let caller: Caller
-    let tenant: Tenant
+    let tenantId: String
+    /// The tenant's ISO 4217 currency (never changes).
+    let currency: String
     let reader: LedgerReader
-    var tenantId: String { tenant.id }
-    var currency: String { tenant.currency }
 }
 
 /// Shared plumbing of the credits services: authentication, permissions,
@@ -81,11 +81,11 @@ final class APICore: Sendable {
                 call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
                 return nil
             }
-            guard let tenant = try reader.tenant(tenantId) else {
+            guard let tenant = try auth.tenant(tenantId, reader: reader) else {
                 call.fail(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
                 return nil
             }
-            return CallContext(caller: caller, tenant: tenant, reader: reader)
+            return CallContext(caller: caller, tenantId: tenant.id, currency: tenant.currency, reader: reader)
         } catch {
             call.fail(ErrorMapping.rpcError(LedgerError.storage(code: -1, message: "\(error)")))
             return nil

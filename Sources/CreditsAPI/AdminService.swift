@@ -70,7 +70,11 @@ struct AdminServiceRoutes {
 
     func setDirectoryAccess(_ req: Credits_V1_SetDirectoryAccessRequest, _ call: ProtoCall<Credits_V1_Tenant>) {
         guard let tenantId = authorize(call, tenantId: req.tenantID, allowTenantRole: .staff) else { return }
-        core.write(call, SetDirectoryAccess(tenantId: tenantId, allow: req.allowDirectory)) { Convert.tenant($0) }
+        let auth = core.auth
+        core.write(call, SetDirectoryAccess(tenantId: tenantId, allow: req.allowDirectory)) { tenant in
+            auth.invalidate(tenantId: tenant.id)
+            return Convert.tenant(tenant)
+        }
     }
 
     func createKey(_ req: Credits_V1_CreateApiKeyRequest, _ call: ProtoCall<Credits_V1_CreateApiKeyResponse>) {

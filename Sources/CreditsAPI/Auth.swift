@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import GRPCServices
 import GRPCTransport
 import Ledger
@@ -29,8 +30,35 @@ public struct Caller: Sendable, Equatable {
 /// compared in constant time. The admin token comes from configuration.
 public final class Authenticator: Sendable {
     private let adminTokenHash: [UInt8]?
-    private let cache = NIOLockedValueBox<[String: APIKeyRecord]>([:])
+    /// Keys and tenants read from the ledger, kept for at most
+    /// `cacheTTLNanos`: a revoke or directory-access change invalidates at
+    /// once, and the TTL bounds how long a read that raced with it can keep
+    /// an old value.
+    private let cache = NIOLockedValueBox<[String: (key: APIKeyRecord, until: UInt64)]>([:])
+    private let tenants = NIOLockedValueBox<[String: (tenant: Tenant, until: UInt64)]>([:])
     static let maxCachedKeys = 100_000
+    static let cacheTTLNanos: UInt64 = 1_000_000_000
+
+    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// A tenant's name, currency and directory access, cached (their
+    /// `lastSeq` is not kept: read seqs from the ledger). Only tenants that
+    /// exist are cached; SetDirectoryAccess invalidates.
+    func tenant(_ id: String, reader: LedgerReader) throws -> Tenant? {
+        let now = Self.now
+        if let cached = tenants.withLockedValue({ $0[id] }), cached.until > now { return cached.tenant }
+        guard var tenant = try reader.tenant(id) else { return nil }
+        tenant.lastSeq = 0
+        tenants.withLockedValue { tenants in
+            if tenants.count >= Self.maxCachedKeys { tenants.removeAll() }
+            tenants[id] = (tenant, now + Self.cacheTTLNanos)
+        }
+        return tenant
+    }
+
+    public func invalidate(tenantId: String) {
+        _ = tenants.withLockedValue { $0.removeValue(forKey: tenantId) }
+    }
 
     public init(adminToken: String?) {
         adminTokenHash = adminToken.flatMap { $0.isEmpty ? nil : Self.hash($0) }
@@ -81,34 +109,55 @@ public final class Authenticator: Sendable {
             throw RPCErrorBox(RPCError(.unauthenticated, "authorization must be 'Bearer <token>'", reason: "UNAUTHENTICATED"))
         }
         let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
+        if let key = try matchingKey(token, reader: reader) {
+            return try caller(for: key, metadata: metadata, reader: reader)
+        }
+        // Only when no key matched: one SHA-256 per call either way.
         if let adminTokenHash, Self.constantTimeEqual(Self.hash(token), adminTokenHash) {
             return Caller(kind: .admin)
         }
-        let invalid = RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+        throw RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+    }
+
+    /// The unrevoked key whose id and secret the token carries ("<id>.<secret>").
+    private func matchingKey(_ token: String, reader: LedgerReader) throws(RPCErrorBox) -> APIKeyRecord? {
         let pieces = token.split(separator: ".", maxSplits: 1)
-        guard pieces.count == 2, pieces[0].utf8.count <= 64, pieces[1].utf8.count <= 128 else { throw invalid }
+        guard pieces.count == 2, pieces[0].utf8.count <= 64, pieces[1].utf8.count <= 128 else { return nil }
         let keyId = String(pieces[0])
-        var key = cache.withLockedValue { $0[keyId] }
+        let now = Self.now
+        var key = cache.withLockedValue { $0[keyId] }.flatMap { $0.until > now ? $0.key : nil }
         if key == nil {
-            guard let stored = try? reader.apiKey(id: keyId) else { throw invalid }
+            let stored: APIKeyRecord?
+            do {
+                stored = try reader.apiKey(id: keyId)
+            } catch {
+                throw RPCErrorBox(RPCError(.unavailable, "cannot read keys now; retry", reason: "STORAGE"))
+            }
+            guard let stored else { return nil }
             key = stored
             if stored.revokedMicros == nil {
                 cache.withLockedValue { cache in
                     if cache.count >= Self.maxCachedKeys { cache.removeAll() }
-                    cache[keyId] = stored
+                    cache[keyId] = (stored, now + Self.cacheTTLNanos)
                 }
             }
         }
         guard let key, key.revokedMicros == nil, Self.constantTimeEqual(Self.hash(String(pieces[1])), key.secretHash) else {
-            throw invalid
+            return nil
         }
+        return key
+    }
+
+    /// The caller a matching key stands for, checking x-on-behalf-of.
+    private func caller(for key: APIKeyRecord, metadata: Metadata, reader: LedgerReader) throws(RPCErrorBox) -> Caller {
+        let invalid = RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
         let onBehalfOf = metadata["x-on-behalf-of"]
         switch key.role {
         case .directory:
             guard let tenantId = onBehalfOf, !tenantId.isEmpty else {
                 throw RPCErrorBox(RPCError(.permissionDenied, "a directory key must name the tenant in x-on-behalf-of", reason: "ON_BEHALF_OF_REQUIRED"))
             }
-            guard let tenant = try? reader.tenant(tenantId), tenant.allowDirectory else {
+            guard let tenant = try? self.tenant(tenantId, reader: reader), tenant.allowDirectory else {
                 // The same answer whether the tenant is unknown or does not allow it: nothing leaks.
                 throw RPCErrorBox(RPCError(.permissionDenied, "tenant does not allow directory access", reason: "DIRECTORY_ACCESS_DENIED"))
             }

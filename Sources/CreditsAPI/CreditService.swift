@@ -102,12 +102,12 @@ struct CreditServiceRoutes {
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "balances:\(req.centerID)"
             let after = try PageToken.decode(req.pageToken, scope: scope)
-            let rows = try ctx.reader.listBalances(tenant: ctx.tenantId, centerId: req.centerID.isEmpty ? nil : req.centerID,
-                                                   afterClientId: after, limit: size + 1)
+            let (rows, seq) = try ctx.reader.listBalancesWithSeq(tenant: ctx.tenantId, centerId: req.centerID.isEmpty ? nil : req.centerID,
+                                                                 afterClientId: after, limit: size + 1)
             var r = Credits_V1_ListBalancesResponse()
             r.balances = rows.prefix(size).map {
                 Convert.summary(BalanceSummary(clientId: $0.clientId, availableMinor: $0.availableMinor, heldMinor: $0.heldMinor,
-                                               seq: ctx.tenant.lastSeq), currency: ctx.currency)
+                                               seq: seq), currency: ctx.currency)
             }
             if rows.count > size { r.nextPageToken = PageToken.encode(scope: scope, cursor: rows[size - 1].clientId) }
             return r

@@ -76,6 +76,20 @@ public final class LedgerReader {
     /// Balances of the tenant's clients ordered by client id, after `afterClientId`.
     /// With `centerId`: each client's remaining credit from lots of that center.
     public func listBalances(tenant: String, centerId: String?, afterClientId: String?, limit: Int) throws -> [ClientBalanceRow] {
+        try listBalanceRows(tenant: tenant, centerId: centerId, afterClientId: afterClientId, limit: limit)
+    }
+
+    /// The page and the tenant seq it reflects, read in one snapshot.
+    public func listBalancesWithSeq(tenant: String, centerId: String?, afterClientId: String?, limit: Int) throws -> (rows: [ClientBalanceRow], seq: Int64) {
+        try snapshot {
+            guard let tenantRow = try LedgerStore(db: db, clock: clock).tenant(tenant) else {
+                throw LedgerError.notFound(kind: "tenant", id: tenant)
+            }
+            return (try listBalanceRows(tenant: tenant, centerId: centerId, afterClientId: afterClientId, limit: limit), tenantRow.lastSeq)
+        }
+    }
+
+    private func listBalanceRows(tenant: String, centerId: String?, afterClientId: String?, limit: Int) throws -> [ClientBalanceRow] {
         precondition(limit > 0 && limit <= LedgerLimits.maxPageSize + 1)
         // Like balance(): credit of lots past valid_until counts for nothing,
         // even before its expiry entry is written.

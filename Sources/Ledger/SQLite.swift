@@ -75,6 +75,12 @@ public final class SQLiteConnection {
         }
     }
 
+    /// Runs a fixed statement without results through the statement cache
+    /// (BEGIN, COMMIT, SAVEPOINT…: no parsing per call, unlike `execute`).
+    public func run(_ sql: String) throws {
+        try statement(sql).run()
+    }
+
     /// A cached prepared statement for `sql`, reset and ready to bind.
     public func statement(_ sql: String) throws -> PreparedStatement {
         if let cached = cache[sql] {
@@ -95,13 +101,13 @@ public final class SQLiteConnection {
     /// it throws (rethrowing the first error). `immediate` takes the write
     /// lock at BEGIN, as every write transaction should.
     public func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
-        try execute(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
+        try run(immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
         do {
             let result = try body()
-            try execute("COMMIT")
+            try run("COMMIT")
             return result
         } catch {
-            try? execute("ROLLBACK")
+            try? run("ROLLBACK")
             throw error
         }
     }
@@ -110,14 +116,14 @@ public final class SQLiteConnection {
     /// (and released) on throw, so one failing command leaves the enclosing
     /// transaction as it was.
     public func savepoint<T>(_ body: () throws -> T) throws -> T {
-        try execute("SAVEPOINT cmd")
+        try run("SAVEPOINT cmd")
         do {
             let result = try body()
-            try execute("RELEASE cmd")
+            try run("RELEASE cmd")
             return result
         } catch {
-            try? execute("ROLLBACK TO cmd")
-            try? execute("RELEASE cmd")
+            try? run("ROLLBACK TO cmd")
+            try? run("RELEASE cmd")
             throw error
         }
     }

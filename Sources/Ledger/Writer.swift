@@ -178,7 +178,7 @@ final class LedgerWriter: @unchecked Sendable {
         reports.reserveCapacity(batch.count)
         var failures: [(PendingWrite, LedgerError)] = []
         do {
-            try store.db.execute("BEGIN IMMEDIATE")
+            try store.db.run("BEGIN IMMEDIATE")
         } catch {
             for write in batch { write.fail(LedgerError.from(error)) }
             return
@@ -199,12 +199,12 @@ final class LedgerWriter: @unchecked Sendable {
             }
         }
         do {
-            try store.db.execute("COMMIT")
+            try store.db.run("COMMIT")
             batchesCommitted += 1
             commandsCommitted += applied.count
             for report in reports { report() }
         } catch {
-            try? store.db.execute("ROLLBACK")
+            try? store.db.run("ROLLBACK")
             let failure = LedgerError.from(error)
             for write in applied { write.fail(failure) }
         }
