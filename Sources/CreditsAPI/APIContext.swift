@@ -87,7 +87,7 @@ final class APICore: Sendable {
             }
             return CallContext(caller: caller, tenantId: tenant.id, currency: tenant.currency, reader: reader)
         } catch {
-            call.fail(ErrorMapping.rpcError(LedgerError.storage(code: -1, message: "\(error)")))
+            call.fail(ErrorMapping.rpcError(any: error))
             return nil
         }
     }
@@ -97,12 +97,8 @@ final class APICore: Sendable {
         guard let context = context(call, permission) else { return }
         do {
             call.respond(try body(context))
-        } catch let error as LedgerError {
-            call.fail(ErrorMapping.rpcError(error))
-        } catch let error as RPCErrorBox {
-            call.fail(error.error)
         } catch {
-            call.fail(ErrorMapping.rpcError(.storage(code: -1, message: "\(error)")))
+            call.fail(ErrorMapping.rpcError(any: error))
         }
     }
 

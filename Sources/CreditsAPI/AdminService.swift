@@ -25,11 +25,8 @@ struct AdminServiceRoutes {
         let caller: Caller
         do {
             caller = try core.auth.authenticate(call.metadata, reader: try core.readers.reader())
-        } catch let error as RPCErrorBox {
-            call.fail(error.error)
-            return nil
         } catch {
-            call.fail(ErrorMapping.rpcError(.storage(code: -1, message: "\(error)")))
+            call.fail(ErrorMapping.rpcError(any: error))
             return nil
         }
         switch caller.kind {
@@ -61,10 +58,8 @@ struct AdminServiceRoutes {
                 return
             }
             call.respond(Convert.tenant(tenant))
-        } catch let error as RPCErrorBox {
-            call.fail(error.error)
         } catch {
-            call.fail(ErrorMapping.rpcError(.storage(code: -1, message: "\(error)")))
+            call.fail(ErrorMapping.rpcError(any: error))
         }
     }
 
@@ -125,7 +120,7 @@ struct AdminServiceRoutes {
                 r.problems = report.problems
                 call.respond(r)
             } catch {
-                call.fail(ErrorMapping.rpcError(.storage(code: -1, message: "\(error)")))
+                call.fail(ErrorMapping.rpcError(any: error))
             }
         }
     }

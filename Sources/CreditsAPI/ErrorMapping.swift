@@ -5,6 +5,17 @@ import Ledger
 /// The one place where ledger outcomes become gRPC statuses (SPEC §8:
 /// 400 → INVALID_ARGUMENT, 404 → NOT_FOUND, 422 → FAILED_PRECONDITION …).
 enum ErrorMapping {
+    /// Any error a handler caught: ledger outcomes and API errors as they
+    /// are, SQLite failures with their result code, anything else as storage.
+    static func rpcError(any error: Error) -> RPCError {
+        switch error {
+        case let error as LedgerError: return rpcError(error)
+        case let error as RPCErrorBox: return error.error
+        case let error as SQLiteError: return rpcError(.storage(code: error.code, message: error.message))
+        default: return rpcError(.storage(code: -1, message: "\(error)"))
+        }
+    }
+
     static func rpcError(_ error: LedgerError) -> RPCError {
         switch error {
         case .invalidArgument(let violations):
