@@ -29,6 +29,10 @@ enum CallOutcome: Equatable, Sendable {
     case connectionLost
     /// No answer within the request timeout.
     case timedOut
+    /// The server sent GOAWAY and will not process this call (refused, or beyond its last stream id).
+    case goaway
+    /// The call succeeded but its response could not be used (e.g. undecodable).
+    case badResponse
 
     var isOK: Bool { self == .grpcStatus(0) }
 
@@ -40,6 +44,8 @@ enum CallOutcome: Equatable, Sendable {
         case .reset(let code): return "RST_STREAM_\(code)"
         case .connectionLost: return "CONNECTION_LOST"
         case .timedOut: return "CLIENT_TIMEOUT"
+        case .goaway: return "GOAWAY"
+        case .badResponse: return "BAD_RESPONSE"
         }
     }
 }
@@ -158,6 +164,11 @@ final class H2Connection {
     private var outOffset = 0
     private var readBuffer: [UInt8]
     private(set) var isClosed = false
+    /// The last stream id of the server's GOAWAY, once one arrived: no new calls go on this connection.
+    private(set) var goawayLastStreamID: Int32?
+
+    /// Whether new calls may be started here (open, and no GOAWAY received).
+    var acceptsCalls: Bool { !isClosed && goawayLastStreamID == nil }
 
     /// Calls submitted and not yet completed.
     var inFlight: Int { streams.count }
@@ -186,6 +197,7 @@ final class H2Connection {
         nghttp2_session_callbacks_set_on_header_callback(callbacks, Self.onHeader)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Self.onData)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Self.onStreamClose)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Self.onFrameRecv)
         let rc = nghttp2_session_client_new(&session, callbacks, Unmanaged.passUnretained(self).toOpaque())
         guard rc == 0 else { throw .nghttp2("nghttp2_session_client_new", Int(rc)) }
         var settings = [
@@ -308,6 +320,15 @@ final class H2Connection {
         return 0
     }
 
+    /// Records a GOAWAY (the lowest last-stream-id wins: a graceful shutdown sends two).
+    private static let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData in
+        let me = connection(userData)
+        guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue) else { return 0 }
+        let last = frame.pointee.goaway.last_stream_id
+        me.goawayLastStreamID = min(me.goawayLastStreamID ?? last, last)
+        return 0
+    }
+
     private static let onStreamClose: nghttp2_on_stream_close_callback = { _, id, errorCode, userData in
         let me = connection(userData)
         guard let s = me.streams.removeValue(forKey: id) else { return 0 }
@@ -316,13 +337,18 @@ final class H2Connection {
             outcome = .reset(UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
         } else if let status = s.grpcStatus {
             outcome = .grpcStatus(status)
+        } else if let last = me.goawayLastStreamID,
+                  id > last || errorCode == NGHTTP2_REFUSED_STREAM.rawValue {
+            // Not processed by the server: refused by its GOAWAY (nghttp2 closes these streams itself).
+            outcome = .goaway
         } else if errorCode != 0 {
             outcome = .reset(errorCode)
         } else {
             outcome = .httpStatus(s.httpStatus)
         }
+        let message = outcome == .goaway ? "stream \(id) refused (GOAWAY last stream \(me.goawayLastStreamID ?? 0))" : s.grpcMessage
         me.completed.append(CompletedCall(tag: s.tag, startNanos: s.startNanos, outcome: outcome,
-                                          grpcMessage: s.grpcMessage, data: s.data))
+                                          grpcMessage: message, data: s.data))
         return 0
     }
 

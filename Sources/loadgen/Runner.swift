@@ -6,10 +6,11 @@ import Foundation
 import Histogram
 import Synchronization
 
-/// One request to send: the method path and the serialized message.
+/// One request to send: the method path, the serialized message, and what kind of operation it is (for the report).
 struct PlannedCall: Sendable {
     var path: String
     var message: [UInt8]
+    var operation: OperationKind
 }
 
 /// What a run does. `makeCall` gets a global sequence number (0, 1, 2 …), unique within the run.
@@ -26,8 +27,11 @@ struct LoadPlan: Sendable {
     /// A call with no answer for this long ends as CLIENT_TIMEOUT (its connection is dropped).
     var requestTimeoutNanos: UInt64
     var makeCall: @Sendable (Int) -> PlannedCall
-    /// Called on each successful call with its sequence number and response message (optional).
-    var onSuccess: (@Sendable (Int, ArraySlice<UInt8>) -> Void)?
+    /// Called on each successful call with its sequence number, operation and response message (optional).
+    /// Returning false counts the call as a BAD_RESPONSE error (e.g. an undecodable response).
+    var onSuccess: (@Sendable (Int, OperationKind, ArraySlice<UInt8>) -> Bool)?
+    /// A connection that received GOAWAY is replaced by a new one at most this many times per worker.
+    var maxReconnectsPerWorker = 1_000
 }
 
 /// Histograms in microseconds, up to one hour.
@@ -36,13 +40,33 @@ func makeLatencyHistogram() -> LatencyHistogram {
     LatencyHistogram(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
 }
 
+/// Totals of one kind of operation: successful calls with their latency, failures by status.
+struct OperationResult {
+    var latencyMicros = makeLatencyHistogram()
+    var ok = 0
+    var errorsByStatus: [String: Int] = [:]
+
+    var requests: Int { ok + errors }
+    var errors: Int { errorsByStatus.values.reduce(0, +) }
+
+    mutating func merge(_ other: OperationResult) {
+        latencyMicros.add(other.latencyMicros)
+        ok += other.ok
+        errorsByStatus.merge(other.errorsByStatus, uniquingKeysWith: +)
+    }
+}
+
 /// Totals of a run (or of one worker).
 struct RunResult {
     var latencyMicros = makeLatencyHistogram()
     var ok = 0
     var errorsByStatus: [String: Int] = [:]
+    /// The same totals per kind of operation (only kinds that were called).
+    var operations: [OperationKind: OperationResult] = [:]
     /// A few error messages, for people (at most `maxSamples`).
     var errorSamples: [String] = []
+    /// Connections replaced after the server sent GOAWAY.
+    var reconnects = 0
     var elapsedNanos: UInt64 = 0
     static let maxSamples = 5
 
@@ -53,9 +77,17 @@ struct RunResult {
         latencyMicros.add(other.latencyMicros)
         ok += other.ok
         errorsByStatus.merge(other.errorsByStatus, uniquingKeysWith: +)
+        for (op, r) in other.operations { operations[op, default: OperationResult()].merge(r) }
         for sample in other.errorSamples where errorSamples.count < Self.maxSamples && !errorSamples.contains(sample) {
             errorSamples.append(sample)
         }
+        reconnects += other.reconnects
+    }
+
+    /// Totals of consecutive phases (e.g. seed's orders, then its extra entries): elapsed times add up.
+    mutating func append(_ other: RunResult) {
+        merge(other)
+        elapsedNanos += other.elapsedNanos
     }
 }
 
@@ -118,8 +150,12 @@ private struct Worker {
     let plan: LoadPlan
     let shared: SharedProgress
     let deadline: UInt64?
-    let connections: [H2Connection]
+    var connections: [H2Connection]
+    /// Connections closed after a GOAWAY that could not be (or need not be) replaced.
+    var retired: [Bool]
     var result = RunResult()
+    /// The operation of each call in flight, by sequence number.
+    var operationOf: [Int: OperationKind] = [:]
     var exhausted = false
     var lastProgressNanos = monotonicNanos()
 
@@ -128,6 +164,8 @@ private struct Worker {
         self.shared = shared
         self.deadline = deadline
         self.connections = connections
+        retired = Array(repeating: false, count: connections.count)
+        operationOf.reserveCapacity(connections.count * plan.streamsPerConnection)
     }
 
     /// The next sequence number to issue, or nil once the count or duration is used up.
@@ -146,8 +184,9 @@ private struct Worker {
     }
 
     mutating func fill(_ c: H2Connection) {
-        while !c.isClosed, c.inFlight < plan.streamsPerConnection, let seq = nextSequence() {
+        while c.acceptsCalls, c.inFlight < plan.streamsPerConnection, let seq = nextSequence() {
             let call = plan.makeCall(seq)
+            operationOf[seq] = call.operation
             do {
                 try c.start(path: call.path, message: call.message, tag: seq)
             } catch {
@@ -160,13 +199,25 @@ private struct Worker {
 
     mutating func record(_ call: CompletedCall) {
         let now = monotonicNanos()
-        if call.outcome.isOK {
-            _ = result.latencyMicros.record(max(1, (now - call.startNanos) / 1000))
+        guard let operation = operationOf.removeValue(forKey: call.tag) else {
+            preconditionFailure("completed call \(call.tag) was never started")
+        }
+        var outcome = call.outcome
+        var message = call.grpcMessage
+        if outcome.isOK, let onSuccess = plan.onSuccess, !onSuccess(call.tag, operation, call.firstMessage ?? []) {
+            outcome = .badResponse
+            message = "unusable \(operation.name) response"
+        }
+        if outcome.isOK {
+            let micros = max(1, (now - call.startNanos) / 1000)
+            _ = result.latencyMicros.record(micros)
+            _ = result.operations[operation, default: OperationResult()].latencyMicros.record(micros)
             result.ok += 1
-            if let onSuccess = plan.onSuccess { onSuccess(call.tag, call.firstMessage ?? []) }
+            result.operations[operation, default: OperationResult()].ok += 1
         } else {
-            result.errorsByStatus[call.outcome.label, default: 0] += 1
-            let sample = "\(call.outcome.label): \(call.grpcMessage)"
+            result.errorsByStatus[outcome.label, default: 0] += 1
+            result.operations[operation, default: OperationResult()].errorsByStatus[outcome.label, default: 0] += 1
+            let sample = message.isEmpty ? outcome.label : "\(outcome.label): \(message)"
             if result.errorSamples.count < RunResult.maxSamples, !result.errorSamples.contains(sample) {
                 result.errorSamples.append(sample)
             }
@@ -180,14 +231,36 @@ private struct Worker {
         for call in c.takeCompleted() { record(call) }
     }
 
+    /// Replaces each connection that got GOAWAY and has nothing left in flight (or was closed since)
+    /// with a new one, while there is work left. A failed connect leaves it closed.
+    mutating func replaceDrainedConnections() {
+        for i in connections.indices where !retired[i] {
+            let c = connections[i]
+            guard c.goawayLastStreamID != nil, c.inFlight == 0 || c.isClosed else { continue }
+            if !c.isClosed { c.abandon(.goaway) }
+            drain(c)
+            guard !exhausted, result.reconnects < plan.maxReconnectsPerWorker,
+                  let fresh = try? H2Connection(target: plan.target, metadata: plan.metadata) else {
+                retired[i] = true
+                continue
+            }
+            result.reconnects += 1
+            connections[i] = fresh
+            fill(fresh)
+        }
+    }
+
     mutating func run() -> RunResult {
         for c in connections { fill(c) }
         while true {
+            replaceDrainedConnections()
             for c in connections where !c.isClosed {
                 do { try c.flush() } catch { c.abandon(.connectionLost); drain(c) }
             }
             let live = connections.filter { !$0.isClosed && $0.inFlight > 0 }
-            if live.isEmpty && (exhausted || connections.allSatisfy(\.isClosed)) { break }
+            if live.isEmpty && (exhausted || connections.allSatisfy({ !$0.acceptsCalls })) {
+                break
+            }
             if monotonicNanos() - lastProgressNanos > plan.requestTimeoutNanos {
                 for c in live { c.abandon(.timedOut); drain(c) }
                 lastProgressNanos = monotonicNanos()
@@ -205,7 +278,7 @@ private struct Worker {
                 fill(c)
             }
             // Top up connections even without input (duration runs with nothing in flight yet).
-            for c in connections where c.inFlight == 0 && !c.isClosed { fill(c) }
+            for c in connections where c.inFlight == 0 && c.acceptsCalls { fill(c) }
         }
         return result
     }

@@ -8,6 +8,32 @@ enum Method {
     static let createCreditOrder = "/credits.v1.CreditService/CreateCreditOrder"
     static let getBalance = "/credits.v1.CreditService/GetBalance"
     static let spendCredits = "/credits.v1.CreditService/SpendCredits"
+    static let createHold = "/credits.v1.CreditService/CreateHold"
+    static let captureHold = "/credits.v1.CreditService/CaptureHold"
+    static let releaseHold = "/credits.v1.CreditService/ReleaseHold"
+    static let listLedgerEntries = "/credits.v1.CreditService/ListLedgerEntries"
+}
+
+/// The kinds of call the report breaks down, in report order.
+enum OperationKind: Int, CaseIterable, Sendable, Comparable {
+    /// GetBalance.
+    case read
+    /// ListLedgerEntries, first page (a statement page).
+    case statement
+    /// CreateCreditOrder (a purchase at the front desk).
+    case purchase
+    /// SpendCredits.
+    case spend
+    /// CreateHold.
+    case hold
+    /// CaptureHold of a hold this run created.
+    case capture
+    /// ReleaseHold of a hold this run created.
+    case release
+
+    var name: String { "\(self)" }
+
+    static func < (a: OperationKind, b: OperationKind) -> Bool { a.rawValue < b.rawValue }
 }
 
 /// The client ids a run works on: `prefix0` … `prefix(K-1)`.
@@ -28,31 +54,101 @@ struct ScenarioCalls: Sendable {
     var runID: String
 
     func getBalance(_ seq: Int) -> PlannedCall {
-        var m = Credits_V1_GetBalanceRequest()
-        m.clientID = clients.id(seq)
-        return PlannedCall(path: Method.getBalance, message: m.serializedBytes())
+        getBalance(seq, clientID: clients.id(seq))
     }
 
     func spend(_ seq: Int, amountMinor: Int64) -> PlannedCall {
-        var m = Credits_V1_SpendCreditsRequest()
-        m.clientID = clients.id(seq)
-        m.amountMinor = amountMinor
-        m.reason = .service
-        m.centerID = centerID
-        m.idempotencyKey = "lg-spend-\(runID)-\(seq)"
-        return PlannedCall(path: Method.spendCredits, message: m.serializedBytes())
+        spend(seq, clientID: clients.id(seq), amountMinor: amountMinor)
     }
 
     /// One credit order per client; the key depends only on the tenant and client, so re-seeding is idempotent.
     func seedOrder(_ seq: Int, tenant: String, amountMinor: Int64) -> PlannedCall {
-        var m = Credits_V1_CreateCreditOrderRequest()
-        m.clientID = clients.id(seq)
+        order(clientID: clients.id(seq), amountMinor: amountMinor, priceMinor: 0, note: "loadgen seed",
+              key: "lg-seed-\(tenant)-\(clients.id(seq))")
+    }
+
+    /// Seed's extra entries: pairs of a small credit order and a spend of the same amount on one client
+    /// (clients round-robin by pair), so balances end where they started. Keys depend on the tenant, the
+    /// position, the client and the amount: seeding again with the same options adds nothing.
+    func seedEntry(_ seq: Int, tenant: String, amountMinor: Int64) -> PlannedCall {
+        let client = clients.id(seq / 2)
+        let key = "lg-seed-\(tenant)-e\(seq)-\(client)-\(amountMinor)"
+        if seq % 2 == 0 {
+            return order(clientID: client, amountMinor: amountMinor, priceMinor: 0, note: "loadgen seed entries", key: key)
+        }
+        return spend(clientID: client, amountMinor: amountMinor, key: key)
+    }
+
+    /// A purchase at the front desk: a credit order paid in full (no package needed).
+    func purchase(_ seq: Int, clientID: String, amountMinor: Int64) -> PlannedCall {
+        order(clientID: clientID, amountMinor: amountMinor, priceMinor: amountMinor, note: "loadgen purchase",
+              key: "lg-order-\(runID)-\(seq)")
+    }
+
+    func spend(_ seq: Int, clientID: String, amountMinor: Int64) -> PlannedCall {
+        spend(clientID: clientID, amountMinor: amountMinor, key: "lg-spend-\(runID)-\(seq)")
+    }
+
+    /// The first page of a client's statement (newest first).
+    func statement(_ seq: Int, clientID: String? = nil, pageSize: Int32) -> PlannedCall {
+        var m = Credits_V1_ListLedgerEntriesRequest()
+        m.clientID = clientID ?? clients.id(seq)
+        m.pageSize = pageSize
+        return PlannedCall(path: Method.listLedgerEntries, message: m.serializedBytes(), operation: .statement)
+    }
+
+    func getBalance(_ seq: Int, clientID: String) -> PlannedCall {
+        var m = Credits_V1_GetBalanceRequest()
+        m.clientID = clientID
+        return PlannedCall(path: Method.getBalance, message: m.serializedBytes(), operation: .read)
+    }
+
+    func createHold(_ seq: Int, clientID: String, amountMinor: Int64, expireTime: Google_Protobuf_Timestamp) -> PlannedCall {
+        var m = Credits_V1_CreateHoldRequest()
+        m.clientID = clientID
         m.amountMinor = amountMinor
-        m.priceMinor = 0
         m.centerID = centerID
-        m.note = "loadgen seed"
-        m.idempotencyKey = "lg-seed-\(tenant)-\(m.clientID)"
-        return PlannedCall(path: Method.createCreditOrder, message: m.serializedBytes())
+        m.bookingRef = "lg-booking-\(runID)-\(seq)"
+        m.expireTime = expireTime
+        m.idempotencyKey = "lg-hold-\(runID)-\(seq)"
+        return PlannedCall(path: Method.createHold, message: m.serializedBytes(), operation: .hold)
+    }
+
+    /// Captures the whole hold.
+    func captureHold(_ seq: Int, holdID: String) -> PlannedCall {
+        var m = Credits_V1_CaptureHoldRequest()
+        m.holdID = holdID
+        m.reason = .booking
+        m.idempotencyKey = "lg-capture-\(runID)-\(seq)"
+        return PlannedCall(path: Method.captureHold, message: m.serializedBytes(), operation: .capture)
+    }
+
+    func releaseHold(_ seq: Int, holdID: String) -> PlannedCall {
+        var m = Credits_V1_ReleaseHoldRequest()
+        m.holdID = holdID
+        m.idempotencyKey = "lg-release-\(runID)-\(seq)"
+        return PlannedCall(path: Method.releaseHold, message: m.serializedBytes(), operation: .release)
+    }
+
+    private func order(clientID: String, amountMinor: Int64, priceMinor: Int64, note: String, key: String) -> PlannedCall {
+        var m = Credits_V1_CreateCreditOrderRequest()
+        m.clientID = clientID
+        m.amountMinor = amountMinor
+        m.priceMinor = priceMinor
+        m.centerID = centerID
+        m.note = note
+        m.idempotencyKey = key
+        return PlannedCall(path: Method.createCreditOrder, message: m.serializedBytes(), operation: .purchase)
+    }
+
+    private func spend(clientID: String, amountMinor: Int64, key: String) -> PlannedCall {
+        var m = Credits_V1_SpendCreditsRequest()
+        m.clientID = clientID
+        m.amountMinor = amountMinor
+        m.reason = .service
+        m.centerID = centerID
+        m.idempotencyKey = key
+        return PlannedCall(path: Method.spendCredits, message: m.serializedBytes(), operation: .spend)
     }
 }
 
