@@ -64,7 +64,7 @@ public final class Authenticator: Sendable {
         adminTokenHash = adminToken.flatMap { $0.isEmpty ? nil : Self.hash($0) }
     }
 
-    public static func hash(_ secret: String) -> [UInt8] {
+    public static func hash<S: StringProtocol>(_ secret: S) -> [UInt8] {
         Array(SHA256.hash(data: Array(secret.utf8)))
     }
 
@@ -104,11 +104,9 @@ public final class Authenticator: Sendable {
         guard let header = metadata["authorization"] else {
             throw RPCErrorBox(RPCError(.unauthenticated, "missing authorization: Bearer <token>", reason: "UNAUTHENTICATED"))
         }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+        guard let token = Self.bearerToken(header) else {
             throw RPCErrorBox(RPCError(.unauthenticated, "authorization must be 'Bearer <token>'", reason: "UNAUTHENTICATED"))
         }
-        let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
         if let key = try matchingKey(token, reader: reader) {
             return try caller(for: key, metadata: metadata, reader: reader)
         }
@@ -119,11 +117,32 @@ public final class Authenticator: Sendable {
         throw RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
     }
 
+    /// The token of "Bearer <token>": the scheme in any case, then spaces or
+    /// tabs, the token, and optional trailing spaces or tabs. Works on UTF-8
+    /// bytes (this runs on every call).
+    static func bearerToken(_ header: String) -> Substring? {
+        let bytes = header.utf8
+        func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+        var i = bytes.startIndex
+        while i < bytes.endIndex, isBlank(bytes[i]) { i = bytes.index(after: i) }
+        for expected in "bearer".utf8 {
+            guard i < bytes.endIndex, bytes[i] | 0x20 == expected else { return nil }
+            i = bytes.index(after: i)
+        }
+        guard i < bytes.endIndex, isBlank(bytes[i]) else { return nil }
+        while i < bytes.endIndex, isBlank(bytes[i]) { i = bytes.index(after: i) }
+        var end = bytes.endIndex
+        while end > i, isBlank(bytes[bytes.index(before: end)]) { end = bytes.index(before: end) }
+        guard i < end else { return nil }
+        return header[i..<end]
+    }
+
     /// The unrevoked key whose id and secret the token carries ("<id>.<secret>").
-    private func matchingKey(_ token: String, reader: LedgerReader) throws(RPCErrorBox) -> APIKeyRecord? {
-        let pieces = token.split(separator: ".", maxSplits: 1)
-        guard pieces.count == 2, pieces[0].utf8.count <= 64, pieces[1].utf8.count <= 128 else { return nil }
-        let keyId = String(pieces[0])
+    private func matchingKey(_ token: Substring, reader: LedgerReader) throws(RPCErrorBox) -> APIKeyRecord? {
+        guard let dot = token.utf8.firstIndex(of: UInt8(ascii: ".")) else { return nil }
+        let idPart = token[..<dot], secretPart = token[token.utf8.index(after: dot)...]
+        guard !idPart.isEmpty, !secretPart.isEmpty, idPart.utf8.count <= 64, secretPart.utf8.count <= 128 else { return nil }
+        let keyId = String(idPart)
         let now = Self.now
         var key = cache.withLockedValue { $0[keyId] }.flatMap { $0.until > now ? $0.key : nil }
         if key == nil {
@@ -142,7 +161,7 @@ public final class Authenticator: Sendable {
                 }
             }
         }
-        guard let key, key.revokedMicros == nil, Self.constantTimeEqual(Self.hash(String(pieces[1])), key.secretHash) else {
+        guard let key, key.revokedMicros == nil, Self.constantTimeEqual(Self.hash(secretPart), key.secretHash) else {
             return nil
         }
         return key

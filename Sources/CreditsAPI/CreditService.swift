@@ -78,7 +78,7 @@ struct CreditServiceRoutes {
     func getBalance(_ req: Credits_V1_GetBalanceRequest, _ call: ProtoCall<Credits_V1_Balance>) {
         core.read(call, .read) { ctx in
             try requireId(req.clientID, "client_id")
-            let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID)
+            let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
             var r = Credits_V1_Balance()
             r.summary = Convert.summary(snapshot.summary, currency: ctx.currency)
             r.pendingExpiryMinor = snapshot.pendingExpiryMinor

@@ -111,6 +111,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var flushScheduled = false
     private var readHeld = false
     private var draining = false
+    /// The final GOAWAY (with the last stream id served) went out: once the
+    /// calls it admitted finish, the connection closes. Before it, requests
+    /// the client sent after the first notice are still accepted.
+    private var finalGoAwaySent = false
     private var closing = false
     private var idleTask: Scheduled<Void>?
     private var peer = "unknown"
@@ -560,7 +564,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
         processEvents()  // stream closes reported while sending
         notifyWritable()
-        if !session.wantsReadOrWrite || (draining && calls.isEmpty) {
+        if !session.wantsReadOrWrite || (finalGoAwaySent && calls.isEmpty) {
             closeConnection()
         }
     }
@@ -610,6 +614,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         context.eventLoop.scheduleTask(in: .milliseconds(200)) {
             guard let session = self.session else { return }
             session.submitGoAway()
+            self.finalGoAwaySent = true
             self.flush()
             if self.calls.isEmpty { self.closeConnection() }
         }

@@ -10,6 +10,8 @@ public final class Ledger: @unchecked Sendable {
         public var maxBatchSize = 256
         public var idempotencyRetentionSeconds: Int64 = 7 * 86_400
         public var maintenanceIntervalMillis: Int64 = 1_000
+        /// Clients whose balance rows are kept in memory for GetBalance (0: off).
+        public var balanceCacheEntries = 20_000
         public var clock: LedgerClock = SystemClock()
         public init() {}
     }
@@ -17,6 +19,8 @@ public final class Ledger: @unchecked Sendable {
     public let path: String
     public let options: Options
     private let writer: LedgerWriter
+    /// Balance reads from memory, invalidated by the writer at each commit.
+    public let balanceCache: BalanceCache
 
     /// Opens (creating if needed) the database and runs the migrations.
     public init(path: String, options: Options = Options()) throws {
@@ -27,10 +31,12 @@ public final class Ledger: @unchecked Sendable {
         connectionOptions.synchronousFull = options.synchronousFull
         let db = try SQLiteConnection(path: path, options: connectionOptions)
         try Schema.migrate(db, clock: options.clock)
+        precondition(options.balanceCacheEntries >= 0)
+        balanceCache = BalanceCache(capacity: options.balanceCacheEntries)
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
             maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
             maintenanceIntervalMicros: options.maintenanceIntervalMillis * 1_000,
-            idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000))
+            idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000), cache: balanceCache)
         writer.start()
     }
 
@@ -66,7 +72,7 @@ public final class Ledger: @unchecked Sendable {
 
     /// A new reader on its own connection; confine it to one thread.
     public func makeReader() throws -> LedgerReader {
-        try LedgerReader(path: path, clock: options.clock)
+        try LedgerReader(path: path, clock: options.clock, cache: balanceCache)
     }
 
     /// Recomputes everything from the entries, on a connection of its own.

@@ -3,13 +3,15 @@
 public final class LedgerReader {
     let db: SQLiteConnection
     let clock: LedgerClock
+    let cache: BalanceCache
     private var reads: StoreReads { StoreReads(db: db) }
 
-    init(path: String, clock: LedgerClock) throws {
+    init(path: String, clock: LedgerClock, cache: BalanceCache) throws {
         var options = SQLiteConnection.OpenOptions()
         options.readOnly = true
         db = try SQLiteConnection(path: path, options: options)
         self.clock = clock
+        self.cache = cache
     }
 
     /// Runs `body` in one read transaction: everything it reads is one snapshot.
@@ -30,39 +32,41 @@ public final class LedgerReader {
 
     /// A client's balance, lots, per-center credit and open holds, in one
     /// snapshot, with the tenant seq it reflects. Lots past valid_until count
-    /// for nothing even before their expiry entry is written.
-    public func balance(tenant: String, client: String) throws -> BalanceSnapshot {
+    /// for nothing even before their expiry entry is written. Served from the
+    /// balance cache when the client's rows are there; `details: false`
+    /// leaves lots, centers and holds empty (the summary is the same).
+    public func balance(tenant: String, client: String, details: Bool = true) throws -> BalanceSnapshot {
+        let key = BalanceCache.Key(tenant: tenant, client: client)
+        switch cache.lookup(key) {
+        case .hit(let rows, let seq):
+            return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: details)
+        case .miss(let ticket):
+            // The ticket is taken before the read transaction opens (see BalanceCache).
+            let (rows, seq) = try balanceRows(tenant: tenant, client: client)
+            cache.store(key, rows, tenantSeq: seq, ticket: ticket)
+            return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: details)
+        }
+    }
+
+    /// The same, always from SQLite (tests compare the two).
+    func balanceUncached(tenant: String, client: String) throws -> BalanceSnapshot {
+        let (rows, seq) = try balanceRows(tenant: tenant, client: client)
+        return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: true)
+    }
+
+    /// The rows a balance is computed from, and the tenant seq, in one snapshot.
+    private func balanceRows(tenant: String, client: String) throws -> (ClientBalanceState, Int64) {
         try snapshot {
             guard let tenantRow = try LedgerStore(db: db, clock: clock).tenant(tenant) else {
                 throw LedgerError.notFound(kind: "tenant", id: tenant)
             }
-            let now = clock.nowMicros()
             let lots = try db.statement("""
                 SELECT \(LedgerStore.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
                 ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
                 """).bind(.text(tenant), .text(client), .int(Int64(LedgerLimits.maxLotsPerDraw))).rows(LedgerStore.readLot)
-            var available: Int64 = 0, held: Int64 = 0, pending: Int64 = 0
-            var centers: [String: Int64] = [:]
-            var live: [Lot] = []
-            for lot in lots {
-                held += lot.heldMinor
-                let expired = lot.validUntilMicros.map { $0 <= now } ?? false
-                if expired {
-                    pending += lot.freeMinor
-                    centers[lot.centerId, default: 0] += lot.heldMinor
-                } else {
-                    available += lot.freeMinor
-                    centers[lot.centerId, default: 0] += lot.remainingMinor
-                    live.append(lot)
-                }
-            }
             let holds = try db.statement("SELECT \(HoldRows.columns) FROM holds WHERE tenant_id = ? AND client_id = ? AND state = 'held' ORDER BY seq LIMIT 1000")
                 .bind(.text(tenant), .text(client)).rows(HoldRows.read)
-            return BalanceSnapshot(
-                summary: BalanceSummary(clientId: client, availableMinor: available, heldMinor: held, seq: tenantRow.lastSeq),
-                lots: live,
-                centers: centers.filter { $0.value > 0 }.map { CenterBalance(centerId: $0.key, remainingMinor: $0.value) }.sorted { $0.centerId < $1.centerId },
-                openHolds: holds, pendingExpiryMinor: pending)
+            return (ClientBalanceState(lots: lots, holds: holds), tenantRow.lastSeq)
         }
     }
 

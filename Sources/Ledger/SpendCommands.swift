@@ -156,7 +156,7 @@ public struct CreateHold: LedgerCommand {
         let hold = Hold(id: id, clientId: clientId, amountMinor: amountMinor, capturedMinor: 0, state: .held, expiresMicros: expiresMicros,
                         centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, membershipId: membershipId,
                         seq: entry.seq, createdMicros: now, spendId: nil, allocations: allocations)
-        try HoldRows.insert(hold, tenant: tenantId, db: store.db)
+        try HoldRows.insert(hold, tenant: tenantId, store: store)
         return HoldResult(hold: hold, spend: nil, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
                                                                           heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }
@@ -174,6 +174,12 @@ enum HoldRows {
              membershipId: r.optionalText(9), seq: r.int(10), createdMicros: r.int(11), spendId: r.optionalText(12), allocations: [])
     }
 
+    static func insert(_ h: Hold, tenant: String, store: LedgerStore) throws {
+        store.touch(tenant: tenant, client: h.clientId)
+        try insert(h, tenant: tenant, db: store.db)
+    }
+
+    /// The row alone; outside the writer (bulk seeding of a database no server has open).
     static func insert(_ h: Hold, tenant: String, db: SQLiteConnection) throws {
         try db.statement("INSERT INTO holds (tenant_id, \(columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(.text(tenant), .text(h.id), .text(h.clientId), .int(h.amountMinor), .int(h.capturedMinor), .text(h.state.rawValue),
@@ -191,7 +197,9 @@ enum HoldRows {
         return hold
     }
 
-    static func resolve(_ h: Hold, tenant: String, db: SQLiteConnection) throws {
+    static func resolve(_ h: Hold, tenant: String, store: LedgerStore) throws {
+        store.touch(tenant: tenant, client: h.clientId)
+        let db = store.db
         try db.statement("UPDATE holds SET state = ?, captured_minor = ?, spend_id = ? WHERE tenant_id = ? AND id = ? AND state = 'held'")
             .bind(.text(h.state.rawValue), .int(h.capturedMinor), h.spendId.map(SQLValue.text) ?? .null, .text(tenant), .text(h.id)).run()
         precondition(db.changes == 1, "resolving a hold that is not open")
@@ -293,7 +301,7 @@ public struct CaptureHold: LedgerCommand {
         hold.state = .captured
         hold.capturedMinor = capture
         hold.spendId = spend.id
-        try HoldRows.resolve(hold, tenant: tenantId, db: store.db)
+        try HoldRows.resolve(hold, tenant: tenantId, store: store)
         return HoldResult(hold: hold, spend: spend, balance: try store.summary(tenant: tenantId, client: hold.clientId))
     }
 
@@ -349,7 +357,7 @@ public struct ReleaseHold: LedgerCommand {
         try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: store.clock.nowMicros())
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
         hold.state = automatic ? .expired : .released
-        try HoldRows.resolve(hold, tenant: tenantId, db: store.db)
+        try HoldRows.resolve(hold, tenant: tenantId, store: store)
         return HoldResult(hold: hold, spend: nil, balance: try store.summary(tenant: tenantId, client: hold.clientId))
     }
 

@@ -5,9 +5,28 @@ public final class LedgerStore {
     let db: SQLiteConnection
     let clock: LedgerClock
 
+    /// Clients whose lots, holds or balance the open transaction changed,
+    /// and tenants whose seq it advanced: the balance cache drops them when
+    /// the transaction ends (see `BalanceCache`).
+    private(set) var touchedClients: Set<BalanceCache.Key> = []
+    private(set) var touchedTenants: Set<String> = []
+
     init(db: SQLiteConnection, clock: LedgerClock) {
         self.db = db
         self.clock = clock
+    }
+
+    func touch(tenant: String, client: String) {
+        touchedClients.insert(BalanceCache.Key(tenant: tenant, client: client))
+    }
+
+    /// The touched sets, emptied for the next transaction.
+    func takeTouched() -> (clients: Set<BalanceCache.Key>, tenants: Set<String>) {
+        defer {
+            touchedClients.removeAll(keepingCapacity: true)
+            touchedTenants.removeAll(keepingCapacity: true)
+        }
+        return (touchedClients, touchedTenants)
     }
 
     // MARK: Tenants
@@ -24,6 +43,7 @@ public final class LedgerStore {
     }
 
     private func nextSeq(tenant: String) throws -> Int64 {
+        touchedTenants.insert(tenant)
         guard let seq = try db.statement("UPDATE tenants SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
             .bind(.text(tenant)).first({ $0.int(0) }) else {
             throw LedgerError.notFound(kind: "tenant", id: tenant)
@@ -70,6 +90,7 @@ public final class LedgerStore {
                      reason: String = "", note: String = "", allocations: [Allocation] = []) throws -> LedgerEntry {
         precondition(amountMinor > 0, "ledger entries move a positive amount")
         precondition(debit != credit, "an entry moves money between two different accounts")
+        touch(tenant: tenant, client: client)
         let seq = try nextSeq(tenant: tenant)
         let now = clock.nowMicros()
 
@@ -172,6 +193,7 @@ public final class LedgerStore {
         let id = IDs.make("lot")
         let now = clock.nowMicros()
         let tenantRow = try requireTenant(tenant)
+        touch(tenant: tenant, client: client)
         try db.statement("""
             INSERT INTO lots (tenant_id, id, client_id, origin, center_id, amount_minor, remaining_minor, held_minor,
               valid_from_micros, valid_until_micros, scope_categories, scope_centers, scope_memberships, package_id,
@@ -205,6 +227,7 @@ public final class LedgerStore {
     }
 
     func expire(tenant: String, lot: Lot) throws {
+        touch(tenant: tenant, client: lot.clientId)
         if lot.freeMinor > 0 {
             try appendEntry(tenant: tenant, type: .expiry, client: lot.clientId, amountMinor: lot.freeMinor,
                             debit: Account.available(lot.clientId), credit: Account.breakage, refId: lot.id,

@@ -29,6 +29,7 @@ final class LedgerWriter: @unchecked Sendable {
 
     private let store: LedgerStore
     private let configuration: Configuration
+    private let cache: BalanceCache
     private let condition = NSCondition()
     private var queue: [PendingWrite] = []
     private var queueHead = 0
@@ -40,10 +41,37 @@ final class LedgerWriter: @unchecked Sendable {
     private(set) var batchesCommitted = 0
     private(set) var commandsCommitted = 0
 
-    init(store: LedgerStore, configuration: Configuration) {
+    init(store: LedgerStore, configuration: Configuration, cache: BalanceCache) {
         precondition(configuration.maxQueueDepth > 0 && configuration.maxBatchSize > 0)
         self.store = store
         self.configuration = configuration
+        self.cache = cache
+    }
+
+    /// COMMITs the open transaction, dropping the clients it touched from
+    /// the balance cache around it (see `BalanceCache`); ROLLBACK on failure.
+    private func commit() throws {
+        let touched = store.takeTouched()
+        var seqs: [String: Int64] = [:]
+        do {
+            for tenant in touched.tenants {
+                seqs[tenant] = try store.db.statement("SELECT last_seq FROM tenants WHERE id = ?")
+                    .bind(.text(tenant)).first { $0.int(0) }
+            }
+            cache.beginCommit(touched.clients)
+            try store.db.run("COMMIT")
+        } catch {
+            try? store.db.run("ROLLBACK")
+            cache.endCommit(touched.clients, tenantSeqs: [:])
+            throw error
+        }
+        cache.endCommit(touched.clients, tenantSeqs: seqs)
+    }
+
+    /// Rolls back the open transaction (if any) and forgets what it touched.
+    private func rollback() {
+        if store.db.isInTransaction { try? store.db.run("ROLLBACK") }
+        cache.endCommit(store.takeTouched().clients, tenantSeqs: [:])
     }
 
     func start() {
@@ -199,12 +227,11 @@ final class LedgerWriter: @unchecked Sendable {
             }
         }
         do {
-            try store.db.run("COMMIT")
+            try commit()
             batchesCommitted += 1
             commandsCommitted += applied.count
             for report in reports { report() }
         } catch {
-            try? store.db.run("ROLLBACK")
             let failure = LedgerError.from(error)
             for write in applied { write.fail(failure) }
         }
@@ -217,7 +244,12 @@ final class LedgerWriter: @unchecked Sendable {
     private func maintain() {
         let now = store.clock.nowMicros()
         do {
-            try store.db.transaction {
+            try store.db.run("BEGIN IMMEDIATE")
+        } catch {
+            return
+        }
+        do {
+            do {
                 let holds = try store.db.statement("SELECT tenant_id, id FROM holds WHERE state = 'held' AND expires_micros <= ? ORDER BY expires_micros LIMIT 500")
                     .bind(.int(now)).rows { ($0.text(0), $0.text(1)) }
                 for (tenant, id) in holds {
@@ -238,7 +270,9 @@ final class LedgerWriter: @unchecked Sendable {
                       (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)
                     """).bind(.int(now - configuration.idempotencyRetentionMicros)).run()
             }
+            try commit()
         } catch {
+            rollback()
             // Retried at the next interval; nothing half-done stays (one transaction).
         }
     }

@@ -37,6 +37,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Writes committed together in one transaction at most (group commit).")
     var maxWriteBatch = 256
 
+    @Option(help: "Clients whose balance rows are kept in memory for GetBalance (0: read SQLite every time). Writes invalidate them at commit.")
+    var balanceCacheEntries = 20_000
+
     @Option(help: "Event-loop threads serving connections (default: one per core).")
     var threads = System.coreCount
 
@@ -78,6 +81,7 @@ struct Serve: ParsableCommand {
         guard idempotencyRetentionDays >= 7 && idempotencyRetentionDays <= 3650 else { throw ValidationError("--idempotency-retention-days must be 7…3650") }
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
         guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
+        guard balanceCacheEntries >= 0 && balanceCacheEntries <= 10_000_000 else { throw ValidationError("--balance-cache-entries must be 0…10000000") }
     }
 
     func run() throws {
@@ -95,6 +99,7 @@ struct Serve: ParsableCommand {
         ledgerOptions.synchronousFull = sync == .full
         ledgerOptions.maxQueueDepth = maxWriteQueue
         ledgerOptions.maxBatchSize = maxWriteBatch
+        ledgerOptions.balanceCacheEntries = balanceCacheEntries
         ledgerOptions.idempotencyRetentionSeconds = Int64(idempotencyRetentionDays) * 86_400
         let ledger = try Ledger(path: dbURL.path, options: ledgerOptions)
 

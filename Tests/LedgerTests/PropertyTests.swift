@@ -548,6 +548,11 @@ final class PropertyRun {
         for client in clients {
             let snapshot = try fx.balance(client)
             let summary = snapshot.summary
+            // The balance cache agrees with SQLite (unless maintenance committed in between).
+            let fresh = try fx.reader.balanceUncached(tenant: fx.tenant, client: client)
+            if fresh.summary.seq == summary.seq {
+                #expect(fresh == snapshot, "\(client): cached balance differs from SQLite — \(context())")
+            }
             let available = model.available(client, now: now), held = model.held(client)
             #expect(summary.availableMinor == available && summary.heldMinor == held,
                     "\(client): ledger \(summary.availableMinor)/\(summary.heldMinor), model \(available)/\(held) — \(context())")

@@ -1,0 +1,173 @@
+import Synchronization
+
+/// What a client's balance is computed from: its active lots (including
+/// those past valid_until whose expiry entry is not written yet) and its open
+/// holds. The summary depends on the time of the read, so the cache keeps
+/// these rows, not the computed balance.
+struct ClientBalanceState: Sendable {
+    var lots: [Lot]
+    var holds: [Hold]
+
+    /// The balance at `nowMicros`: lots past valid_until count for nothing.
+    func snapshot(client: String, seq: Int64, nowMicros now: Int64, details: Bool) -> BalanceSnapshot {
+        var available: Int64 = 0, held: Int64 = 0, pending: Int64 = 0
+        var centers: [String: Int64] = [:]
+        var live: [Lot] = []
+        for lot in lots {
+            held += lot.heldMinor
+            let expired = lot.validUntilMicros.map { $0 <= now } ?? false
+            if expired {
+                pending += lot.freeMinor
+                if details { centers[lot.centerId, default: 0] += lot.heldMinor }
+            } else {
+                available += lot.freeMinor
+                if details {
+                    centers[lot.centerId, default: 0] += lot.remainingMinor
+                    live.append(lot)
+                }
+            }
+        }
+        assert(available >= 0 && held >= 0 && pending >= 0, "lot rows break 0 ≤ held ≤ remaining")
+        return BalanceSnapshot(
+            summary: BalanceSummary(clientId: client, availableMinor: available, heldMinor: held, seq: seq),
+            lots: live,
+            centers: centers.filter { $0.value > 0 }.map { CenterBalance(centerId: $0.key, remainingMinor: $0.value) }
+                .sorted { $0.centerId < $1.centerId },
+            openHolds: details ? holds : [], pendingExpiryMinor: pending)
+    }
+}
+
+/// Balance reads served from memory. Readers fill it from their SQLite
+/// snapshots; the single writer invalidates every client a batch touched,
+/// in two steps around COMMIT:
+///
+/// 1. before COMMIT, `beginCommit` drops the touched clients' entries and
+///    marks them pending: until step 2 nobody reads them from the cache or
+///    stores them (so no reader can see the new state from SQLite and then
+///    an older one from the cache);
+/// 2. after COMMIT, `endCommit` advances the generation, stamps the touched
+///    clients with it and records each touched tenant's last seq. A reader
+///    stores what it read only if no invalidation of that client happened
+///    after the generation it noted *before* opening its read transaction,
+///    so a snapshot older than a commit is never cached.
+///
+/// When full, the cache is emptied (and a floor generation set so that
+/// readers that started before cannot store stale rows). Thread-safe.
+public final class BalanceCache: @unchecked Sendable {
+    struct Key: Hashable, Sendable {
+        var tenant: String
+        var client: String
+    }
+
+    private struct Slot {
+        var state: ClientBalanceState?
+        /// Generation of the last invalidation of this client (0: none seen).
+        var invalidatedAt: UInt64
+    }
+
+    /// A miss: the generation noted before the reader opened its snapshot.
+    struct Ticket {
+        fileprivate let generation: UInt64
+        fileprivate let cacheable: Bool
+    }
+
+    enum Lookup {
+        case hit(ClientBalanceState, seq: Int64)
+        case miss(Ticket)
+    }
+
+    private struct State {
+        var slots: [Key: Slot] = [:]
+        var pending: Set<Key> = []
+        var tenantSeq: [String: Int64] = [:]
+        var generation: UInt64 = 1
+        var floor: UInt64 = 0
+        var hits = 0
+        var misses = 0
+    }
+
+    public let capacity: Int
+    private let state = Mutex(State())
+
+    /// `capacity` 0 disables the cache (every read goes to SQLite).
+    public init(capacity: Int) {
+        precondition(capacity >= 0)
+        self.capacity = capacity
+    }
+
+    func lookup(_ key: Key) -> Lookup {
+        state.withLock { s in
+            guard capacity > 0, !s.pending.contains(key) else {
+                return .miss(Ticket(generation: s.generation, cacheable: false))
+            }
+            if let rows = s.slots[key]?.state, let seq = s.tenantSeq[key.tenant] {
+                s.hits &+= 1
+                return .hit(rows, seq: seq)
+            }
+            s.misses &+= 1
+            return .miss(Ticket(generation: s.generation, cacheable: true))
+        }
+    }
+
+    /// Stores what a reader read in a snapshot opened after `ticket` was taken.
+    func store(_ key: Key, _ rows: ClientBalanceState, tenantSeq seq: Int64, ticket: Ticket) {
+        guard ticket.cacheable else { return }
+        let capacity = capacity
+        state.withLock { s in
+            guard ticket.generation >= s.floor, !s.pending.contains(key) else { return }
+            let invalidatedAt = s.slots[key]?.invalidatedAt ?? 0
+            guard invalidatedAt <= ticket.generation else { return }
+            if s.slots.count >= capacity && s.slots[key] == nil {
+                s.slots.removeAll(keepingCapacity: true)
+                s.floor = s.generation
+                guard ticket.generation >= s.floor else { return }
+            }
+            s.slots[key] = Slot(state: rows, invalidatedAt: invalidatedAt)
+            // Seqs only grow; a reader's older seq never replaces a newer one.
+            s.tenantSeq[key.tenant] = max(s.tenantSeq[key.tenant] ?? 0, seq)
+        }
+    }
+
+    /// Writer, before COMMIT: the touched clients leave the cache until `endCommit`.
+    func beginCommit(_ touched: Set<Key>) {
+        guard !touched.isEmpty else { return }
+        state.withLock { s in
+            precondition(s.pending.isEmpty, "one writer: commits do not overlap")
+            s.pending = touched
+            for key in touched { s.slots[key]?.state = nil }
+        }
+    }
+
+    /// Writer, after COMMIT (or ROLLBACK): a newer generation stamped on the
+    /// touched clients; the tenants' last seqs as committed (none after a ROLLBACK).
+    func endCommit(_ touched: Set<Key>, tenantSeqs: [String: Int64]) {
+        guard !touched.isEmpty || !tenantSeqs.isEmpty else { return }
+        let capacity = capacity
+        state.withLock { s in
+            s.generation += 1
+            for key in touched {
+                if s.slots[key] != nil || s.slots.count < capacity {
+                    s.slots[key] = Slot(state: nil, invalidatedAt: s.generation)
+                } else {
+                    // No room to remember this invalidation: start over.
+                    s.slots.removeAll(keepingCapacity: true)
+                    s.floor = s.generation
+                }
+            }
+            s.pending.removeAll(keepingCapacity: true)
+            for (tenant, seq) in tenantSeqs {
+                s.tenantSeq[tenant] = max(s.tenantSeq[tenant] ?? 0, seq)
+            }
+        }
+    }
+
+    public struct Stats: Sendable, Equatable {
+        public var entries: Int
+        public var hits: Int
+        public var misses: Int
+    }
+
+    public var stats: Stats {
+        state.withLock { s in Stats(entries: s.slots.values.count(where: { $0.state != nil }), hits: s.hits, misses: s.misses) }
+    }
+}
