@@ -16,7 +16,7 @@ enum CouponMaintenance {
             WHERE state = 'active' AND expires_micros IS NOT NULL AND expires_micros <= ? ORDER BY expires_micros LIMIT ?
             """).bind(.int(now), .int(Int64(CouponLimits.maintenanceBatch))).rows { ($0.text(18), CouponRows.readCredit($0)) }
         for (tenant, credit) in due {
-            try store.db.savepoint {
+            try store.savepoint {
                 var credit = credit
                 try CouponOps.close(store: store, tenant: tenant, credit: &credit, as: .expired, now: now, idempotencyKey: "", note: "expired")
                 try CouponRows.update(credit, tenant: tenant, db: store.db)
@@ -35,7 +35,7 @@ enum CouponMaintenance {
             WHERE enabled = 1 AND next_issue_micros <= ? ORDER BY next_issue_micros LIMIT ?
             """).bind(.int(now), .int(Int64(CouponLimits.maintenanceBatch))).rows { ($0.text(13), CouponRows.readRule($0)) }
         for (tenant, rule) in due {
-            try store.db.savepoint { try runRule(store: store, tenant: tenant, rule: rule, now: now) }
+            try store.savepoint { try runRule(store: store, tenant: tenant, rule: rule, now: now) }
         }
     }
 

@@ -9,24 +9,95 @@ public final class LedgerStore {
     /// and tenants whose seq it advanced: the balance cache drops them when
     /// the transaction ends (see `BalanceCache`).
     private(set) var touchedClients: Set<BalanceCache.Key> = []
-    private(set) var touchedTenants: Set<String> = []
+    /// Seqs taken in the open transaction and system-account movements,
+    /// kept in memory and written once per transaction (`flushPending`,
+    /// before COMMIT) instead of an UPDATE per entry; savepoints restore them.
+    private var pendingSeqs: [String: Int64] = [:]
+    private var pendingAccountDeltas: [AccountKey: Int64] = [:]
+    /// Tenants read in this transaction or committed earlier (tenants are never deleted).
+    private var knownTenants: Set<String> = []
+
+    struct AccountKey: Hashable {
+        var tenant: String
+        var account: String
+    }
 
     init(db: SQLiteConnection, clock: LedgerClock) {
         self.db = db
         self.clock = clock
     }
 
+    deinit {
+        assert(pendingSeqs.isEmpty && pendingAccountDeltas.isEmpty, "a transaction's seqs or account movements were never flushed")
+    }
+
     func touch(tenant: String, client: String) {
         touchedClients.insert(BalanceCache.Key(tenant: tenant, client: client))
     }
 
-    /// The touched sets, emptied for the next transaction.
-    func takeTouched() -> (clients: Set<BalanceCache.Key>, tenants: Set<String>) {
-        defer {
-            touchedClients.removeAll(keepingCapacity: true)
-            touchedTenants.removeAll(keepingCapacity: true)
+    /// The touched clients, emptied for the next transaction.
+    func takeTouched() -> Set<BalanceCache.Key> {
+        defer { touchedClients.removeAll(keepingCapacity: true) }
+        return touchedClients
+    }
+
+    /// Runs `body` in a savepoint; if it throws, the database and the
+    /// pending seqs and account movements are as before.
+    func savepoint<T>(_ body: () throws -> T) throws -> T {
+        let seqs = pendingSeqs, deltas = pendingAccountDeltas, tenants = knownTenants
+        do {
+            return try db.savepoint(body)
+        } catch {
+            pendingSeqs = seqs
+            pendingAccountDeltas = deltas
+            knownTenants = tenants
+            throw error
         }
-        return (touchedClients, touchedTenants)
+    }
+
+    /// Writes the transaction's tenant seqs and account movements (call
+    /// before COMMIT); returns the tenants' last seqs.
+    func flushPending() throws -> [String: Int64] {
+        for (tenant, seq) in pendingSeqs {
+            try db.statement("UPDATE tenants SET last_seq = ? WHERE id = ? AND last_seq < ?")
+                .bind(.int(seq), .text(tenant), .int(seq)).run()
+            precondition(db.changes == 1, "tenant \(tenant) seq moved outside the writer")
+        }
+        for (key, delta) in pendingAccountDeltas where delta != 0 {
+            try db.statement("""
+                INSERT INTO accounts (tenant_id, account, balance_minor) VALUES (?, ?, ?)
+                ON CONFLICT (tenant_id, account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor
+                """).bind(.text(key.tenant), .text(key.account), .int(delta)).run()
+        }
+        let seqs = pendingSeqs
+        pendingSeqs.removeAll(keepingCapacity: true)
+        pendingAccountDeltas.removeAll(keepingCapacity: true)
+        return seqs
+    }
+
+    /// A transaction outside the writer (tools, tests): BEGIN IMMEDIATE,
+    /// `body`, the pending seqs and account movements, COMMIT.
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        try db.run("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            _ = try flushPending()
+            _ = takeTouched()
+            try db.run("COMMIT")
+            return result
+        } catch {
+            try? db.run("ROLLBACK")
+            discardPending()
+            throw error
+        }
+    }
+
+    /// After a ROLLBACK of the whole transaction.
+    func discardPending() {
+        pendingSeqs.removeAll(keepingCapacity: true)
+        pendingAccountDeltas.removeAll(keepingCapacity: true)
+        knownTenants.removeAll()
+        touchedClients.removeAll(keepingCapacity: true)
     }
 
     // MARK: Tenants
@@ -34,7 +105,15 @@ public final class LedgerStore {
     func tenant(_ id: String) throws -> Tenant? {
         try db.statement("SELECT id, name, currency, allow_directory, created_micros, last_seq FROM tenants WHERE id = ?")
             .bind(.text(id))
-            .first { Tenant(id: $0.text(0), name: $0.text(1), currency: $0.text(2), allowDirectory: $0.bool(3), createdMicros: $0.int(4), lastSeq: $0.int(5)) }
+            .first { Tenant(id: $0.text(0), name: $0.text(1), currency: $0.text(2), allowDirectory: $0.bool(3), createdMicros: $0.int(4),
+                            lastSeq: pendingSeqs[id] ?? $0.int(5)) }
+    }
+
+    /// Throws NOT_FOUND unless the tenant exists (remembered once seen).
+    func requireTenantExists(_ id: String) throws {
+        if knownTenants.contains(id) { return }
+        _ = try requireTenant(id)
+        knownTenants.insert(id)
     }
 
     func requireTenant(_ id: String) throws -> Tenant {
@@ -43,12 +122,17 @@ public final class LedgerStore {
     }
 
     private func nextSeq(tenant: String) throws -> Int64 {
-        touchedTenants.insert(tenant)
-        guard let seq = try db.statement("UPDATE tenants SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
-            .bind(.text(tenant)).first({ $0.int(0) }) else {
-            throw LedgerError.notFound(kind: "tenant", id: tenant)
+        let last: Int64
+        if let pending = pendingSeqs[tenant] {
+            last = pending
+        } else {
+            guard let stored = try db.statement("SELECT last_seq FROM tenants WHERE id = ?").bind(.text(tenant)).first({ $0.int(0) }) else {
+                throw LedgerError.notFound(kind: "tenant", id: tenant)
+            }
+            last = stored
         }
-        return seq
+        pendingSeqs[tenant] = last + 1
+        return last + 1
     }
 
     // MARK: Clients
@@ -94,22 +178,36 @@ public final class LedgerStore {
         let seq = try nextSeq(tenant: tenant)
         let now = clock.nowMicros()
 
-        var balance = try clientBalance(tenant: tenant, client: client)
         let available = Account.available(client), held = Account.held(client)
+        var availableDelta: Int64 = 0, heldDelta: Int64 = 0
         var systemDeltas: [(String, Int64)] = []
         for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
             switch account {
-            case available: balance.availableMinor += delta
-            case held: balance.heldMinor += delta
+            case available: availableDelta += delta
+            case held: heldDelta += delta
             default:
                 precondition(!account.hasPrefix("client:"), "an entry touches only its own client's accounts")
                 systemDeltas.append((account, delta))
             }
         }
-        precondition(balance.availableMinor >= 0 && balance.heldMinor >= 0,
-                     "client \(client) balance would go negative: \(balance)")
+        // One statement moves the client's balance and returns it; the
+        // CHECKs on clients (never negative) back the callers' sufficiency checks.
+        var balance: ClientBalance
+        if let updated = try db.statement("""
+            UPDATE clients SET available_minor = available_minor + ?, held_minor = held_minor + ?, last_seq = ?
+            WHERE tenant_id = ? AND client_id = ? RETURNING available_minor, held_minor
+            """).bind(.int(availableDelta), .int(heldDelta), .int(seq), .text(tenant), .text(client))
+            .first({ ClientBalance(availableMinor: $0.int(0), heldMinor: $0.int(1)) }) {
+            balance = updated
+        } else {
+            balance = ClientBalance(availableMinor: availableDelta, heldMinor: heldDelta)
+            precondition(balance.availableMinor >= 0 && balance.heldMinor >= 0, "client \(client) balance would go negative: \(balance)")
+            try db.statement("INSERT INTO clients (tenant_id, client_id, available_minor, held_minor, last_seq) VALUES (?, ?, ?, ?, ?)")
+                .bind(.text(tenant), .text(client), .int(balance.availableMinor), .int(balance.heldMinor), .int(seq)).run()
+        }
+        precondition(balance.availableMinor >= 0 && balance.heldMinor >= 0, "client \(client) balance went negative: \(balance)")
         guard balance.availableMinor + balance.heldMinor <= LedgerLimits.maxBalanceMinor else {
-            // Caught before anything of the entry is written; the command's savepoint rolls back.
+            // The command's savepoint rolls back the update.
             throw LedgerError.amountOutOfRange(field: "amount_minor")
         }
 
@@ -124,16 +222,8 @@ public final class LedgerStore {
             try applyAllocation(tenant: tenant, seq: seq, ordinal: ordinal, allocation)
         }
         for (account, delta) in systemDeltas {
-            try db.statement("""
-                INSERT INTO accounts (tenant_id, account, balance_minor) VALUES (?, ?, ?)
-                ON CONFLICT (tenant_id, account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor
-                """).bind(.text(tenant), .text(account), .int(delta)).run()
+            pendingAccountDeltas[AccountKey(tenant: tenant, account: account), default: 0] += delta
         }
-        try db.statement("""
-            INSERT INTO clients (tenant_id, client_id, available_minor, held_minor, last_seq) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (tenant_id, client_id) DO UPDATE SET available_minor = excluded.available_minor,
-              held_minor = excluded.held_minor, last_seq = excluded.last_seq
-            """).bind(.text(tenant), .text(client), .int(balance.availableMinor), .int(balance.heldMinor), .int(seq)).run()
 
         return LedgerEntry(seq: seq, type: type, clientId: client, amountMinor: amountMinor, debitAccount: debit,
                            creditAccount: credit, availableAfterMinor: balance.availableMinor, heldAfterMinor: balance.heldMinor,
@@ -265,18 +355,32 @@ public final class LedgerStore {
     /// (`centerId` nil: any valid lot, whatever its scope).
     func drawEligible(tenant: String, client: String, amountMinor: Int64, centerId: String?, serviceCategory: String?,
                       membershipId: String?, hold: Bool) throws -> [Allocation] {
-        _ = try requireTenant(tenant)
+        try requireTenantExists(tenant)
         let now = clock.nowMicros()
-        try expireDueLots(tenant: tenant, client: client, now: now)
         let lots = try eligibleLots(tenant: tenant, client: client, now: now, centerId: centerId,
-                                    serviceCategory: serviceCategory, membershipId: membershipId)
+                                    serviceCategory: serviceCategory, membershipId: membershipId, expireDue: true)
         return try Self.draw(amountMinor, from: lots, hold: hold)
     }
 
     /// The lots a spend or hold may draw from now, in draw order.
+    /// With `expireDue`, first writes the expiry entries of the client's lots
+    /// past valid_until (read in the same query as the active lots: due lots
+    /// come first in draw order).
     func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
-                      membershipId: String?) throws -> [Lot] {
-        let lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
+                      membershipId: String?, expireDue: Bool = false) throws -> [Lot] {
+        var lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
+        if expireDue, lots.contains(where: { $0.validUntilMicros.map { $0 <= now } ?? false }) {
+            if lots.count > LedgerLimits.maxLotsPerDraw {
+                // Not all due lots may be in this page: expire them all, then read again.
+                try expireDueLots(tenant: tenant, client: client, now: now)
+                lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
+            } else {
+                for lot in lots where lot.validUntilMicros.map({ $0 <= now }) ?? false {
+                    try expire(tenant: tenant, lot: lot)
+                }
+                // Expired lots are not valid now: the filter below drops them.
+            }
+        }
         if lots.count > LedgerLimits.maxLotsPerDraw { throw LedgerError.tooManyLots(limit: LedgerLimits.maxLotsPerDraw) }
         return lots.filter { lot in
             lot.freeMinor > 0 && lot.isValid(atMicros: now)

@@ -52,26 +52,26 @@ final class LedgerWriter: @unchecked Sendable {
     /// the balance cache around it (see `BalanceCache`); ROLLBACK on failure.
     private func commit() throws {
         let touched = store.takeTouched()
-        var seqs: [String: Int64] = [:]
+        let seqs: [String: Int64]
         do {
-            for tenant in touched.tenants {
-                seqs[tenant] = try store.db.statement("SELECT last_seq FROM tenants WHERE id = ?")
-                    .bind(.text(tenant)).first { $0.int(0) }
-            }
-            cache.beginCommit(touched.clients)
+            seqs = try store.flushPending()
+            cache.beginCommit(touched)
             try store.db.run("COMMIT")
         } catch {
             try? store.db.run("ROLLBACK")
-            cache.endCommit(touched.clients, tenantSeqs: [:])
+            store.discardPending()
+            cache.endCommit(touched, tenantSeqs: [:])
             throw error
         }
-        cache.endCommit(touched.clients, tenantSeqs: seqs)
+        cache.endCommit(touched, tenantSeqs: seqs)
     }
 
     /// Rolls back the open transaction (if any) and forgets what it touched.
     private func rollback() {
         if store.db.isInTransaction { try? store.db.run("ROLLBACK") }
-        cache.endCommit(store.takeTouched().clients, tenantSeqs: [:])
+        let touched = store.takeTouched()
+        store.discardPending()
+        cache.endCommit(touched, tenantSeqs: [:])
     }
 
     func start() {
@@ -219,7 +219,7 @@ final class LedgerWriter: @unchecked Sendable {
                 continue
             }
             do {
-                let report = try store.db.savepoint { try write.execute(store) }
+                let report = try store.savepoint { try write.execute(store) }
                 reports.append(report)
                 applied.append(write)
             } catch {
@@ -255,14 +255,14 @@ final class LedgerWriter: @unchecked Sendable {
                 for (tenant, id) in holds {
                     var release = ReleaseHold(tenantId: tenant, holdId: id, idempotencyKey: nil)
                     release.automatic = true
-                    _ = try store.db.savepoint { try release.apply(store) }
+                    _ = try store.savepoint { try release.apply(store) }
                 }
                 let lots = try store.db.statement("""
                     SELECT \(LedgerStore.lotColumns), tenant_id FROM lots WHERE state = 'active' AND valid_until_micros IS NOT NULL
                       AND valid_until_micros <= ? ORDER BY valid_until_micros LIMIT 500
                     """).bind(.int(now)).rows { ($0.text(19), LedgerStore.readLot($0)) }
                 for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
-                    try store.db.savepoint { try store.expire(tenant: tenant, lot: lot) }
+                    try store.savepoint { try store.expire(tenant: tenant, lot: lot) }
                 }
                 try CouponMaintenance.run(store: store, now: now)
                 try store.db.statement("""

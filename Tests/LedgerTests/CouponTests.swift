@@ -46,7 +46,8 @@ extension Fixture {
     /// Runs the coupon maintenance as the writer does, on a connection of its own.
     func runCouponMaintenance() throws {
         let db = try SQLiteConnection(path: path)
-        try db.transaction { try CouponMaintenance.run(store: LedgerStore(db: db, clock: clock), now: clock.nowMicros()) }
+        let store = LedgerStore(db: db, clock: clock)
+        try store.transaction { try CouponMaintenance.run(store: store, now: clock.nowMicros()) }
     }
 
     func couponEntries(_ client: String) throws -> [LedgerEntry] {
