@@ -19,6 +19,7 @@ public final class Ledger: @unchecked Sendable {
     public let path: String
     public let options: Options
     private let writer: LedgerWriter
+    private let checkpointer: Checkpointer
     /// Balance reads from memory, invalidated by the writer at each commit.
     public let balanceCache: BalanceCache
 
@@ -29,8 +30,16 @@ public final class Ledger: @unchecked Sendable {
         self.options = options
         var connectionOptions = SQLiteConnection.OpenOptions()
         connectionOptions.synchronousFull = options.synchronousFull
+        connectionOptions.cacheKiB = 32 * 1024
         let db = try SQLiteConnection(path: path, options: connectionOptions)
         try Schema.migrate(db, clock: options.clock)
+        let checkpointer = try Checkpointer(path: path, synchronousFull: options.synchronousFull)
+        self.checkpointer = checkpointer
+        db.onWALCommit { [unowned db] frames in
+            if frames >= Checkpointer.requestFrames { checkpointer.request() }
+            if frames >= Checkpointer.writerFallbackFrames { _ = try? db.checkpointPassive() }
+        }
+        checkpointer.start()
         precondition(options.balanceCacheEntries >= 0)
         balanceCache = BalanceCache(capacity: options.balanceCacheEntries)
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
@@ -95,8 +104,12 @@ public final class Ledger: @unchecked Sendable {
 
     public var queueDepth: Int { writer.queueDepth }
 
+    /// Background checkpoints done (the writer's commits never run one).
+    var checkpointsDone: Int { checkpointer.checkpoints }
+
     /// Finishes queued writes and stops the writer.
     public func close() {
         writer.stop()
+        checkpointer.stop()
     }
 }

@@ -29,12 +29,15 @@ public enum SQLValue: Sendable, Equatable {
 public final class SQLiteConnection {
     private var db: OpaquePointer?
     private var cache: [String: PreparedStatement] = [:]
+    private var walHook: WALHookBox?
     public let path: String
 
     public struct OpenOptions: Sendable {
         public var readOnly = false
         public var synchronousFull = true
         public var busyTimeoutMillis: Int32 = 5_000
+        /// Page cache in KiB (SQLite's default is 2,000 KiB).
+        public var cacheKiB: Int = 2_000
         public init() {}
     }
 
@@ -57,10 +60,13 @@ public final class SQLiteConnection {
         try execute(options.synchronousFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
         try execute("PRAGMA temp_store=MEMORY")
+        precondition(options.cacheKiB > 0)
+        try execute("PRAGMA cache_size=-\(options.cacheKiB)")
     }
 
     deinit {
         cache.removeAll()  // finalize statements before closing
+        if walHook != nil { sqlite3_wal_hook(db, nil, nil) }
         sqlite3_close_v2(db)
     }
 
@@ -129,6 +135,28 @@ public final class SQLiteConnection {
     }
 
     public var changes: Int { Int(sqlite3_changes(db)) }
+
+    /// Called after each commit with the number of frames in the WAL.
+    /// Replaces SQLite's automatic checkpoints on this connection: the
+    /// handler decides when and where to checkpoint.
+    public func onWALCommit(_ handler: @escaping (Int) -> Void) {
+        walHook = WALHookBox(handler)
+        let context = Unmanaged.passUnretained(walHook!).toOpaque()
+        sqlite3_wal_hook(db, { context, _, _, frames in
+            Unmanaged<WALHookBox>.fromOpaque(context!).takeUnretainedValue().handler(Int(frames))
+            return SQLITE_OK
+        }, context)
+    }
+
+    /// A PASSIVE checkpoint (copies what it can without waiting for readers
+    /// or writers); returns the WAL's frames and how many are now in the database.
+    @discardableResult
+    public func checkpointPassive() throws -> (walFrames: Int, checkpointed: Int) {
+        var log: Int32 = 0, done: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &done)
+        guard rc == SQLITE_OK else { throw error(rc, sql: "wal_checkpoint(PASSIVE)") }
+        return (Int(log), Int(done))
+    }
 
     public var isInTransaction: Bool { sqlite3_get_autocommit(db) == 0 }
 
@@ -256,3 +284,9 @@ public struct Row {
 }
 
 private let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// Keeps the WAL hook's handler alive for as long as the connection.
+private final class WALHookBox {
+    let handler: (Int) -> Void
+    init(_ handler: @escaping (Int) -> Void) { self.handler = handler }
+}

@@ -165,4 +165,15 @@ import Testing
         #expect(try fx.balance("c").summary.availableMinor == 100_000 - 400 * 7)
         #expect(fx.ledger.balanceCache.stats.hits > 0)
     }
+
+    /// The WAL is copied back by the checkpoint thread, and the data stays whole.
+    @Test func walCheckpointedInTheBackground() throws {
+        let fx = try Fixture(synchronousFull: false)
+        defer { fx.finish() }
+        for i in 0..<400 { try fx.order("client-\(i)", 10) }
+        #expect(fx.eventually { fx.ledger.checkpointsDone > 0 })
+        try fx.spend("client-7", 3)
+        #expect(try fx.balance("client-7").summary.availableMinor == 7)
+        #expect(try fx.ledger.verify().ok)
+    }
 }
