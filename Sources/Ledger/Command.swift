@@ -110,7 +110,8 @@ enum Canonical {
     /// Percent-escapes the separators of the canonical forms ('%', '\n', '=',
     /// ',', '|'), so that different values never encode alike.
     static func escape(_ value: String) -> String {
-        guard value.contains(where: { "%\n=,|".contains($0) }) else { return value }
+        // Byte scan: these separators are ASCII, never part of a multi-byte scalar.
+        guard value.utf8.contains(where: { $0 == 0x25 || $0 == 0x0A || $0 == 0x3D || $0 == 0x2C || $0 == 0x7C }) else { return value }
         var out = ""
         for ch in value {
             switch ch {

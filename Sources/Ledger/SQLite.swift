@@ -28,7 +28,7 @@ public enum SQLValue: Sendable, Equatable {
 /// confine each to one thread (the writer, or one event loop's reads).
 public final class SQLiteConnection {
     private var db: OpaquePointer?
-    private var cache: [String: PreparedStatement] = [:]
+    private var cache: [SQLKey: PreparedStatement] = [:]
     private var walHook: WALHookBox?
     public let path: String
 
@@ -89,7 +89,7 @@ public final class SQLiteConnection {
 
     /// A cached prepared statement for `sql`, reset and ready to bind.
     public func statement(_ sql: String) throws -> PreparedStatement {
-        if let cached = cache[sql] {
+        if let cached = cache[SQLKey(sql)] {
             cached.reset()
             return cached
         }
@@ -99,7 +99,7 @@ public final class SQLiteConnection {
             throw SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db)), sql: sql)
         }
         let prepared = PreparedStatement(stmt: stmt, connection: self, sql: sql)
-        cache[sql] = prepared
+        cache[SQLKey(sql)] = prepared
         return prepared
     }
 
@@ -220,7 +220,14 @@ public final class PreparedStatement {
             switch value {
             case .null: rc = sqlite3_bind_null(stmt, index)
             case .int(let v): rc = sqlite3_bind_int64(stmt, index, v)
-            case .text(let s): rc = sqlite3_bind_text(stmt, index, s, -1, SQLITE_TRANSIENT)
+            case .text(var s):
+                // No C-string copy for native strings; SQLite copies the bytes.
+                rc = s.withUTF8 { utf8 in
+                    guard let base = utf8.baseAddress, utf8.count > 0 else { return sqlite3_bind_text(stmt, index, "", 0, SQLITE_TRANSIENT) }
+                    return base.withMemoryRebound(to: CChar.self, capacity: utf8.count) {
+                        sqlite3_bind_text(stmt, index, $0, Int32(utf8.count), SQLITE_TRANSIENT)
+                    }
+                }
             case .blob(let b):
                 rc = b.withUnsafeBytes { sqlite3_bind_blob(stmt, index, $0.baseAddress, Int32($0.count), SQLITE_TRANSIENT) }
             }
@@ -289,4 +296,30 @@ private let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.sel
 private final class WALHookBox {
     let handler: (Int) -> Void
     init(_ handler: @escaping (Int) -> Void) { self.handler = handler }
+}
+
+/// The statement cache's key: the SQL text, hashed on its length and three
+/// 16-byte windows instead of every byte (statements are hundreds of bytes
+/// and looked up on every use); equality still compares the whole text.
+private struct SQLKey: Hashable {
+    let sql: String
+    init(_ sql: String) { self.sql = sql }
+
+    func hash(into hasher: inout Hasher) {
+        var copy = sql
+        copy.withUTF8 { bytes in
+            let raw = UnsafeRawBufferPointer(bytes)
+            hasher.combine(raw.count)
+            let window = 16
+            guard raw.count > 3 * window else {
+                hasher.combine(bytes: raw)
+                return
+            }
+            for start in [0, raw.count / 2 - window / 2, raw.count - window] {
+                hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<(start + window)]))
+            }
+        }
+    }
+
+    static func == (a: SQLKey, b: SQLKey) -> Bool { a.sql == b.sql }
 }

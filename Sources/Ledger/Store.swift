@@ -1,3 +1,6 @@
+import Foundation
+import Synchronization
+
 /// Row access and the primitive movements of the ledger, used by commands
 /// inside the writer's transaction. Confined to the writer thread (or to a
 /// reader's thread for the `load…` functions, through `StoreReads`).
@@ -436,18 +439,49 @@ enum ListCodec {
 
 /// Random, prefixed identifiers: `lot_` + 20 base-32 characters (100 bits).
 public enum IDs {
-    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+    private static let alphabet: [UInt8] = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
+    private static let pool = Mutex(RandomPool())
 
+    /// "<prefix>_" and 20 characters of Crockford-style base32: 100 random bits.
     public static func make(_ prefix: String) -> String {
-        var rng = SystemRandomNumberGenerator()
-        var out = prefix + "_"
-        var bits = rng.next() as UInt64
-        var extra = rng.next() as UInt64
+        var (bits, extra) = pool.withLock { ($0.next(), $0.next()) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(prefix.utf8.count + 21)
+        bytes.append(contentsOf: prefix.utf8)
+        bytes.append(UInt8(ascii: "_"))
         for i in 0..<20 {
             if i == 12 { bits = extra; extra = 0 }
-            out.append(alphabet[Int(bits & 31)])
+            bytes.append(alphabet[Int(bits & 31)])
             bits >>= 5
         }
-        return out
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Random words from the kernel, read from /dev/urandom 4 KiB at a time
+/// (one read per 512 words instead of a getrandom call per word).
+private struct RandomPool {
+    private static let urandom: Int32 = {
+        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+        precondition(fd >= 0, "cannot open /dev/urandom: errno \(errno)")
+        return fd
+    }()
+
+    private var words = [UInt64](repeating: 0, count: 512)
+    private var index = 512
+
+    mutating func next() -> UInt64 {
+        if index == words.count {
+            words.withUnsafeMutableBytes { buffer in
+                var filled = 0
+                while filled < buffer.count {
+                    let n = read(Self.urandom, buffer.baseAddress! + filled, buffer.count - filled)
+                    if n > 0 { filled += n } else { precondition(n < 0 && errno == EINTR, "reading /dev/urandom failed: errno \(errno)") }
+                }
+            }
+            index = 0
+        }
+        defer { index += 1 }
+        return words[index]
     }
 }

@@ -32,3 +32,27 @@ import Testing
         #expect(statement.map(\.type) == [.reversal, .release, .capture, .hold, .spend, .purchase])
     }
 }
+
+@Suite struct IDAndStatementCacheTests {
+    @Test func idsAreWellFormedAndDistinct() {
+        let alphabet = Set("0123456789abcdefghjkmnpqrstvwxyz")
+        var seen = Set<String>()
+        for _ in 0..<5_000 {
+            let id = IDs.make("spd")
+            #expect(id.hasPrefix("spd_") && id.count == 24 && id.dropFirst(4).allSatisfy { alphabet.contains($0) }, "\(id)")
+            seen.insert(id)
+        }
+        #expect(seen.count == 5_000)
+    }
+
+    /// Statements that differ only between the hashed windows are still told apart.
+    @Test func statementCacheComparesWholeText() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        let filler = String(repeating: " ", count: 200)
+        let a = try db.statement("SELECT 1 \(filler) AS x \(filler) /* end */").rows { $0.int(0) }
+        let b = try db.statement("SELECT 2 \(filler) AS x \(filler) /* end */").rows { $0.int(0) }
+        let c = try db.statement("SELECT 1 \(filler)  AS y\(filler) /* end */").rows { $0.int(0) }
+        #expect(a == [1] && b == [2] && c == [1])
+        #expect(try db.statement("SELECT 2 \(filler) AS x \(filler) /* end */").rows { $0.int(0) } == [2])
+    }
+}
