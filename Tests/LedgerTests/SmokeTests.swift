@@ -43,6 +43,10 @@ import Testing
             seen.insert(id)
         }
         #expect(seen.count == 5_000)
+        // Later ids sort after earlier ones (millisecond prefix).
+        let first = IDs.make("x")
+        Thread.sleep(forTimeInterval: 0.003)
+        #expect(IDs.make("x") > first)
     }
 
     /// Statements that differ only between the hashed windows are still told apart.
