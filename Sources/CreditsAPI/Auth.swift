@@ -65,7 +65,11 @@ public final class Authenticator: Sendable {
     }
 
     public static func hash<S: StringProtocol>(_ secret: S) -> [UInt8] {
-        Array(SHA256.hash(data: Array(secret.utf8)))
+        // Hash the string's own UTF-8 storage when it is contiguous (native strings): no copy.
+        if let digest = secret.utf8.withContiguousStorageIfAvailable({ SHA256.hash(data: UnsafeRawBufferPointer($0)) }) {
+            return Array(digest)
+        }
+        return Array(SHA256.hash(data: Array(secret.utf8)))
     }
 
     /// A new random token for a key id: "<id>.<43 url-safe base64 chars>".

@@ -379,11 +379,16 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.handler = route.makeHandler(call)
     }
 
-    private static func isGRPCContentType(_ value: String) -> Bool {
-        let lower = value.lowercased()
-        guard lower.hasPrefix("application/grpc") else { return false }
-        let rest = lower.dropFirst("application/grpc".count)
-        return rest.isEmpty || rest.first == "+" || rest.first == ";"
+    /// "application/grpc", optionally followed by "+…" or ";…", in any case.
+    /// Compared on UTF-8 bytes: this runs for every call.
+    static func isGRPCContentType(_ value: String) -> Bool {
+        let expected = "application/grpc".utf8
+        var bytes = value.utf8.makeIterator()
+        for e in expected {
+            guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+        }
+        guard let next = bytes.next() else { return true }
+        return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {

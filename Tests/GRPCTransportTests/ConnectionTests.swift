@@ -185,6 +185,16 @@ final class Harness {
         #expect(h.client.responses[id]?.header(":status") == "415")
     }
 
+    @Test func contentTypeCheckIsCaseInsensitiveAndExact() {
+        for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8"] {
+            #expect(GRPCConnectionHandler.isGRPCContentType(ok), "\(ok)")
+        }
+        for bad in ["", "application/grp", "application/grpcx", "application/grpc-web", "application/json", "xapplication/grpc",
+                    "application/gRPC\u{0}", "application\u{0F}grpc"] {
+            #expect(!GRPCConnectionHandler.isGRPCContentType(bad), "\(bad)")
+        }
+    }
+
     @Test func oversizedMessageIsResourceExhausted() throws {
         let h = try Harness(maxMessage: 100)
         let r = h.call("/test.Svc/Echo", [Array(repeating: 1, count: 101)])
