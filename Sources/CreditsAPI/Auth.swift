@@ -34,7 +34,16 @@ public final class Authenticator: Sendable {
     /// `cacheTTLNanos`: a revoke or directory-access change invalidates at
     /// once, and the TTL bounds how long a read that raced with it can keep
     /// an old value.
-    private let cache = NIOLockedValueBox<[String: (key: APIKeyRecord, until: UInt64)]>([:])
+    private let cache = NIOLockedValueBox<[String: CachedKey]>([:])
+
+    /// A key as read from the ledger and, once a call proved it, the secret
+    /// that hashed to its stored hash: later calls within the TTL compare
+    /// against it in constant time instead of hashing again.
+    private struct CachedKey {
+        var key: APIKeyRecord
+        var until: UInt64
+        var verifiedSecret: [UInt8]?
+    }
     private let tenants = NIOLockedValueBox<[String: (tenant: Tenant, until: UInt64)]>([:])
     static let maxCachedKeys = 100_000
     static let cacheTTLNanos: UInt64 = 1_000_000_000
@@ -98,6 +107,18 @@ public final class Authenticator: Sendable {
         return diff == 0
     }
 
+    /// The same over a string's bytes (time depends on the lengths only).
+    static func constantTimeEqual(_ a: Substring.UTF8View, _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        var i = 0
+        for byte in a {
+            diff |= byte ^ b[i]
+            i += 1
+        }
+        return diff == 0
+    }
+
     /// Forgets a cached key (after a revoke).
     public func invalidate(keyId: String) {
         _ = cache.withLockedValue { $0.removeValue(forKey: keyId) }
@@ -148,7 +169,11 @@ public final class Authenticator: Sendable {
         guard !idPart.isEmpty, !secretPart.isEmpty, idPart.utf8.count <= 64, secretPart.utf8.count <= 128 else { return nil }
         let keyId = String(idPart)
         let now = Self.now
-        var key = cache.withLockedValue { $0[keyId] }.flatMap { $0.until > now ? $0.key : nil }
+        let cached = cache.withLockedValue { $0[keyId] }.flatMap { $0.until > now ? $0 : nil }
+        if let cached, let verified = cached.verifiedSecret, cached.key.revokedMicros == nil {
+            return Self.constantTimeEqual(secretPart.utf8, verified) ? cached.key : nil
+        }
+        var key = cached?.key
         if key == nil {
             let stored: APIKeyRecord?
             do {
@@ -161,12 +186,17 @@ public final class Authenticator: Sendable {
             if stored.revokedMicros == nil {
                 cache.withLockedValue { cache in
                     if cache.count >= Self.maxCachedKeys { cache.removeAll() }
-                    cache[keyId] = (stored, now + Self.cacheTTLNanos)
+                    cache[keyId] = CachedKey(key: stored, until: now + Self.cacheTTLNanos, verifiedSecret: nil)
                 }
             }
         }
         guard let key, key.revokedMicros == nil, Self.constantTimeEqual(Self.hash(secretPart), key.secretHash) else {
             return nil
+        }
+        let secret = Array(secretPart.utf8)
+        cache.withLockedValue { cache in
+            // Only onto the entry this key was read into (not one re-read since).
+            if cache[keyId]?.key == key { cache[keyId]?.verifiedSecret = secret }
         }
         return key
     }

@@ -686,6 +686,18 @@ def test_authentication(cs, cchan, admin, t):
     # Other keys of the tenant still work.
     assert t.staff.credit.GetBalance(req).summary.available_minor == 0
 
+    # Once a key's secret has been verified (and is remembered for a while),
+    # near misses of it are still refused.
+    good = t.staff_key.token
+    assert Actor(cs, cchan, good).credit.GetBalance(req).summary.client_id == "x"
+    for bad in (good + "x", good[:-1], good[:-1] + ("A" if good[-1] != "A" else "B"), f"{key_id}.", f".{good.split('.', 1)[1]}"):
+        expect(cs, UNAUTH, Actor(cs, cchan, bad).credit.GetBalance, req)
+    # The scheme is case-insensitive and blanks around the token are ignored; anything else is refused.
+    for header in (f"bearer {good}", f"BEARER   {good}"):
+        assert Actor(cs, cchan, None, extra=[("authorization", header)]).credit.GetBalance(req).summary.client_id == "x"
+    for header in (f"Bearer{good}", "Bearer", f"Basic {good}", good):
+        expect(cs, UNAUTH, Actor(cs, cchan, None, extra=[("authorization", header)]).credit.GetBalance, req)
+
 
 def test_tenant_isolation(cs, cchan, admin, t):
     C = cs.credits
