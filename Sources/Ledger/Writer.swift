@@ -92,8 +92,11 @@ final class LedgerWriter: @unchecked Sendable {
             completion(.failure(error))
             return
         }
+        // The canonical request for idempotency checks, built on the caller's
+        // thread: the writer thread is the bottleneck under write load.
+        let fields = command.idempotencyFields.map { "\($0.0)=\(Canonical.escape($0.1))" }.joined(separator: "\n")
         let write = PendingWrite(deadlineUptimeNanos: deadlineUptimeNanos, execute: { store in
-            try Self.execute(command, store: store, encodeReply: encodeReply, completion: completion)
+            try Self.execute(command, fields: fields, store: store, encodeReply: encodeReply, completion: completion)
         }, fail: { completion(.failure($0)) })
         condition.lock()
         if stopping {
@@ -112,9 +115,8 @@ final class LedgerWriter: @unchecked Sendable {
     }
 
     /// Idempotency first, then the command, then its idempotency record.
-    private static func execute<C: LedgerCommand>(_ command: C, store: LedgerStore, encodeReply: (C.Output) -> [UInt8],
+    private static func execute<C: LedgerCommand>(_ command: C, fields: String, store: LedgerStore, encodeReply: (C.Output) -> [UInt8],
                                                   completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) throws -> () -> Void {
-        let fields = command.idempotencyFields.map { "\($0.0)=\(Canonical.escape($0.1))" }.joined(separator: "\n")
         if let key = command.idempotencyKey, !key.isEmpty {
             if let existing = try store.idempotencyRecord(tenant: command.tenantId, key: key) {
                 guard existing.operation == C.operation, existing.fields == fields else {
