@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark helpers under tools/bench, so that they keep working between
+benchmark runs: the SQLite ceiling program and the idle-connection holder (against the real server).
+The benchmark figures themselves come from `tools/bench/run`, never from tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from credits_api import channel_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sqlite_ceiling_runs_every_batch_size(tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.fail("no C compiler (tools/install-deps installs one with the Swift toolchain's clang)", pytrace=False)
+    binary = tmp_path / "sqlite-ceiling"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(ROOT / "tools/bench/sqlite-ceiling.c"), "-lsqlite3"], check=True)
+    r = subprocess.run([str(binary), "--db", str(tmp_path / "c.sqlite"), "--batch", "1,16", "--ops", "64", "--warmup", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [line["batch"] for line in lines] == [1, 16], r.stdout
+    for line in lines:
+        assert line["ops"] == 64 and line["ops_per_s"] > 0 and line["commits"] == 64 // line["batch"], line
+    # It cleans up after itself unless --keep.
+    assert not (tmp_path / "c.sqlite").exists()
+
+
+def test_idle_connections_are_held_and_the_server_still_answers(start_credits_server, tmp_path):
+    srv = start_credits_server(name="idle")
+    ready = tmp_path / "ready.json"
+    done = tmp_path / "done.json"
+    holder = subprocess.Popen([sys.executable, str(ROOT / "tools/bench/idle-conns"), "--port", str(srv.port),
+                               "--count", "50", "--hold", "0", "--ready-file", str(ready), "--json", str(done)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if ready.exists() and ready.read_text().strip():
+                break
+            if holder.poll() is not None:
+                pytest.fail(f"idle-conns exited early: {holder.stderr.read()}")
+            subprocess.run(["sleep", "0.05"])
+        state = json.loads(ready.read_text())
+        assert state["open"] == 50, state
+        # 50 idle connections do not stop the server from serving.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        ch = channel_for(srv)
+        assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+        ch.close()
+    finally:
+        holder.terminate()
+        holder.wait(timeout=10)
+    final = json.loads(done.read_text())
+    assert final["open"] == 50 and final["settings_exchanged"] == 50 and final["goaway"] == 0, final
