@@ -84,7 +84,8 @@ public struct ProtoCall<Response: ProtoMessage>: Sendable {
 
     public func send(_ response: Response) {
         if call.eventLoop.inEventLoop {
-            call.sendMessage(sizeHint: response.serializedSize) { response.serialize(into: &$0) }
+            // serialize(into:) reserves the exact size itself: the message is encoded once.
+            call.sendMessage { response.serialize(into: &$0) }
         } else {
             call.eventLoop.execute { self.send(response) }
         }

@@ -141,6 +141,22 @@ public final class ServerCall: @unchecked Sendable {
         enqueue(MessageFramer.frame(allocator: allocator, capacity: sizeHint, write))
     }
 
+    /// Sends one response message serialized in place by `write`, when its
+    /// size is not known in advance (the frame grows as `write` appends):
+    /// encoders then run once. With gzip negotiated the message is
+    /// serialized first and compressed if large enough.
+    public func sendMessage(_ write: (inout ByteBuffer) -> Void) {
+        precondition(eventLoop.inEventLoop, "sendMessage(_:) runs on the call's event loop")
+        guard !isFinished else { return }
+        if responseEncoding == .gzip {
+            var plain = allocator.buffer(capacity: 256)
+            write(&plain)
+            sendMessage(plain)
+            return
+        }
+        enqueue(MessageFramer.frame(allocator: allocator, capacity: 128, write))
+    }
+
     /// Ends the call with `status` and optional trailing metadata.
     public func finish(_ status: GRPCStatus, trailers: Metadata = Metadata()) {
         guard eventLoop.inEventLoop else {
