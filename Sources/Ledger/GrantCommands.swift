@@ -48,7 +48,7 @@ public struct PurchasePackage: LedgerCommand {
         guard package.active else { throw LedgerError.packageInactive(packageId: packageId) }
         let now = store.clock.nowMicros()
         let validUntil = package.validityDays.map { now + Int64($0) * 86_400_000_000 }
-        let (lot, entry) = try store.createLot(
+        let (lot, _) = try store.createLot(
             tenant: tenantId, client: clientId, origin: .purchase, entryType: .purchase, fundingAccount: Account.purchases,
             amountMinor: package.creditsMinor, centerId: centerId, validFromMicros: nil, validUntilMicros: validUntil,
             scope: package.scope, packageId: package.id, paymentRef: paymentRef.isEmpty ? nil : paymentRef,
@@ -107,7 +107,7 @@ public struct CreateCreditOrder: LedgerCommand {
         if let validUntilMicros, validUntilMicros <= store.clock.nowMicros() {
             throw LedgerError.invalid("valid_until", "must be in the future")
         }
-        let (lot, entry) = try store.createLot(
+        let (lot, _) = try store.createLot(
             tenant: tenantId, client: clientId, origin: .order, entryType: .order, fundingAccount: Account.orders,
             amountMinor: amountMinor, centerId: centerId, validFromMicros: nil, validUntilMicros: validUntilMicros,
             scope: scope, packageId: nil, paymentRef: nil, priceMinor: priceMinor, note: note, reason: "credit_order",

@@ -71,7 +71,7 @@ struct Backup: ParsableCommand {
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create tenants and API keys directly in the database.",
-        subcommands: [CreateTenantCommand.self, CreateKeyCommand.self])
+        subcommands: [CreateTenantCommand.self, CreateKeyCommand.self, SeedCommand.self])
 }
 
 struct CreateTenantCommand: ParsableCommand {

@@ -30,23 +30,7 @@ func tempLedger(clock: TestClock = TestClock()) throws -> (Ledger, String) {
     return (try Ledger(path: path, options: options), path)
 }
 
-/// Deterministic random numbers for the property tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D4_9BB3_1332_8D39
-        return z ^ (z >> 31)
-    }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
-    mutating func int64(_ range: ClosedRange<Int64>) -> Int64 { Int64.random(in: range, using: &self) }
-    mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
-    mutating func pick<T>(_ values: [T]) -> T { values[Int.random(in: 0..<values.count, using: &self)] }
-}
-
+/// The property tests draw from the ledger's SplitMix64 (seeded, reproducible).
 struct UnexpectedReplay: Error {}
 
 /// A ledger on a temporary file with a test clock, a reader, and tenant "t1".

@@ -1,0 +1,854 @@
+/// Offline bulk seeding of a tenant for scale benchmarks (issue 5, 2(e)):
+/// K clients and exactly L ledger entries of realistic history, written in
+/// one SQLite transaction on a connection of its own — no group-commit
+/// writer, no idempotency records, no reads back from the database.
+///
+/// The money model is the ledger's: every entry is the row `appendEntry`
+/// would write for the same command (same accounts, columns, allocations,
+/// after-balances, lot states, draw order), computed on an in-memory copy of
+/// the tenant's clients, lots and system accounts. Lots, spends and holds are
+/// written once, in their final state; clients, accounts and the tenant's
+/// last_seq at the end. Tenant, staff key and packages go through the normal
+/// commands. `Ledger.verify` recomputes everything afterwards.
+///
+/// Why not the commands themselves on a `LedgerStore`: measured at 1 M
+/// entries (one transaction, synchronous=OFF, 2 GiB cache) they write about
+/// 10 k entries/s — over 15 minutes for 10 M. What makes this path faster:
+/// entries and allocations are appended in key order; the secondary indexes
+/// are built once from sorted rows at the end instead of at random keys row
+/// by row; lots, spends and holds (random ids) are staged and moved in key
+/// order; and with no other connection on the file the load runs with a
+/// rollback journal (new pages written once, not through the WAL).
+///
+/// Run it with no server on the database: the transaction holds the write
+/// lock until the seed is complete, and all of it or none of it is committed.
+
+/// What to seed.
+public struct BulkSeedPlan: Sendable {
+    public struct StaffKey: Sendable {
+        public var keyId: String
+        public var label: String
+        /// SHA-256 of the secret (the caller makes the token; the ledger never sees it).
+        public var secretHash: [UInt8]
+
+        public init(keyId: String, label: String, secretHash: [UInt8]) {
+            self.keyId = keyId
+            self.label = label
+            self.secretHash = secretHash
+        }
+    }
+
+    public static let maxClients = 10_000_000
+    public static let maxEntries = 1_000_000_000
+
+    public var tenantId: String
+    public var tenantName: String
+    public var currency = "EUR"
+    /// K: clients `<clientPrefix>0` … `<clientPrefix>K-1`.
+    public var clients: Int
+    /// L: ledger entries written in total (exactly), at least one per client.
+    public var entries: Int
+    public var clientPrefix = "lg-client-"
+    public var centerId = "c1"
+    /// Makes the history (clients chosen, kinds, amounts, times) reproducible; ids are random as in the service.
+    public var randomSeed: UInt64 = 1
+    /// Entry times are spread evenly over this many days before now.
+    public var historyDays = 365
+    /// Each client's last entry is a credit order of this much, without expiry:
+    /// its available balance at the end is at least this.
+    public var reserveMinor: Int64 = 2_000_000
+    /// A staff key created with the tenant, in the same transaction.
+    public var staffKey: StaffKey?
+    /// SQLite page cache during the seed (the normal default is restored after).
+    public var cacheMiB = 2_048
+
+    public init(tenantId: String, tenantName: String? = nil, clients: Int, entries: Int) {
+        self.tenantId = tenantId
+        self.tenantName = tenantName ?? "seeded \(tenantId)"
+        self.clients = clients
+        self.entries = entries
+    }
+
+    /// Throws `invalidArgument` naming every bad field.
+    public func validate() throws(LedgerError) {
+        var v = Validator()
+        v.id(tenantId, "tenant_id")
+        v.text(tenantName, "tenant_name", max: 200, required: true)
+        v.check(currency.utf8.count == 3 && currency.utf8.allSatisfy { $0 >= 65 && $0 <= 90 }, "currency",
+                "must be an ISO 4217 code, three capital letters")
+        v.check(clients >= 1 && clients <= Self.maxClients, "clients", "must be 1…\(Self.maxClients)")
+        v.check(entries >= 1 && entries <= Self.maxEntries, "entries", "must be 1…\(Self.maxEntries)")
+        v.check(entries >= clients, "entries", "must be at least clients (\(clients)): every client gets its reserve entry")
+        v.id(clientPrefix + String(max(0, clients - 1)), "client_prefix")  // the longest client id
+        v.id(centerId, "center_id")
+        v.check(historyDays >= 1 && historyDays <= 3_650, "history_days", "must be 1…3650")
+        v.check(reserveMinor >= 1 && reserveMinor <= LedgerLimits.maxAmountMinor, "reserve_minor",
+                "must be 1…\(LedgerLimits.maxAmountMinor)")
+        v.check(cacheMiB >= 2 && cacheMiB <= 65_536, "cache_mib", "must be 2…65536")
+        if let key = staffKey {
+            v.id(key.keyId, "key_id")
+            v.text(key.label, "key_label", max: 200)
+            v.check(key.secretHash.count == 32, "secret_hash", "must be 32 bytes")
+        }
+        try v.finish()
+    }
+}
+
+/// What a seed wrote and how long it took.
+public struct BulkSeedReport: Sendable, Equatable {
+    public var tenantId: String
+    public var clients = 0
+    public var entries = 0
+    public var lots = 0
+    public var spends = 0
+    public var holds = 0
+    public var reversals = 0
+    public var allocations = 0
+    /// Time of the first and the last entry.
+    public var firstEntryMicros: Int64 = 0
+    public var lastEntryMicros: Int64 = 0
+    /// Whether the load ran with a rollback journal (no other connection on the database) rather than the WAL.
+    public var rollbackJournal = false
+    /// Whether the secondary indexes were dropped for the load and built again after it.
+    public var indexesRebuilt = false
+    /// Generating and inserting the rows; moving the staged rows in key order and
+    /// building the indexes; the commit; the closing WAL checkpoint.
+    public var insertSeconds = 0.0
+    public var indexSeconds = 0.0
+    public var commitSeconds = 0.0
+    public var checkpointSeconds = 0.0
+
+    public var totalSeconds: Double { insertSeconds + indexSeconds + commitSeconds + checkpointSeconds }
+}
+
+public enum BulkSeed {
+    /// How often `progress` is called (entries written).
+    public static let progressInterval = 100_000
+
+    /// Creates the tenant (refusing one that exists), the plan's staff key,
+    /// a small package catalog and the history, in one transaction; then
+    /// restores the connection's normal settings, the planner statistics, and
+    /// checkpoints the WAL. `clock` gives "now": every entry time is before it.
+    public static func run(path: String, plan: BulkSeedPlan, clock: LedgerClock = SystemClock(),
+                           progress: ((_ entriesWritten: Int) -> Void)? = nil) throws -> BulkSeedReport {
+        try plan.validate()
+        let db = try SQLiteConnection(path: path)
+        try Schema.migrate(db, clock: clock)
+        let settings = try LoadSettings(db: db, cacheMiB: plan.cacheMiB)
+        var report: BulkSeedReport
+        do {
+            report = try seedInOneTransaction(db: db, plan: plan, clock: clock, progress: progress)
+        } catch {
+            try? settings.restore()
+            throw error
+        }
+        let restoreStart = monotonicSeconds()
+        try settings.restore()
+        report.rollbackJournal = settings.rollbackJournal
+        report.commitSeconds += monotonicSeconds() - restoreStart
+        // DROP INDEX removed their statistics; the server writes them at every start too.
+        try Schema.installPlannerStatistics(db)
+        let checkpointStart = monotonicSeconds()
+        try settings.checkpoint()
+        report.checkpointSeconds = monotonicSeconds() - checkpointStart
+        return report
+    }
+
+    private static func seedInOneTransaction(db: SQLiteConnection, plan: BulkSeedPlan, clock: LedgerClock,
+                                             progress: ((Int) -> Void)?) throws -> BulkSeedReport {
+        try db.run("BEGIN IMMEDIATE")
+        do {
+            let started = monotonicSeconds()
+            let seeder = try BulkSeeder(db: db, plan: plan, clock: clock, progress: progress)
+            try seeder.createTenantKeyAndPackages()  // refuses an existing tenant before anything else changes
+            let indexes = try DeferredIndexes.drop(db: db, plannedEntries: plan.entries)
+            try seeder.writeHistory()
+            let inserted = monotonicSeconds()
+            try seeder.moveStagedRows()
+            try indexes.rebuild()
+            let indexed = monotonicSeconds()
+            try db.run("COMMIT")
+            var report = seeder.report
+            report.indexesRebuilt = !indexes.dropped.isEmpty
+            report.insertSeconds = inserted - started
+            report.indexSeconds = indexed - inserted
+            report.commitSeconds = monotonicSeconds() - indexed
+            return report
+        } catch {
+            try? db.run("ROLLBACK")
+            throw error
+        }
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+/// Connection settings for the load, and the normal ones after it.
+private struct LoadSettings {
+    let db: SQLiteConnection
+    let normalCacheSize: Int64
+    /// With no other connection on the database, the load runs with a rollback
+    /// journal: new pages go straight to the file, once, instead of through
+    /// the WAL and a checkpoint. (The commit stays atomic: a crash leaves a hot
+    /// journal that the next open rolls back.)
+    let rollbackJournal: Bool
+
+    init(db: SQLiteConnection, cacheMiB: Int) throws {
+        self.db = db
+        normalCacheSize = try db.statement("PRAGMA cache_size").first { $0.int(0) } ?? -2_000
+        do {
+            rollbackJournal = try db.statement("PRAGMA journal_mode=DELETE").first { $0.text(0) } == "delete"
+        } catch let error as SQLiteError where error.isBusy {
+            rollbackJournal = false  // another connection has the database open: stay in WAL mode
+        }
+        // No fsync per commit: the seed is one transaction, made durable once after it.
+        try db.execute("PRAGMA synchronous=OFF")
+        try db.execute("PRAGMA cache_size=-\(cacheMiB * 1_024)")
+        // Every row the seed writes belongs to the tenant it creates first, in the same transaction.
+        try db.execute("PRAGMA foreign_keys=OFF")
+        // Staged rows and sorts go to temporary files, not memory; a helper thread sorts.
+        try db.execute("PRAGMA temp_store=FILE")
+        try db.execute("PRAGMA threads=2")
+    }
+
+    /// What `SQLiteConnection` sets at open, then the data made durable: the
+    /// WAL checkpointed with synchronous=FULL, or the file synced.
+    func restore() throws {
+        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA cache_size=\(normalCacheSize)")
+        try db.execute("PRAGMA foreign_keys=ON")
+        try db.execute("PRAGMA temp_store=MEMORY")
+        try db.execute("PRAGMA threads=0")
+        if rollbackJournal {
+            let mode = try db.statement("PRAGMA journal_mode=WAL").first { $0.text(0) }
+            guard mode == "wal" else { throw SQLiteError(code: SQLITE_ERROR, message: "cannot return to WAL mode (\(mode ?? "?"))", sql: nil) }
+            try syncFile()
+        }
+    }
+
+    func checkpoint() throws {
+        let busy = try db.statement("PRAGMA wal_checkpoint(TRUNCATE)").first { $0.int(0) } ?? 0
+        if busy != 0 {
+            // Another connection reads: the data is committed and durable in the WAL; SQLite checkpoints it later.
+            try db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        }
+    }
+
+    private func syncFile() throws {
+        let fd = open(db.path, O_RDONLY)
+        guard fd >= 0 else { throw SQLiteError(code: SQLITE_IOERR, message: "cannot open \(db.path) to sync it", sql: nil) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SQLiteError(code: SQLITE_IOERR, message: "fsync of \(db.path) failed", sql: nil) }
+    }
+}
+
+/// The secondary indexes of the tables the seed fills. Inserting into them
+/// row by row at random keys dominates a large load; building them once
+/// from sorted rows is several times faster. Dropped and built again inside
+/// the seed's transaction (a failure rolls both back), from their own SQL in
+/// sqlite_schema; only when the seed writes at least as many entries as the
+/// database holds already (else rebuilding costs more than it saves).
+private struct DeferredIndexes {
+    static let tables = ["entries", "allocations", "lots", "holds", "spends"]
+
+    let db: SQLiteConnection
+    let dropped: [(name: String, sql: String)]
+
+    static func drop(db: SQLiteConnection, plannedEntries: Int) throws -> DeferredIndexes {
+        let existing = try db.statement("SELECT COUNT(*) FROM entries").first { $0.int(0) } ?? 0
+        guard Int64(plannedEntries) >= existing else { return DeferredIndexes(db: db, dropped: []) }
+        let placeholders = tables.map { _ in "?" }.joined(separator: ", ")
+        let indexes = try db.statement("""
+            SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN (\(placeholders)) ORDER BY name
+            """).bind(tables.map(SQLValue.text)).rows { (name: $0.text(0), sql: $0.text(1)) }
+        for index in indexes {
+            precondition(index.name.utf8.allSatisfy { $0 == 95 || (48...57).contains($0) || (97...122).contains($0) },
+                         "unexpected index name \(index.name)")
+            try db.execute("DROP INDEX main.\(index.name)")
+        }
+        return DeferredIndexes(db: db, dropped: indexes)
+    }
+
+    func rebuild() throws {
+        for index in dropped { try db.execute(index.sql) }
+    }
+}
+
+/// "Now" for the normal commands the seeder runs (tenant, packages, key), set by the seeder.
+private final class SeedClock: LedgerClock, @unchecked Sendable {
+    var micros: Int64
+    init(_ micros: Int64) { self.micros = micros }
+    func nowMicros() -> Int64 { micros }
+}
+
+/// A lot while the seed runs: written once, when no later entry can touch it
+/// (exhausted and not owed by the client's last spend), or at the end.
+private final class SeedLot {
+    let id: String
+    let origin: LotOrigin
+    let amountMinor: Int64
+    var remainingMinor: Int64 = 0
+    var heldMinor: Int64 = 0
+    let validUntilMicros: Int64?
+    let package: CreditPackage?
+    let paymentRef: String?
+    let priceMinor: Int64
+    let note: String
+    let createdSeq: Int64
+    let createdMicros: Int64
+
+    init(id: String, origin: LotOrigin, amountMinor: Int64, validUntilMicros: Int64?, package: CreditPackage?,
+         paymentRef: String?, priceMinor: Int64, note: String, createdSeq: Int64, createdMicros: Int64) {
+        self.id = id
+        self.origin = origin
+        self.amountMinor = amountMinor
+        self.validUntilMicros = validUntilMicros
+        self.package = package
+        self.paymentRef = paymentRef
+        self.priceMinor = priceMinor
+        self.note = note
+        self.createdSeq = createdSeq
+        self.createdMicros = createdMicros
+    }
+
+    var freeMinor: Int64 { remainingMinor - heldMinor }
+
+    /// The ledger's draw order (`LedgerStore.activeLots`): soonest expiry first, no expiry last, then oldest.
+    func drawsBefore(_ other: SeedLot) -> Bool {
+        switch (validUntilMicros, other.validUntilMicros) {
+        case let (a?, b?) where a != b: return a < b
+        case (nil, _?): return false
+        case (_?, nil): return true
+        default: return createdSeq < other.createdSeq
+        }
+    }
+}
+
+/// A spend while it may still be reversed (the client's latest); its row is
+/// written when the next spend replaces it, or at the end.
+private final class SeedSpend {
+    let id: String
+    let amountMinor: Int64
+    var reversedMinor: Int64 = 0
+    let reason: SpendReason
+    let bookingRef: String
+    let serviceCategory: String?
+    let holdId: String?
+    let seq: Int64
+    let createdMicros: Int64
+    /// Lots drawn, in allocation order, with the part not yet returned.
+    var owed: [(lot: SeedLot, minor: Int64)]
+
+    init(id: String, amountMinor: Int64, reason: SpendReason, bookingRef: String, serviceCategory: String?, holdId: String?,
+         seq: Int64, createdMicros: Int64, owed: [(lot: SeedLot, minor: Int64)]) {
+        self.id = id
+        self.amountMinor = amountMinor
+        self.reason = reason
+        self.bookingRef = bookingRef
+        self.serviceCategory = serviceCategory
+        self.holdId = holdId
+        self.seq = seq
+        self.createdMicros = createdMicros
+        self.owed = owed
+    }
+}
+
+private final class SeedClient {
+    let id: String
+    let availableAccount: String
+    let heldAccount: String
+    var availableMinor: Int64 = 0
+    var heldMinor: Int64 = 0
+    var lastSeq: Int64 = 0
+    /// Lots with credit left, in draw order.
+    var active: [SeedLot] = []
+    /// Exhausted lots the last spend still owes (a reversal may refill them).
+    var parked: [SeedLot] = []
+    var lastSpend: SeedSpend?
+
+    init(id: String) {
+        self.id = id
+        availableAccount = Account.available(id)
+        heldAccount = Account.held(id)
+    }
+
+    func activate(_ lot: SeedLot) {
+        let index = active.firstIndex { lot.drawsBefore($0) } ?? active.endIndex
+        active.insert(lot, at: index)
+    }
+}
+
+private struct SeedAllocation {
+    var lot: SeedLot
+    var remainingDeltaMinor: Int64
+    var heldDeltaMinor: Int64
+}
+
+/// One side of an entry: the client's own accounts, or a system account.
+private enum Leg {
+    case available
+    case held
+    case system(String)
+}
+
+/// SplitMix64: small, fast, reproducible from a seed (the bulk seeder's
+/// `BulkSeedPlan.randomSeed`; the property tests' seeds).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D4_9BB3_1332_8D39
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int.random(in: 0..<n, using: &self) }
+    mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
+    mutating func int64(_ range: ClosedRange<Int64>) -> Int64 { Int64.random(in: range, using: &self) }
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
+    mutating func pick<T>(_ values: [T]) -> T { values[Int.random(in: 0..<values.count, using: &self)] }
+}
+
+/// Generates and writes the history, inside the caller's transaction.
+private final class BulkSeeder {
+    static let microsPerDay: Int64 = 86_400_000_000
+    /// Below this much free credit a client's next event is a purchase or order.
+    static let lowWaterMinor: Int64 = 2_000
+    /// Above it no more purchases or orders (keeps a client's active lots few, as in real use).
+    static let highWaterMinor: Int64 = 80_000
+    static let serviceCategories: [String?] = ["class", "spa", "pt", nil]
+    static let spendReasons: [SpendReason] = [.booking, .checkIn, .service]
+
+    let db: SQLiteConnection
+    let plan: BulkSeedPlan
+    let tenant: String
+    let nowMicros: Int64
+    let startMicros: Int64
+    let stepMicros: Int64
+    let holdWindowMicros: Int64
+    let progress: ((Int) -> Void)?
+    var rng: SplitMix64
+    var clients: [SeedClient]
+    var packages: [CreditPackage] = []
+    var systemBalances: [String: Int64] = [:]
+    var seq: Int64 = 0
+    var report: BulkSeedReport
+
+    static let stagedTables = ["lots", "spends", "holds"]
+
+    let insertEntry: PreparedStatement
+    let insertAllocation: PreparedStatement
+    let stageLot: PreparedStatement
+    let stageSpend: PreparedStatement
+    let stageHold: PreparedStatement
+    let insertClient: PreparedStatement
+    let insertAccount: PreparedStatement
+
+    init(db: SQLiteConnection, plan: BulkSeedPlan, clock: LedgerClock, progress: ((Int) -> Void)?) throws {
+        self.db = db
+        self.plan = plan
+        self.progress = progress
+        tenant = plan.tenantId
+        nowMicros = clock.nowMicros()
+        // Entries fill [start, now − 1 s): one slot of `step` per entry, in seq order.
+        let endMicros = nowMicros - 1_000_000
+        startMicros = endMicros - Int64(plan.historyDays) * Self.microsPerDay
+        stepMicros = max(1, (endMicros - startMicros) / Int64(plan.entries))
+        // A hold is captured or released by the next entry or two; it must still be open then.
+        holdWindowMicros = max(2 * Self.microsPerDay, 3 * stepMicros)
+        rng = SplitMix64(seed: plan.randomSeed)
+        clients = (0..<plan.clients).map { SeedClient(id: plan.clientPrefix + String($0)) }
+        report = BulkSeedReport(tenantId: plan.tenantId)
+
+        insertEntry = try db.statement("""
+            INSERT INTO entries (tenant_id, seq, type, client_id, amount_minor, debit_account, credit_account,
+              available_after_minor, held_after_minor, time_micros, ref_id, center_id, booking_ref, payment_ref,
+              idempotency_key, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        insertAllocation = try db.statement("""
+            INSERT INTO allocations (tenant_id, seq, ordinal, lot_id, remaining_delta_minor, held_delta_minor) VALUES (?, ?, ?, ?, ?, ?)
+            """)
+        for table in Self.stagedTables {
+            // Same columns, in the same order; no key, no constraint (checked when the rows move).
+            try db.execute("CREATE TEMP TABLE seed_\(table) AS SELECT * FROM main.\(table) WHERE 0")
+        }
+        stageLot = try db.statement("""
+            INSERT INTO temp.seed_lots (tenant_id, \(LedgerStore.lotColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        stageSpend = try db.statement("INSERT INTO temp.seed_spends (tenant_id, \(SpendRows.columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        stageHold = try db.statement("INSERT INTO temp.seed_holds (tenant_id, \(HoldRows.columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        insertClient = try db.statement("INSERT INTO clients (tenant_id, client_id, available_minor, held_minor, last_seq) VALUES (?, ?, ?, ?, ?)")
+        insertAccount = try db.statement("INSERT INTO accounts (tenant_id, account, balance_minor) VALUES (?, ?, ?)")
+    }
+
+    /// Every entry — the history, then each client's reserve — and the final
+    /// rows of lots, spends, clients, accounts and the tenant's seq.
+    func writeHistory() throws {
+        let history = plan.entries - plan.clients
+        var left = history
+        while left > 0 {
+            left -= try event(clients[rng.below(clients.count)], maxEntries: left)
+        }
+        precondition(left == 0 && seq == Int64(history), "history wrote \(seq) entries, planned \(history)")
+        for client in clients { try reserve(client) }
+        try finish()
+        precondition(seq == Int64(plan.entries) && report.entries == plan.entries,
+                     "wrote \(seq) entries, planned \(plan.entries)")
+        report.clients = clients.count
+        try db.statement("UPDATE tenants SET last_seq = ? WHERE id = ?").bind(.int(seq), .text(tenant)).run()
+        precondition(db.changes == 1)
+    }
+
+    private func write(_ statement: PreparedStatement, _ values: [SQLValue]) throws {
+        try statement.bind(values).run()
+    }
+
+    /// Lots, spends and holds have random ids: staged in arrival order, then
+    /// written in key order (a sort instead of a random B-tree insert per row).
+    func moveStagedRows() throws {
+        for table in Self.stagedTables {
+            try db.execute("INSERT INTO main.\(table) SELECT * FROM temp.seed_\(table) ORDER BY tenant_id, id")
+            try db.execute("DROP TABLE temp.seed_\(table)")
+        }
+    }
+
+    // MARK: Tenant, key and catalog through the normal commands
+
+    func createTenantKeyAndPackages() throws {
+        let clock = SeedClock(startMicros - Self.microsPerDay)
+        let store = LedgerStore(db: db, clock: clock)
+        let tenantCommand = CreateTenant(id: tenant, name: plan.tenantName, currency: plan.currency, allowDirectory: false)
+        try tenantCommand.validate()
+        _ = try tenantCommand.apply(store)  // throws alreadyExists for an existing tenant
+        let catalog: [(String, Int64, Int64, Int32?)] = [
+            ("10 credits", 10_000, 9_000, 730),
+            ("25 credits", 25_000, 21_000, 1_095),
+            ("Open 5", 5_000, 5_000, nil),
+            ("Open 50", 50_000, 42_000, nil),
+        ]
+        for (name, credits, price, days) in catalog {
+            let command = CreatePackage(tenantId: tenant, name: name, creditsMinor: credits, priceMinor: price, validityDays: days,
+                                        scope: .any, idempotencyKey: nil)
+            try command.validate()
+            packages.append(try command.apply(store))
+        }
+        if let key = plan.staffKey {
+            clock.micros = nowMicros
+            let command = CreateAPIKey(keyId: key.keyId, tenantId: tenant, role: .staff, label: key.label, secretHash: key.secretHash)
+            try command.validate()
+            _ = try command.apply(store)
+        }
+    }
+
+    // MARK: History
+
+    /// One client event; returns the entries it wrote (1…3, at most `maxEntries`).
+    private func event(_ client: SeedClient, maxEntries: Int) throws -> Int {
+        precondition(client.heldMinor == 0, "holds are resolved within their event")
+        let free = client.availableMinor
+        if free < Self.lowWaterMinor { return try grant(client) }
+        // About 1 in 4 events adds credit, 1 in 30 refunds the last spend, 1 in 6 books a hold; the rest spend.
+        let roll = rng.unit()
+        if roll < 0.25 {
+            return free <= Self.highWaterMinor ? try grant(client) : try spend(client)
+        }
+        if roll < 0.285 {
+            guard let last = client.lastSpend, last.reversedMinor < last.amountMinor else { return try spend(client) }
+            return try reverse(client, last)
+        }
+        if roll < 0.45 && maxEntries >= 2 && holdWindowMicros <= LedgerLimits.maxHoldSeconds * 1_000_000 {
+            return try holdCycle(client, maxEntries: maxEntries)
+        }
+        return try spend(client)
+    }
+
+    /// A package purchase or a staff credit order (PurchasePackage, CreateCreditOrder).
+    private func grant(_ client: SeedClient) throws -> Int {
+        let seq = self.seq + 1
+        let time = timeOf(seq)
+        let key = "seed-\(seq)"
+        let lot: SeedLot
+        if rng.chance(0.6) {
+            let package = packages[rng.below(packages.count)]
+            lot = SeedLot(id: IDs.make("lot"), origin: .purchase, amountMinor: package.creditsMinor,
+                          validUntilMicros: package.validityDays.map { time + Int64($0) * Self.microsPerDay }, package: package,
+                          paymentRef: "pay-\(seq)", priceMinor: package.priceMinor, note: package.name, createdSeq: seq, createdMicros: time)
+            try append(.purchase, client, amountMinor: lot.amountMinor, debit: .system(Account.purchases), credit: .available,
+                       refId: lot.id, paymentRef: lot.paymentRef ?? "", idempotencyKey: key, reason: "purchase", note: lot.note,
+                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+        } else {
+            let amount = rng.int64(100...1_000) * 50
+            let validUntil: Int64? = rng.chance(0.5) ? time + rng.int64(730...1_825) * Self.microsPerDay : nil
+            lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
+                          paymentRef: nil, priceMinor: amount, note: "front desk", createdSeq: seq, createdMicros: time)
+            try append(.order, client, amountMinor: amount, debit: .system(Account.orders), credit: .available, refId: lot.id,
+                       idempotencyKey: key, reason: "credit_order", note: lot.note,
+                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: amount, heldDeltaMinor: 0)])
+        }
+        client.activate(lot)
+        report.lots += 1
+        return 1
+    }
+
+    /// The final credit order of each client: its reserve for later load, drawn last (no expiry, newest).
+    private func reserve(_ client: SeedClient) throws {
+        let seq = self.seq + 1
+        let lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
+                          paymentRef: nil, priceMinor: 0, note: "load test reserve", createdSeq: seq, createdMicros: timeOf(seq))
+        try append(.order, client, amountMinor: lot.amountMinor, debit: .system(Account.orders), credit: .available, refId: lot.id,
+                   idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note,
+                   allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+        client.activate(lot)
+        report.lots += 1
+    }
+
+    private func drawAmount(_ client: SeedClient) -> Int64 {
+        min(client.availableMinor, rng.int64(2...120) * 50)
+    }
+
+    /// SpendCredits: draws from the lots in draw order.
+    private func spend(_ client: SeedClient) throws -> Int {
+        let amount = drawAmount(client)
+        let allocations = draw(amount, from: client, hold: false)
+        let id = IDs.make("spd")
+        let seq = self.seq + 1
+        let booking = "bk-\(seq)"
+        let reason = Self.spendReasons[rng.below(Self.spendReasons.count)]
+        let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
+        let (entrySeq, time) = try append(.spend, client, amountMinor: amount, debit: .available, credit: .system(Account.consumption),
+                                          refId: id, bookingRef: booking, idempotencyKey: "seed-\(seq)", reason: reason.rawValue,
+                                          allocations: allocations)
+        try replaceLastSpend(client, with: SeedSpend(
+            id: id, amountMinor: amount, reason: reason, bookingRef: booking, serviceCategory: category, holdId: nil,
+            seq: entrySeq, createdMicros: time, owed: allocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+        return 1
+    }
+
+    /// CreateHold, then CaptureHold (whole or part, the rest released) or ReleaseHold.
+    private func holdCycle(_ client: SeedClient, maxEntries: Int) throws -> Int {
+        let amount = drawAmount(client)
+        let pins = draw(amount, from: client, hold: true)
+        let holdId = IDs.make("hld")
+        let holdSeq = self.seq + 1
+        let booking = "bk-\(holdSeq)"
+        let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
+        let (_, holdTime) = try append(.hold, client, amountMinor: amount, debit: .available, credit: .held, refId: holdId,
+                                       bookingRef: booking, idempotencyKey: "seed-\(holdSeq)", reason: "hold", allocations: pins)
+        var hold = Hold(id: holdId, clientId: client.id, amountMinor: amount, capturedMinor: 0, state: .held,
+                        expiresMicros: holdTime + holdWindowMicros, centerId: plan.centerId, bookingRef: booking,
+                        serviceCategory: category, membershipId: nil, seq: holdSeq, createdMicros: holdTime, spendId: nil, allocations: [])
+        let key = "seed-\(self.seq + 1)"
+        let roll = rng.unit()
+        if roll < 0.15 {
+            try append(.release, client, amountMinor: amount, debit: .held, credit: .available, refId: holdId, bookingRef: booking,
+                       idempotencyKey: key, reason: "released",
+                       allocations: pins.map { SeedAllocation(lot: $0.lot, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldDeltaMinor) })
+            hold.state = .released
+            try stage(hold)
+            return 2
+        }
+        let partial = roll < 0.30 && maxEntries >= 3 && amount >= 100
+        let capture = partial ? rng.int64(1...(amount - 1)) : amount
+        var left = capture
+        var captureAllocations: [SeedAllocation] = []
+        var releaseAllocations: [SeedAllocation] = []
+        for pin in pins {
+            let take = min(left, pin.heldDeltaMinor)
+            if take > 0 { captureAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: -take, heldDeltaMinor: -take)) }
+            if pin.heldDeltaMinor - take > 0 {
+                releaseAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: 0, heldDeltaMinor: -(pin.heldDeltaMinor - take)))
+            }
+            left -= take
+        }
+        precondition(left == 0)
+        let spendId = IDs.make("spd")
+        let reason: SpendReason = rng.chance(0.8) ? .checkIn : .booking
+        let (captureSeq, captureTime) = try append(.capture, client, amountMinor: capture, debit: .held,
+                                                   credit: .system(Account.consumption), refId: spendId, bookingRef: booking,
+                                                   idempotencyKey: key, reason: reason.rawValue, allocations: captureAllocations)
+        if capture < amount {
+            try append(.release, client, amountMinor: amount - capture, debit: .held, credit: .available, refId: holdId,
+                       bookingRef: booking, idempotencyKey: key, reason: "partial_capture", allocations: releaseAllocations)
+        }
+        hold.state = .captured
+        hold.capturedMinor = capture
+        hold.spendId = spendId
+        try stage(hold)
+        try replaceLastSpend(client, with: SeedSpend(
+            id: spendId, amountMinor: capture, reason: reason, bookingRef: booking, serviceCategory: category, holdId: holdId,
+            seq: captureSeq, createdMicros: captureTime, owed: captureAllocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+        return capture < amount ? 3 : 2
+    }
+
+    /// ReverseSpend of the client's last spend: credit returns to its lots, most recently drawn first.
+    private func reverse(_ client: SeedClient, _ spend: SeedSpend) throws -> Int {
+        let reversible = spend.amountMinor - spend.reversedMinor
+        let amount = rng.chance(0.5) ? reversible : rng.int64(1...reversible)
+        var left = amount
+        var allocations: [SeedAllocation] = []
+        for i in spend.owed.indices.reversed() where left > 0 && spend.owed[i].minor > 0 {
+            let give = min(left, spend.owed[i].minor)
+            allocations.append(SeedAllocation(lot: spend.owed[i].lot, remainingDeltaMinor: give, heldDeltaMinor: 0))
+            spend.owed[i].minor -= give
+            left -= give
+        }
+        precondition(left == 0, "returning more than spend \(spend.id) drew")
+        let refilled = allocations.filter { $0.lot.remainingMinor == 0 }.map(\.lot)
+        try append(.reversal, client, amountMinor: amount, debit: .system(Account.consumption), credit: .available, refId: spend.id,
+                   bookingRef: spend.bookingRef, idempotencyKey: "seed-\(seq + 1)", reason: "refund", allocations: allocations)
+        spend.reversedMinor += amount
+        for lot in refilled {
+            client.parked.removeAll { $0 === lot }
+            client.activate(lot)
+        }
+        report.reversals += 1
+        return 1
+    }
+
+    /// `LedgerStore.draw` over the client's active lots (all valid, scope any).
+    private func draw(_ amountMinor: Int64, from client: SeedClient, hold: Bool) -> [SeedAllocation] {
+        precondition(amountMinor > 0 && amountMinor <= client.availableMinor)
+        var left = amountMinor
+        var allocations: [SeedAllocation] = []
+        for lot in client.active where left > 0 && lot.freeMinor > 0 {
+            let take = min(left, lot.freeMinor)
+            allocations.append(hold ? SeedAllocation(lot: lot, remainingDeltaMinor: 0, heldDeltaMinor: take)
+                                    : SeedAllocation(lot: lot, remainingDeltaMinor: -take, heldDeltaMinor: 0))
+            left -= take
+        }
+        precondition(left == 0, "client \(client.id): lots hold less than its available balance")
+        return allocations
+    }
+
+    /// The previous last spend can no longer be reversed here: write its row
+    /// and the exhausted lots it owed. Lots the new spend exhausted wait.
+    private func replaceLastSpend(_ client: SeedClient, with spend: SeedSpend) throws {
+        try flushSpend(client)
+        for lot in client.parked { try flushLot(lot, client: client) }
+        client.parked = client.active.filter { $0.remainingMinor == 0 }
+        client.active.removeAll { $0.remainingMinor == 0 }
+        client.lastSpend = spend
+    }
+
+    // MARK: The entry, as appendEntry writes it
+
+    private func timeOf(_ seq: Int64) -> Int64 {
+        startMicros + (seq - 1) * stepMicros + Int64(truncatingIfNeeded: UInt64(bitPattern: seq &* 0x2545_F491_4F6C_DD1D) % UInt64(stepMicros))
+    }
+
+    @discardableResult
+    private func append(_ type: EntryType, _ client: SeedClient, amountMinor: Int64, debit: Leg, credit: Leg, refId: String,
+                        bookingRef: String = "", paymentRef: String = "", idempotencyKey: String, reason: String,
+                        note: String = "", allocations: [SeedAllocation]) throws -> (seq: Int64, timeMicros: Int64) {
+        precondition(amountMinor > 0, "ledger entries move a positive amount")
+        seq += 1
+        let time = timeOf(seq)
+        let debitAccount = move(debit, -amountMinor, client)
+        let creditAccount = move(credit, amountMinor, client)
+        precondition(debitAccount != creditAccount, "an entry moves money between two different accounts")
+        precondition(client.availableMinor >= 0 && client.heldMinor >= 0, "client \(client.id) balance would go negative")
+        precondition(client.availableMinor + client.heldMinor <= LedgerLimits.maxBalanceMinor, "client \(client.id) balance out of range")
+        try write(insertEntry, [.text(tenant), .int(seq), .text(type.rawValue), .text(client.id), .int(amountMinor), .text(debitAccount),
+                               .text(creditAccount), .int(client.availableMinor), .int(client.heldMinor), .int(time), .text(refId),
+                               .text(plan.centerId), .text(bookingRef), .text(paymentRef), .text(idempotencyKey), .text(reason),
+                               .text(note)])
+        for (ordinal, allocation) in allocations.enumerated() {
+            let lot = allocation.lot
+            precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
+            lot.remainingMinor += allocation.remainingDeltaMinor
+            lot.heldMinor += allocation.heldDeltaMinor
+            precondition(0 <= lot.heldMinor && lot.heldMinor <= lot.remainingMinor && lot.remainingMinor <= lot.amountMinor,
+                         "lot \(lot.id) out of bounds")
+            try write(insertAllocation, [.text(tenant), .int(seq), .int(Int64(ordinal)), .text(lot.id),
+                                        .int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor)])
+        }
+        client.lastSeq = seq
+        if report.entries == 0 { report.firstEntryMicros = time }
+        report.lastEntryMicros = time
+        report.entries += 1
+        report.allocations += allocations.count
+        if let progress, report.entries % BulkSeed.progressInterval == 0 { progress(report.entries) }
+        return (seq, time)
+    }
+
+    /// Applies one side of an entry to the in-memory balances; returns the account's name.
+    private func move(_ leg: Leg, _ deltaMinor: Int64, _ client: SeedClient) -> String {
+        switch leg {
+        case .available:
+            client.availableMinor += deltaMinor
+            return client.availableAccount
+        case .held:
+            client.heldMinor += deltaMinor
+            return client.heldAccount
+        case .system(let account):
+            systemBalances[account, default: 0] += deltaMinor
+            return account
+        }
+    }
+
+    // MARK: Final rows
+
+    private func flushSpend(_ client: SeedClient) throws {
+        guard let s = client.lastSpend else { return }
+        try write(stageSpend, [.text(tenant), .text(s.id), .text(client.id), .int(s.amountMinor), .int(s.reversedMinor),
+                              .text(s.reason.rawValue), .text(plan.centerId), .text(s.bookingRef),
+                              s.serviceCategory.map(SQLValue.text) ?? .null, s.holdId.map(SQLValue.text) ?? .null,
+                              .int(s.seq), .int(s.createdMicros)])
+        client.lastSpend = nil
+        report.spends += 1
+    }
+
+    private func flushLot(_ lot: SeedLot, client: SeedClient) throws {
+        precondition(lot.heldMinor == 0, "lot \(lot.id) is written with credit held")
+        let scope = lot.package?.scope ?? .any
+        try write(stageLot, [.text(tenant), .text(lot.id), .text(client.id), .text(lot.origin.rawValue), .text(plan.centerId),
+                            .int(lot.amountMinor), .int(lot.remainingMinor), .int(lot.heldMinor), .null,
+                            lot.validUntilMicros.map(SQLValue.int) ?? .null, .text(ListCodec.encode(scope.serviceCategories)),
+                            .text(ListCodec.encode(scope.centers)), .text(ListCodec.encode(scope.membershipIds)),
+                            lot.package.map { SQLValue.text($0.id) } ?? .null, lot.paymentRef.map(SQLValue.text) ?? .null,
+                            .int(lot.priceMinor), .text(lot.note), .int(lot.createdSeq), .int(lot.createdMicros),
+                            .text(lot.remainingMinor == 0 ? LotState.exhausted.rawValue : LotState.active.rawValue)])
+    }
+
+    /// The row `HoldRows.insert` writes.
+    private func stage(_ h: Hold) throws {
+        try write(stageHold, [.text(tenant), .text(h.id), .text(h.clientId), .int(h.amountMinor), .int(h.capturedMinor), .text(h.state.rawValue),
+                             .int(h.expiresMicros), .text(h.centerId), .text(h.bookingRef), h.serviceCategory.map(SQLValue.text) ?? .null,
+                             h.membershipId.map(SQLValue.text) ?? .null, .int(h.seq), .int(h.createdMicros),
+                             h.spendId.map(SQLValue.text) ?? .null])
+        report.holds += 1
+    }
+
+    /// Every remaining lot and spend, each client's balance, the system accounts and the tenant's seq.
+    private func finish() throws {
+        for client in clients {
+            precondition(client.heldMinor == 0, "client \(client.id) has credit held at the end")
+            try flushSpend(client)
+            for lot in client.parked + client.active { try flushLot(lot, client: client) }
+            let lotsMinor = client.active.reduce(Int64(0)) { $0 + $1.remainingMinor }
+            precondition(lotsMinor == client.availableMinor, "client \(client.id): lots hold \(lotsMinor), balance \(client.availableMinor)")
+            precondition(client.availableMinor >= plan.reserveMinor, "client \(client.id) ends below its reserve")
+            try write(insertClient, [.text(tenant), .text(client.id), .int(client.availableMinor), .int(client.heldMinor), .int(client.lastSeq)])
+            client.parked = []
+            client.active = []
+        }
+        for (account, balance) in systemBalances.sorted(by: { $0.key < $1.key }) {
+            try write(insertAccount, [.text(tenant), .text(account), .int(balance)])
+        }
+        let clientTotal = clients.reduce(Int64(0)) { $0 + $1.availableMinor + $1.heldMinor }
+        precondition(systemBalances.values.reduce(0, +) + clientTotal == 0, "accounts do not sum to zero")
+    }
+}
+
+import CSQLite
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
