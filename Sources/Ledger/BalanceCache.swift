@@ -88,6 +88,9 @@ public final class BalanceCache: @unchecked Sendable {
 
     public let capacity: Int
     private let state = Mutex(State())
+    /// Clients with more lots and open holds than this are always read from
+    /// SQLite: the cache's memory stays bounded by capacity × this many rows.
+    static let maxRowsPerClient = 64
 
     /// `capacity` 0 disables the cache (every read goes to SQLite).
     public init(capacity: Int) {
@@ -111,7 +114,7 @@ public final class BalanceCache: @unchecked Sendable {
 
     /// Stores what a reader read in a snapshot opened after `ticket` was taken.
     func store(_ key: Key, _ rows: ClientBalanceState, tenantSeq seq: Int64, ticket: Ticket) {
-        guard ticket.cacheable else { return }
+        guard ticket.cacheable, rows.lots.count + rows.holds.count <= Self.maxRowsPerClient else { return }
         let capacity = capacity
         state.withLock { s in
             guard ticket.generation >= s.floor, !s.pending.contains(key) else { return }

@@ -30,7 +30,7 @@ public final class Ledger: @unchecked Sendable {
         self.options = options
         var connectionOptions = SQLiteConnection.OpenOptions()
         connectionOptions.synchronousFull = options.synchronousFull
-        connectionOptions.cacheKiB = 32 * 1024
+        connectionOptions.cacheKiB = 8 * 1024
         let db = try SQLiteConnection(path: path, options: connectionOptions)
         try Schema.migrate(db, clock: options.clock)
         let checkpointer = try Checkpointer(path: path, synchronousFull: options.synchronousFull)

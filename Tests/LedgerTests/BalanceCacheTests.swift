@@ -104,6 +104,23 @@ import Testing
         #expect(seq == 2)
     }
 
+    /// A client with more rows than the per-client bound is never cached.
+    @Test func clientsWithManyRowsAreNotCached() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.order("big", 10_000)
+        for _ in 0..<BalanceCache.maxRowsPerClient { try fx.hold("big", 1) }
+        let before = fx.ledger.balanceCache.stats
+        #expect(try fx.balance("big").openHolds.count == BalanceCache.maxRowsPerClient)
+        #expect(try fx.balance("big").summary.heldMinor == Int64(BalanceCache.maxRowsPerClient))
+        #expect(fx.ledger.balanceCache.stats.hits == before.hits)
+        try fx.order("small", 10)
+        _ = try fx.balance("small")
+        let filled = fx.ledger.balanceCache.stats.hits
+        _ = try fx.balance("small")
+        #expect(fx.ledger.balanceCache.stats.hits == filled + 1)
+    }
+
     /// Emptied when full: rows read before that are refused, later ones stored.
     @Test func boundedByCapacity() throws {
         let cache = BalanceCache(capacity: 3)
