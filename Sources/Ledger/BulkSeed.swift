@@ -210,9 +210,8 @@ private struct LoadSettings {
         try db.execute("PRAGMA cache_size=-\(cacheMiB * 1_024)")
         // Every row the seed writes belongs to the tenant it creates first, in the same transaction.
         try db.execute("PRAGMA foreign_keys=OFF")
-        // Staged rows and sorts go to temporary files, not memory; a helper thread sorts.
+        // Staged rows and sorts go to temporary files, not memory.
         try db.execute("PRAGMA temp_store=FILE")
-        try db.execute("PRAGMA threads=2")
     }
 
     /// What `SQLiteConnection` sets at open, then the data made durable: the
@@ -222,7 +221,6 @@ private struct LoadSettings {
         try db.execute("PRAGMA cache_size=\(normalCacheSize)")
         try db.execute("PRAGMA foreign_keys=ON")
         try db.execute("PRAGMA temp_store=MEMORY")
-        try db.execute("PRAGMA threads=0")
         if rollbackJournal {
             let mode = try db.statement("PRAGMA journal_mode=WAL").first { $0.text(0) }
             guard mode == "wal" else { throw SQLiteError(code: SQLITE_ERROR, message: "cannot return to WAL mode (\(mode ?? "?"))", sql: nil) }
@@ -266,9 +264,8 @@ private struct DeferredIndexes {
             SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN (\(placeholders)) ORDER BY name
             """).bind(tables.map(SQLValue.text)).rows { (name: $0.text(0), sql: $0.text(1)) }
         for index in indexes {
-            precondition(index.name.utf8.allSatisfy { $0 == 95 || (48...57).contains($0) || (97...122).contains($0) },
-                         "unexpected index name \(index.name)")
-            try db.execute("DROP INDEX main.\(index.name)")
+            let quoted = index.name.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"")
+            try db.execute("DROP INDEX main.\"\(quoted)\"")
         }
         return DeferredIndexes(db: db, dropped: indexes)
     }
