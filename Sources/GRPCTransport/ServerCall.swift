@@ -127,20 +127,6 @@ public final class ServerCall: @unchecked Sendable {
         enqueue(MessageFramer.frame(body, compressed: compressed, allocator: allocator))
     }
 
-    /// Sends one response message serialized in place by `write` (no
-    /// intermediate copy when the response is not compressed).
-    public func sendMessage(sizeHint: Int, _ write: (inout ByteBuffer) -> Void) {
-        precondition(eventLoop.inEventLoop, "sendMessage(sizeHint:_:) runs on the call's event loop")
-        guard !isFinished else { return }
-        if responseEncoding == .gzip && sizeHint >= Self.compressionThreshold {
-            var plain = allocator.buffer(capacity: sizeHint)
-            write(&plain)
-            sendMessage(plain)
-            return
-        }
-        enqueue(MessageFramer.frame(allocator: allocator, capacity: sizeHint, write))
-    }
-
     /// Sends one response message serialized in place by `write`, when its
     /// size is not known in advance (the frame grows as `write` appends):
     /// encoders then run once. With gzip negotiated the message is

@@ -251,27 +251,25 @@ final class LedgerWriter: @unchecked Sendable {
             return
         }
         do {
-            do {
-                let holds = try store.db.statement("SELECT tenant_id, id FROM holds WHERE state = 'held' AND expires_micros <= ? ORDER BY expires_micros LIMIT 500")
-                    .bind(.int(now)).rows { ($0.text(0), $0.text(1)) }
-                for (tenant, id) in holds {
-                    var release = ReleaseHold(tenantId: tenant, holdId: id, idempotencyKey: nil)
-                    release.automatic = true
-                    _ = try store.savepoint { try release.apply(store) }
-                }
-                let lots = try store.db.statement("""
-                    SELECT \(LedgerStore.lotColumns), tenant_id FROM lots WHERE state = 'active' AND valid_until_micros IS NOT NULL
-                      AND valid_until_micros <= ? ORDER BY valid_until_micros LIMIT 500
-                    """).bind(.int(now)).rows { ($0.text(19), LedgerStore.readLot($0)) }
-                for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
-                    try store.savepoint { try store.expire(tenant: tenant, lot: lot) }
-                }
-                try CouponMaintenance.run(store: store, now: now)
-                try store.db.statement("""
-                    DELETE FROM idempotency WHERE (tenant_id, key) IN
-                      (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)
-                    """).bind(.int(now - configuration.idempotencyRetentionMicros)).run()
+            let holds = try store.db.statement("SELECT tenant_id, id FROM holds WHERE state = 'held' AND expires_micros <= ? ORDER BY expires_micros LIMIT 500")
+                .bind(.int(now)).rows { ($0.text(0), $0.text(1)) }
+            for (tenant, id) in holds {
+                var release = ReleaseHold(tenantId: tenant, holdId: id, idempotencyKey: nil)
+                release.automatic = true
+                _ = try store.savepoint { try release.apply(store) }
             }
+            let lots = try store.db.statement("""
+                SELECT \(LedgerStore.lotColumns), tenant_id FROM lots WHERE state = 'active' AND valid_until_micros IS NOT NULL
+                  AND valid_until_micros <= ? ORDER BY valid_until_micros LIMIT 500
+                """).bind(.int(now)).rows { ($0.text(19), LedgerStore.readLot($0)) }
+            for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
+                try store.savepoint { try store.expire(tenant: tenant, lot: lot) }
+            }
+            try CouponMaintenance.run(store: store, now: now)
+            try store.db.statement("""
+                DELETE FROM idempotency WHERE (tenant_id, key) IN
+                  (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)
+                """).bind(.int(now - configuration.idempotencyRetentionMicros)).run()
             try commit()
         } catch {
             rollback()
