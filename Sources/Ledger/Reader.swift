@@ -157,8 +157,9 @@ public final class LedgerReader {
         binds.append(.int(Int64(q.limit)))
         return try snapshot {
             var entries = try db.statement(sql).bind(binds).rows(Self.readEntry)
+            let allocations = try reads.allocations(tenant: q.tenant, seqs: entries.map(\.seq))
             for i in entries.indices {
-                entries[i].allocations = try reads.allocations(tenant: q.tenant, seq: entries[i].seq)
+                entries[i].allocations = allocations[entries[i].seq] ?? []
             }
             return entries
         }

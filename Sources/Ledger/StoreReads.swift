@@ -41,6 +41,26 @@ struct StoreReads {
                  seq: r.int(5), voidSeq: r.optionalInt(6), createdMicros: r.int(7), allocations: [])
     }
 
+    /// The allocations of many entries with one query (a statement page), keyed by seq.
+    func allocations(tenant: String, seqs: [Int64]) throws -> [Int64: [Allocation]] {
+        guard !seqs.isEmpty else { return [:] }
+        precondition(seqs.count <= LedgerLimits.maxPageSize + 1)
+        var list = "["
+        for (i, seq) in seqs.enumerated() {
+            if i > 0 { list += "," }
+            list += String(seq)
+        }
+        list += "]"
+        let rows = try db.statement("""
+            SELECT seq, lot_id, remaining_delta_minor, held_delta_minor FROM allocations
+            WHERE tenant_id = ? AND seq IN (SELECT value FROM json_each(?)) ORDER BY seq, ordinal
+            """).bind(.text(tenant), .text(list))
+            .rows { ($0.int(0), Allocation(lotId: $0.text(1), remainingDeltaMinor: $0.int(2), heldDeltaMinor: $0.int(3))) }
+        var bySeq: [Int64: [Allocation]] = [:]
+        for (seq, allocation) in rows { bySeq[seq, default: []].append(allocation) }
+        return bySeq
+    }
+
     func allocations(tenant: String, seq: Int64) throws -> [Allocation] {
         try db.statement("SELECT lot_id, remaining_delta_minor, held_delta_minor FROM allocations WHERE tenant_id = ? AND seq = ? ORDER BY ordinal")
             .bind(.text(tenant), .int(seq))

@@ -470,7 +470,11 @@ extension IdempotencyTests {
         #expect(result.spend == Spend(id: result.spend.id, clientId: "c", amountMinor: 450, reversedMinor: 0, reason: .booking, centerId: "c7",
                                       bookingRef: "b1", serviceCategory: nil, holdId: nil, seq: 6, createdMicros: fx.now,
                                       allocations: result.spend.allocations))
-        let entry = try #require(try fx.entries("c").first)
+        let entries = try fx.entries("c")
+        let entry = try #require(entries.first)
+        // The statement page reads every entry's allocations with one query; each must get its own.
+        #expect(entry.allocations == result.spend.allocations)
+        #expect(entries.dropFirst().allSatisfy { $0.allocations.count <= 1 && $0.allocations.allSatisfy { $0.remainingDeltaMinor == 100 } })
         #expect(entry.type == .spend && entry.amountMinor == 450 && entry.debitAccount == Account.available("c")
                 && entry.creditAccount == Account.consumption && entry.refId == result.spend.id && entry.availableAfterMinor == 50
                 && entry.reason == "booking" && entry.centerId == "c7" && entry.bookingRef == "b1")
