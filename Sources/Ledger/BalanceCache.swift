@@ -51,8 +51,11 @@ struct ClientBalanceState: Sendable {
 ///    after the generation it noted *before* opening its read transaction,
 ///    so a snapshot older than a commit is never cached.
 ///
-/// When full, the cache is emptied (and a floor generation set so that
-/// readers that started before cannot store stale rows). Thread-safe.
+/// Memory is bounded twice: by clients (`capacity`) and by the lot and hold
+/// rows they hold together (`rowBudget`), since a client's rows grow with its
+/// purchases. When either is full, the cache is emptied (and a floor
+/// generation set so that readers that started before cannot store stale
+/// rows). Thread-safe.
 public final class BalanceCache: @unchecked Sendable {
     struct Key: Hashable, Sendable {
         var tenant: String
@@ -82,20 +85,31 @@ public final class BalanceCache: @unchecked Sendable {
         var tenantSeq: [String: Int64] = [:]
         var generation: UInt64 = 1
         var floor: UInt64 = 0
+        /// Lot and hold rows of all cached states together.
+        var rows = 0
         var hits = 0
         var misses = 0
     }
 
     public let capacity: Int
+    public let rowBudget: Int
     private let state = Mutex(State())
     /// Clients with more lots and open holds than this are always read from
     /// SQLite: the cache's memory stays bounded by capacity × this many rows.
     static let maxRowsPerClient = 64
 
+    /// Rows the cache holds at most by default: about 3 MiB of lots and holds.
+    public static let defaultRowBudget = 8_192
+
     /// `capacity` 0 disables the cache (every read goes to SQLite).
-    public init(capacity: Int) {
-        precondition(capacity >= 0)
+    public init(capacity: Int, rowBudget: Int = BalanceCache.defaultRowBudget) {
+        precondition(capacity >= 0 && rowBudget >= 0)
         self.capacity = capacity
+        self.rowBudget = rowBudget
+    }
+
+    private static func rowCount(_ rows: ClientBalanceState?) -> Int {
+        rows.map { $0.lots.count + $0.holds.count } ?? 0
     }
 
     func lookup(_ key: Key) -> Lookup {
@@ -114,17 +128,22 @@ public final class BalanceCache: @unchecked Sendable {
 
     /// Stores what a reader read in a snapshot opened after `ticket` was taken.
     func store(_ key: Key, _ rows: ClientBalanceState, tenantSeq seq: Int64, ticket: Ticket) {
-        guard ticket.cacheable, rows.lots.count + rows.holds.count <= Self.maxRowsPerClient else { return }
-        let capacity = capacity
+        let newRows = Self.rowCount(rows)
+        guard ticket.cacheable, newRows <= Self.maxRowsPerClient, newRows <= rowBudget else { return }
+        let capacity = capacity, rowBudget = rowBudget
         state.withLock { s in
             guard ticket.generation >= s.floor, !s.pending.contains(key) else { return }
             let invalidatedAt = s.slots[key]?.invalidatedAt ?? 0
             guard invalidatedAt <= ticket.generation else { return }
-            if s.slots.count >= capacity && s.slots[key] == nil {
+            let oldRows = Self.rowCount(s.slots[key]?.state)
+            if (s.slots.count >= capacity && s.slots[key] == nil) || s.rows - oldRows + newRows > rowBudget {
                 s.slots.removeAll(keepingCapacity: true)
+                s.rows = 0
                 s.floor = s.generation
                 guard ticket.generation >= s.floor else { return }
             }
+            s.rows += newRows - Self.rowCount(s.slots[key]?.state)
+            assert(s.rows >= 0 && s.rows <= rowBudget, "balance cache rows out of bounds: \(s.rows)")
             s.slots[key] = Slot(state: rows, invalidatedAt: invalidatedAt)
             // Seqs only grow; a reader's older seq never replaces a newer one.
             s.tenantSeq[key.tenant] = max(s.tenantSeq[key.tenant] ?? 0, seq)
@@ -137,7 +156,11 @@ public final class BalanceCache: @unchecked Sendable {
         state.withLock { s in
             precondition(s.pending.isEmpty, "one writer: commits do not overlap")
             s.pending = touched
-            for key in touched { s.slots[key]?.state = nil }
+            for key in touched {
+                s.rows -= Self.rowCount(s.slots[key]?.state)
+                s.slots[key]?.state = nil
+            }
+            assert(s.rows >= 0, "balance cache rows went negative")
         }
     }
 
@@ -150,10 +173,12 @@ public final class BalanceCache: @unchecked Sendable {
             s.generation += 1
             for key in touched {
                 if s.slots[key] != nil || s.slots.count < capacity {
+                    s.rows -= Self.rowCount(s.slots[key]?.state)
                     s.slots[key] = Slot(state: nil, invalidatedAt: s.generation)
                 } else {
                     // No room to remember this invalidation: start over.
                     s.slots.removeAll(keepingCapacity: true)
+                    s.rows = 0
                     s.floor = s.generation
                 }
             }
@@ -166,11 +191,13 @@ public final class BalanceCache: @unchecked Sendable {
 
     public struct Stats: Sendable, Equatable {
         public var entries: Int
+        /// Lot and hold rows held by the cached entries.
+        public var rows: Int
         public var hits: Int
         public var misses: Int
     }
 
     public var stats: Stats {
-        state.withLock { s in Stats(entries: s.slots.values.count(where: { $0.state != nil }), hits: s.hits, misses: s.misses) }
+        state.withLock { s in Stats(entries: s.slots.values.count(where: { $0.state != nil }), rows: s.rows, hits: s.hits, misses: s.misses) }
     }
 }

@@ -12,6 +12,8 @@ public final class Ledger: @unchecked Sendable {
         public var maintenanceIntervalMillis: Int64 = 1_000
         /// Clients whose balance rows are kept in memory for GetBalance (0: off).
         public var balanceCacheEntries = 20_000
+        /// Lot and hold rows the balance cache holds at most, all clients together.
+        public var balanceCacheRows = BalanceCache.defaultRowBudget
         public var clock: LedgerClock = SystemClock()
         public init() {}
     }
@@ -40,8 +42,8 @@ public final class Ledger: @unchecked Sendable {
             if frames >= Checkpointer.writerFallbackFrames { _ = try? db.checkpointPassive() }
         }
         checkpointer.start()
-        precondition(options.balanceCacheEntries >= 0)
-        balanceCache = BalanceCache(capacity: options.balanceCacheEntries)
+        precondition(options.balanceCacheEntries >= 0 && options.balanceCacheRows >= 0)
+        balanceCache = BalanceCache(capacity: options.balanceCacheEntries, rowBudget: options.balanceCacheRows)
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
             maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
             maintenanceIntervalMicros: options.maintenanceIntervalMillis * 1_000,

@@ -40,6 +40,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Clients whose balance rows are kept in memory for GetBalance (0: read SQLite every time). Writes invalidate them at commit.")
     var balanceCacheEntries = 20_000
 
+    @Option(help: "Lot and hold rows the balance cache holds at most, all clients together (about 400 bytes each); when full it starts over.")
+    var balanceCacheRows = BalanceCache.defaultRowBudget
+
     @Option(help: "Event-loop threads serving connections (default: one per core).")
     var threads = System.coreCount
 
@@ -82,6 +85,7 @@ struct Serve: ParsableCommand {
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
         guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
         guard balanceCacheEntries >= 0 && balanceCacheEntries <= 10_000_000 else { throw ValidationError("--balance-cache-entries must be 0…10000000") }
+        guard balanceCacheRows >= 0 && balanceCacheRows <= 10_000_000 else { throw ValidationError("--balance-cache-rows must be 0…10000000") }
     }
 
     func run() throws {
@@ -100,6 +104,7 @@ struct Serve: ParsableCommand {
         ledgerOptions.maxQueueDepth = maxWriteQueue
         ledgerOptions.maxBatchSize = maxWriteBatch
         ledgerOptions.balanceCacheEntries = balanceCacheEntries
+        ledgerOptions.balanceCacheRows = balanceCacheRows
         ledgerOptions.idempotencyRetentionSeconds = Int64(idempotencyRetentionDays) * 86_400
         let ledger = try Ledger(path: dbURL.path, options: ledgerOptions)
 

@@ -121,6 +121,35 @@ import Testing
         #expect(fx.ledger.balanceCache.stats.hits == filled + 1)
     }
 
+    /// The lot and hold rows of all cached clients together stay within the
+    /// row budget (clients' rows grow with purchases); balances stay right.
+    @Test func boundedByRows() throws {
+        let fx = try Fixture(balanceCacheRows: 10)
+        defer { fx.finish() }
+        for i in 0..<8 {
+            for _ in 0..<3 { try fx.order("c\(i)", 100) }
+        }
+        for round in 0..<3 {
+            for i in 0..<8 {
+                for _ in 0..<2 {
+                    let balance = try fx.balance("c\(i)")
+                    #expect(balance.summary.availableMinor == 300 && balance.lots.count == 3, "round \(round)")
+                    let stats = fx.ledger.balanceCache.stats
+                    #expect(stats.rows <= 10 && stats.rows == stats.entries * 3)
+                }
+            }
+        }
+        // Reads were served from memory all the same (three clients fit).
+        #expect(fx.ledger.balanceCache.stats.hits > 0)
+        // A spend drops the client's rows from the count.
+        _ = try fx.balance("c7")
+        #expect(fx.ledger.balanceCache.stats.rows >= 3)
+        let before = fx.ledger.balanceCache.stats
+        _ = try fx.apply(fx.spendCmd("c7", 50))  // (fx.spend would read the balance again)
+        #expect(fx.ledger.balanceCache.stats.rows == before.rows - 3)
+        #expect(try fx.balance("c7").summary.availableMinor == 250)
+    }
+
     /// Emptied when full: rows read before that are refused, later ones stored.
     @Test func boundedByCapacity() throws {
         let cache = BalanceCache(capacity: 3)

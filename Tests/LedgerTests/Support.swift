@@ -45,7 +45,8 @@ final class Fixture {
     private var keyCounter = 0
 
     init(maintenanceMillis: Int64 = 1_000_000_000_000, synchronousFull: Bool = false, maxQueueDepth: Int = 10_000,
-         retentionSeconds: Int64 = 7 * 86_400, createTenant: Bool = true) throws {
+         retentionSeconds: Int64 = 7 * 86_400, createTenant: Bool = true,
+         balanceCacheRows: Int = BalanceCache.defaultRowBudget) throws {
         clock = TestClock()
         directory = try tempDirectory()
         path = directory.appendingPathComponent("ledger.sqlite").path
@@ -55,6 +56,7 @@ final class Fixture {
         options.synchronousFull = synchronousFull
         options.maxQueueDepth = maxQueueDepth
         options.idempotencyRetentionSeconds = retentionSeconds
+        options.balanceCacheRows = balanceCacheRows
         ledger = try Ledger(path: path, options: options)
         reader = try ledger.makeReader()
         if createTenant {
