@@ -41,7 +41,14 @@ public final class SQLiteConnection {
         public init() {}
     }
 
+    /// Process-wide SQLite settings, applied once before the first connection.
+    private static let configureOnce: Void = {
+        let rc = credits_sqlite3_disable_memstatus()
+        assert(rc == SQLITE_OK || rc == SQLITE_MISUSE, "sqlite3_config(MEMSTATUS): \(rc)")
+    }()
+
     public init(path: String, options: OpenOptions = OpenOptions()) throws {
+        Self.configureOnce
         self.path = path
         let flags = options.readOnly
             ? SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX
