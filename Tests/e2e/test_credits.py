@@ -676,6 +676,7 @@ def test_authentication(cs, cchan, admin, t):
     assert extra.token.startswith(extra.key.id + ".")
     tmp = Actor(cs, cchan, extra.token)
     assert tmp.credit.GetBalance(req).summary.client_id == "x"  # used once (cached)
+    assert tmp.credit.GetBalance(req).summary.client_id == "x"  # again: from the event loop's memo
     revoked = admin.admin.RevokeApiKey(cs.admin.RevokeApiKeyRequest(key_id=extra.key.id))
     assert revoked.revoke_time.seconds > 0
     expect(cs, UNAUTH, tmp.credit.GetBalance, req)
