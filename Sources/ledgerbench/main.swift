@@ -1,7 +1,10 @@
 // ledgerbench: Spend throughput of the ledger's group-commit writer with
 // synchronous=FULL, at several numbers of writes in flight, beside the same
 // code path forced to one commit per write (--max-write-batch 1).
-// Usage: ledgerbench [--dir DIR] [--seconds S] [--in-flight 1,16,256]
+// Usage: ledgerbench [--dir DIR] [--seconds S] [--in-flight 1,16,256] [--clients N]
+//                    [--random-keys] [--group-only]
+// --clients and --random-keys make the writes touch random index pages (as
+// loadgen spend does: 1000 clients, UUID idempotency keys).
 import Dispatch
 import Foundation
 import Ledger
@@ -11,6 +14,9 @@ struct Options {
     var seconds = 5.0
     var inFlight = [1, 16, 256]
     var sync = true
+    var clients = 64
+    var randomKeys = false
+    var groupOnly = false
 
     init(_ args: [String]) {
         var i = 1
@@ -21,6 +27,9 @@ struct Options {
             case "--seconds": seconds = Double(value) ?? seconds; i += 1
             case "--in-flight": inFlight = value.split(separator: ",").compactMap { Int($0) }; i += 1
             case "--sync-normal": sync = false
+            case "--clients": clients = max(1, Int(value) ?? clients); i += 1
+            case "--random-keys": randomKeys = true
+            case "--group-only": groupOnly = true
             default:
                 FileHandle.standardError.write(Data("unknown argument \(args[i])\n".utf8))
                 exit(2)
@@ -56,7 +65,7 @@ func run(options: Options, inFlight: Int, batch: Int) throws -> Result {
     let ledger = try Ledger(path: path, options: ledgerOptions)
     defer { ledger.close() }
     _ = try ledger.write(CreateTenant(id: "bench", name: "Bench", currency: "EUR", allowDirectory: false))
-    let clients = 64
+    let clients = options.clients
     for c in 0..<clients {
         _ = try ledger.write(CreateCreditOrder(tenantId: "bench", clientId: "c\(c)", amountMinor: 1_000_000_000_000, priceMinor: 0,
                                                centerId: "ctr", note: "bench", validUntilMicros: nil, scope: .any, idempotencyKey: "seed-\(c)"))
@@ -78,7 +87,7 @@ func run(options: Options, inFlight: Int, batch: Int) throws -> Result {
         lock.unlock()
         let t0 = DispatchTime.now().uptimeNanoseconds
         ledger.submit(SpendCredits(tenantId: "bench", clientId: "c\(n % clients)", amountMinor: 1, reason: .service, centerId: "ctr",
-                                   bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: "spend-\(n)"),
+                                   bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: options.randomKeys ? UUID().uuidString : "spend-\(n)"),
                       encodeReply: { _ in [1, 2, 3, 4] }) { result in
             let t1 = DispatchTime.now().uptimeNanoseconds
             lock.lock()
@@ -109,7 +118,7 @@ func run(options: Options, inFlight: Int, batch: Int) throws -> Result {
 let options = Options(CommandLine.arguments)
 var results: [Result] = []
 for inFlight in options.inFlight {
-    for batch in [256, 1] {
+    for batch in options.groupOnly ? [256] : [256, 1] {
         let r = try run(options: options, inFlight: inFlight, batch: batch)
         results.append(r)
         FileHandle.standardError.write(Data("in flight \(inFlight), batch ≤\(batch): \(Int(r.perSecond)) spends/s\n".utf8))
@@ -123,7 +132,7 @@ for r in results {
                  Double(r.latenciesMicros.max() ?? 0) / 1000, r.failures))
 }
 for inFlight in options.inFlight {
-    let group = results.first { $0.inFlight == inFlight && $0.batch != 1 }!
-    let single = results.first { $0.inFlight == inFlight && $0.batch == 1 }!
+    guard let group = results.first(where: { $0.inFlight == inFlight && $0.batch != 1 }),
+          let single = results.first(where: { $0.inFlight == inFlight && $0.batch == 1 }) else { continue }
     print(String(format: "\nin flight %d: group commit = %.1f× one commit per spend", inFlight, group.perSecond / max(single.perSecond, 1)))
 }
