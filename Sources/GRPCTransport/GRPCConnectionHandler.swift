@@ -117,6 +117,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var finalGoAwaySent = false
     private var closing = false
     private var idleTask: Scheduled<Void>?
+    /// When the connection last became idle (no calls), on the event loop's clock.
+    private var idleSince = NIODeadline.uptimeNanoseconds(0)
     private var peer = "unknown"
 
     init(configuration: ConnectionConfiguration) {
@@ -368,8 +370,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
             eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
         calls[streamID] = call
-        idleTask?.cancel()
-        idleTask = nil
         if let timeoutNanos {
             call.deadlineTask = context.eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak call] in
                 guard let call else { return }
@@ -625,15 +625,38 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
     }
 
+    /// Notes that the connection became idle. One timer per connection checks
+    /// when it fires whether the connection has been idle for the whole
+    /// timeout, and re-arms itself otherwise: no timer is scheduled and
+    /// cancelled per call (measured: that was about 1% of the server's CPU per
+    /// GetBalance under h2load).
     private func armIdleTimer() {
         guard let context, configuration.idleTimeout > .zero else { return }
-        idleTask?.cancel()
-        idleTask = context.eventLoop.scheduleTask(in: configuration.idleTimeout) {
-            guard self.calls.isEmpty, let session = self.session else { return }
-            self.logger.debug("closing idle connection")
-            session.submitGoAway()
-            self.flush()
-            self.closeConnection()
+        idleSince = context.eventLoop.now
+        if idleTask == nil { scheduleIdleCheck(in: configuration.idleTimeout) }
+    }
+
+    private func scheduleIdleCheck(in delay: TimeAmount) {
+        guard let context, !closing else { return }
+        idleTask = context.eventLoop.scheduleTask(in: delay) { self.idleCheck() }
+    }
+
+    private func idleCheck() {
+        idleTask = nil
+        guard !closing, let session, let context else { return }
+        guard calls.isEmpty else {
+            // Busy: look again one timeout after the calls could end at the earliest.
+            scheduleIdleCheck(in: configuration.idleTimeout)
+            return
         }
+        let idleFor = context.eventLoop.now - idleSince
+        guard idleFor >= configuration.idleTimeout else {
+            scheduleIdleCheck(in: configuration.idleTimeout - idleFor)
+            return
+        }
+        logger.debug("closing idle connection")
+        session.submitGoAway()
+        flush()
+        closeConnection()
     }
 }

@@ -350,3 +350,44 @@ final class Harness {
         #expect(!h.channel.isActive)
     }
 }
+
+/// The idle timeout (60 s in the harness): a connection without calls gets a
+/// GOAWAY and is closed once it has been idle for the whole timeout; calls
+/// in between postpone that.
+@Suite struct IdleTimeoutTests {
+    @Test func idleConnectionIsClosedAfterTheTimeout() throws {
+        let h = try Harness()
+        h.loop.advanceTime(by: .seconds(59))
+        h.pump()
+        #expect(h.channel.isActive)
+        h.loop.advanceTime(by: .seconds(2))
+        h.pump()
+        #expect(!h.channel.isActive)
+        #expect(h.client.goAwayReceived)
+    }
+
+    @Test func callsPostponeTheClose() throws {
+        let h = try Harness()
+        h.loop.advanceTime(by: .seconds(50))
+        #expect(h.call("/test.Svc/Echo", [[1]]).grpcStatus == 0)  // idle again from t = 50 s
+        h.loop.advanceTime(by: .seconds(20))                      // t = 70 s: idle for 20 s only
+        h.pump()
+        #expect(h.channel.isActive)
+        h.loop.advanceTime(by: .seconds(39))                      // t = 109 s: idle for 59 s
+        h.pump()
+        #expect(h.channel.isActive)
+        h.loop.advanceTime(by: .seconds(2))                       // t = 111 s: idle for 61 s
+        h.pump()
+        #expect(!h.channel.isActive)
+    }
+
+    @Test func aCallInFlightKeepsTheConnectionOpen() throws {
+        let h = try Harness()
+        let id = h.client.request(path: "/test.Svc/Never", body: grpcFrame([1]))
+        h.pump()
+        h.loop.advanceTime(by: .seconds(200))
+        h.pump()
+        #expect(h.channel.isActive)
+        #expect(h.client.responses[id]?.closed != true)
+    }
+}
