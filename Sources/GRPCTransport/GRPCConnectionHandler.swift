@@ -67,7 +67,8 @@ enum HeaderName {
 struct RequestHead {
     var method: String?
     var path: String?
-    var contentType: String?
+    /// nil when the request has no content-type.
+    var isGRPCContentType: Bool?
     var timeout: String?
     var encoding: String?
     var acceptEncoding: String?
@@ -117,6 +118,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var finalGoAwaySent = false
     private var closing = false
     private var idleTask: Scheduled<Void>?
+    /// A connection's calls mostly go to one method: its path string and
+    /// route are kept instead of a new String and a dictionary lookup per call.
+    private var lastPath = ""
+    private var lastRoute: (path: String, route: RPCRoute)?
     /// When the connection last became idle (no calls), on the event loop's clock.
     private var idleSince = NIODeadline.uptimeNanoseconds(0)
     private var peer = "unknown"
@@ -236,8 +241,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
         switch HeaderName(name) {
         case .method: currentHead.method = String(decoding: value, as: UTF8.self)
-        case .path: currentHead.path = String(decoding: value, as: UTF8.self)
-        case .contentType: currentHead.contentType = String(decoding: value, as: UTF8.self)
+        case .path: currentHead.path = internedPath(value)
+        case .contentType: currentHead.isGRPCContentType = Self.isGRPCContentType(value)
         case .grpcTimeout: currentHead.timeout = String(decoding: value, as: UTF8.self)
         case .grpcEncoding: currentHead.encoding = String(decoding: value, as: UTF8.self)
         case .grpcAcceptEncoding: currentHead.acceptEncoding = String(decoding: value, as: UTF8.self)
@@ -326,7 +331,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             respondPlain(streamID: streamID, status: 405, body: "gRPC requires POST\n", extra: [("allow", "POST")])
             return
         }
-        guard let contentType = head.contentType, Self.isGRPCContentType(contentType) else {
+        guard head.isGRPCContentType == true else {
             respondPlain(streamID: streamID, status: 415, body: "content-type must be application/grpc\n", extra: [])
             return
         }
@@ -355,7 +360,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             return
         }
         let path = head.path ?? ""
-        guard let route = configuration.router.route(for: path) else {
+        let route: RPCRoute
+        if let last = lastRoute, last.path == path {
+            route = last.route
+        } else if let found = configuration.router.route(for: path) {
+            route = found
+            lastRoute = (path, found)
+        } else {
             respondTrailersOnly(streamID: streamID, GRPCStatus(.unimplemented, "method not found: \(path)"))
             return
         }
@@ -381,9 +392,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     /// "application/grpc", optionally followed by "+…" or ";…", in any case.
     /// Compared on UTF-8 bytes: this runs for every call.
-    static func isGRPCContentType(_ value: String) -> Bool {
+    static func isGRPCContentType<Bytes: Sequence<UInt8>>(_ value: Bytes) -> Bool {
         let expected = "application/grpc".utf8
-        var bytes = value.utf8.makeIterator()
+        var bytes = value.makeIterator()
         for e in expected {
             guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
         }
@@ -623,6 +634,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             self.flush()
             if self.calls.isEmpty { self.closeConnection() }
         }
+    }
+
+    /// The :path value as a String, the previous call's when the bytes are the same.
+    private func internedPath(_ value: UnsafeRawBufferPointer) -> String {
+        guard let base = value.baseAddress, value.count > 0 else { return "" }
+        let same = lastPath.utf8.count == value.count
+            && lastPath.utf8.withContiguousStorageIfAvailable { memcmp($0.baseAddress!, base, value.count) == 0 } == true
+        if !same { lastPath = String(decoding: value, as: UTF8.self) }
+        return lastPath
     }
 
     /// Notes that the connection became idle. One timer per connection checks

@@ -20,6 +20,7 @@ public struct FramedMessage: Sendable, Equatable {
 /// checked against the limit before any of the message is kept.
 public struct MessageDeframer {
     public static let prefixLength = 5
+    private static let empty = ByteBufferAllocator().buffer(capacity: 0)
 
     public let maxMessageLength: Int
     private var buffer: ByteBuffer
@@ -42,6 +43,12 @@ public struct MessageDeframer {
     }
 
     public mutating func append(_ bytes: ByteBuffer) {
+        // Nothing held: keep the caller's buffer itself (no copy; the common
+        // case of a whole message in one DATA frame).
+        if buffer.readableBytes == 0 {
+            buffer = bytes
+            return
+        }
         var bytes = bytes
         buffer.writeBuffer(&bytes)
     }
@@ -62,8 +69,9 @@ public struct MessageDeframer {
         let payload = buffer.readSlice(length: header.length)!
         pending = nil
         if buffer.readableBytes == 0 {
-            // Everything consumed: drop the storage so an idle stream holds nothing.
-            buffer.clear()
+            // Everything consumed: drop the storage so an idle stream holds
+            // nothing (clear() would allocate a copy: the payload shares it).
+            buffer = Self.empty
         } else if buffer.readerIndex > 65_536 {
             buffer.discardReadBytes()
         }

@@ -45,7 +45,8 @@ public final class ServerCall: @unchecked Sendable {
         case done
     }
     var responseState: ResponseState = .idle
-    var outbound = CircularBuffer<ByteBuffer>()
+    /// Unary calls queue one message: a small ring (it grows when needed).
+    var outbound = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     var outboundBytes = 0
     var dataDeferred = false
     var requestEnded = false
@@ -238,7 +239,8 @@ public final class ServerCall: @unchecked Sendable {
         isCancelled = true
         deadlineTask?.cancel()
         deadlineTask = nil
-        outbound.removeAll()
+        // (NIO's removeAll allocates a fresh ring even when empty.)
+        if !outbound.isEmpty { outbound.removeAll() }
         outboundBytes = 0
         onWritable = nil
         if !wasFinished { notifyHandlerCancelled() }

@@ -185,13 +185,28 @@ final class Harness {
         #expect(h.client.responses[id]?.header(":status") == "415")
     }
 
+    /// The connection keeps the last path and route: calls alternating between
+    /// methods (Echo and Fail have paths of the same length) and unknown
+    /// paths must each reach their own.
+    @Test func alternatingMethodsOnOneConnectionRouteCorrectly() throws {
+        let h = try Harness()
+        for path in ["/test.Svc/Echo", "/test.Svc/Fail", "/test.Svc/Echo", "/test.Svc/Echx", "/test.Svc/Fail", "/test.Svc/Echo"] {
+            let r = h.call(path, [[4]])
+            switch path {
+            case "/test.Svc/Echo": #expect(r.grpcStatus == 0 && r.messages == [[4]], "\(path)")
+            case "/test.Svc/Fail": #expect(r.grpcStatus == 9, "\(path)")
+            default: #expect(r.grpcStatus == 12, "\(path)")
+            }
+        }
+    }
+
     @Test func contentTypeCheckIsCaseInsensitiveAndExact() {
         for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8"] {
-            #expect(GRPCConnectionHandler.isGRPCContentType(ok), "\(ok)")
+            #expect(GRPCConnectionHandler.isGRPCContentType(ok.utf8), "\(ok)")
         }
         for bad in ["", "application/grp", "application/grpcx", "application/grpc-web", "application/json", "xapplication/grpc",
                     "application/gRPC\u{0}", "application\u{0F}grpc"] {
-            #expect(!GRPCConnectionHandler.isGRPCContentType(bad), "\(bad)")
+            #expect(!GRPCConnectionHandler.isGRPCContentType(bad.utf8), "\(bad)")
         }
     }
 

@@ -28,6 +28,30 @@ import Testing
         #expect(d.bufferedBytes == 0)
     }
 
+    /// ByteBuffer chunks (what the connection feeds): a chunk arriving when
+    /// nothing is held is kept as is, later ones are copied after it; the
+    /// messages and their bytes must come out the same for every split.
+    @Test func byteBufferChunksAtEverySplit() throws {
+        let messages: [[UInt8]] = [[1, 2, 3], [], Array(0..<40).map { UInt8($0) }, [7]]
+        let wire = messages.flatMap { frame($0) }
+        for cut in 0...wire.count {
+            for second in cut...wire.count {
+                var d = MessageDeframer(maxMessageLength: 100)
+                var out: [[UInt8]] = []
+                for part in [wire[0..<cut], wire[cut..<second], wire[second...]] where !part.isEmpty {
+                    var chunk = ByteBufferAllocator().buffer(capacity: part.count + 3)
+                    chunk.writeBytes([0xEE, 0xEE, 0xEE])  // bytes already read by someone else
+                    chunk.moveReaderIndex(forwardBy: 3)
+                    chunk.writeBytes(Array(part))
+                    d.append(chunk)
+                    out += try drain(&d)
+                }
+                #expect(out == messages, "cuts \(cut), \(second)")
+                #expect(!d.hasPartialMessage && d.bufferedBytes == 0)
+            }
+        }
+    }
+
     @Test func emptyMessage() throws {
         var d = MessageDeframer(maxMessageLength: 100)
         feed(&d, frame([]))
