@@ -31,7 +31,7 @@ struct ClientBalanceState: Sendable {
         return BalanceSnapshot(
             summary: BalanceSummary(clientId: client, availableMinor: available, heldMinor: held, seq: seq),
             lots: live,
-            centers: centers.filter { $0.value > 0 }.map { CenterBalance(centerId: $0.key, remainingMinor: $0.value) }
+            centers: !details ? [] : centers.filter { $0.value > 0 }.map { CenterBalance(centerId: $0.key, remainingMinor: $0.value) }
                 .sorted { $0.centerId < $1.centerId },
             openHolds: details ? holds : [], pendingExpiryMinor: pending)
     }
