@@ -139,34 +139,25 @@ public final class Authenticator: Sendable {
         return out
     }
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    /// Time depends on the lengths only.
+    static func constantTimeEqual(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         guard a.count == b.count else { return false }
         var diff: UInt8 = 0
         for i in 0..<a.count { diff |= a[i] ^ b[i] }
         return diff == 0
     }
 
-    /// The same over a string's bytes (time depends on the lengths only).
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in constantTimeEqual(a, b) } }
+    }
+
+    /// The same over a string's bytes: in place when they are contiguous
+    /// (native strings), else over a copy.
     static func constantTimeEqual(_ a: Substring.UTF8View, _ b: [UInt8]) -> Bool {
-        // Native strings are contiguous: compare the bytes in place.
-        if let equal = a.withContiguousStorageIfAvailable({ bytes in
-            b.withUnsafeBufferPointer { other -> Bool in
-                guard bytes.count == other.count else { return false }
-                var diff: UInt8 = 0
-                for i in 0..<bytes.count { diff |= bytes[i] ^ other[i] }
-                return diff == 0
-            }
-        }) {
+        if let equal = a.withContiguousStorageIfAvailable({ a in b.withUnsafeBufferPointer { b in constantTimeEqual(a, b) } }) {
             return equal
         }
-        guard a.count == b.count else { return false }
-        var diff: UInt8 = 0
-        var i = 0
-        for byte in a {
-            diff |= byte ^ b[i]
-            i += 1
-        }
-        return diff == 0
+        return constantTimeEqual(Array(a), b)
     }
 
     /// Forgets a cached key (after a revoke).

@@ -665,7 +665,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         idleTask = nil
         guard !closing, let session, let context else { return }
         guard calls.isEmpty else {
-            // Busy: look again one timeout after the calls could end at the earliest.
+            // Busy: it cannot have been idle for a whole timeout before one from now.
             scheduleIdleCheck(in: configuration.idleTimeout)
             return
         }

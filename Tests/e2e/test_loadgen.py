@@ -367,6 +367,12 @@ class GoawayServer:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket):
+        try:
+            self._serve_one(sock)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # loadgen may close a connection it has given up on while we still write
+
+    def _serve_one(self, sock: socket.socket):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         sock.settimeout(10)
