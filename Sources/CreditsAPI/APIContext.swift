@@ -116,10 +116,24 @@ final class APICore: Sendable {
 
     /// Queues a write; answers with `reply(output)`, or with the stored reply
     /// of an earlier request with the same idempotency key.
+    ///
+    /// A failure status means nothing was applied: until the writer takes the
+    /// write into a batch, a passing deadline or a cancelled stream withdraws
+    /// it (DEADLINE_EXCEEDED / CANCELLED, never applied); once taken, its
+    /// outcome is final and is the reply, even if the deadline passes
+    /// during the commit.
     func write<C: LedgerCommand, Response: ProtoMessage>(_ call: ProtoCall<Response>, _ command: C,
                                                           reply: @escaping @Sendable (C.Output) -> Response) {
         let built = ResponseBox<Response>()
-        ledger.submit(command, deadlineUptimeNanos: call.deadline?.uptimeNanoseconds, encodeReply: { output in
+        let ticket = WriteTicket()
+        if call.eventLoop.inEventLoop {  // (handlers run there; the hooks are event-loop state)
+            call.call.onCancelled { _ = ticket.withdraw() }
+            if call.deadline != nil {
+                // Withdrawn now (or by the writer already): fail; taken: wait for the outcome.
+                call.call.onDeadline { ticket.withdraw() || ticket.isWithdrawn ? .fail : .wait }
+            }
+        }
+        ledger.submit(command, deadlineUptimeNanos: call.deadline?.uptimeNanoseconds, ticket: ticket, encodeReply: { output in
             let response = reply(output)
             built.response = response
             return response.serializedBytes()

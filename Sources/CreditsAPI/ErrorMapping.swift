@@ -87,6 +87,8 @@ enum ErrorMapping {
             return RPCError(.resourceExhausted, "the draw would touch more than \(limit) lots", reason: "TOO_MANY_LOTS")
         case .deadlineExceeded:
             return RPCError(.deadlineExceeded, "deadline passed before the write was applied; nothing changed", reason: "DEADLINE_EXCEEDED")
+        case .withdrawn:
+            return RPCError(.cancelled, "the call ended before the write was applied; nothing changed", reason: "CANCELLED")
         case .overloaded(let limit):
             return RPCError(.unavailable, "write queue full (\(limit)); retry with the same idempotency key", reason: "OVERLOADED")
         case .unavailable:

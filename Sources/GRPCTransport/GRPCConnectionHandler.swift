@@ -384,6 +384,11 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if let timeoutNanos {
             call.deadlineTask = context.eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak call] in
                 guard let call else { return }
+                call.deadlineTask = nil
+                if let decide = call.deadlineHandler {
+                    call.deadlineHandler = nil
+                    if case .wait = decide() { return }
+                }
                 self.failCall(call, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
             }
         }

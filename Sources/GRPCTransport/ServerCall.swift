@@ -70,6 +70,18 @@ public final class ServerCall: @unchecked Sendable {
     var wasUnwritable = false
     private var cancelCallbacks: [() -> Void] = []
     private var cancelNotified = false
+    /// Set by a handler that must decide what the deadline means for it.
+    var deadlineHandler: (() -> DeadlineAction)?
+
+    /// What the transport does when the call's `grpc-timeout` passes.
+    public enum DeadlineAction: Sendable {
+        /// End the call with DEADLINE_EXCEEDED (and cancel the handler).
+        case fail
+        /// The handler's work can no longer be withdrawn (a write the ledger
+        /// already took into a batch): keep the call open; the handler
+        /// answers with the work's real outcome.
+        case wait
+    }
 
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
@@ -158,6 +170,7 @@ public final class ServerCall: @unchecked Sendable {
         guard !isFinished else { return }
         deadlineTask?.cancel()
         deadlineTask = nil
+        deadlineHandler = nil
         switch responseState {
         case .idle:
             responseState = .done
@@ -239,6 +252,7 @@ public final class ServerCall: @unchecked Sendable {
         isCancelled = true
         deadlineTask?.cancel()
         deadlineTask = nil
+        deadlineHandler = nil
         // (NIO's removeAll allocates a fresh ring even when empty.)
         if !outbound.isEmpty { outbound.removeAll() }
         outboundBytes = 0
@@ -258,6 +272,13 @@ public final class ServerCall: @unchecked Sendable {
         let callbacks = cancelCallbacks
         cancelCallbacks.removeAll()
         for callback in callbacks { callback() }
+    }
+
+    /// Asks `body` what to do when the deadline passes, instead of failing
+    /// the call at once. Event loop only; replaces an earlier one.
+    public func onDeadline(_ body: @escaping () -> DeadlineAction) {
+        eventLoop.preconditionInEventLoop()
+        deadlineHandler = body
     }
 
     /// Runs `body` on the event loop if the call is cancelled (client reset,

@@ -63,10 +63,15 @@ public final class Ledger: @unchecked Sendable {
     /// holding it has committed (or with the error that stopped it).
     /// `encodeReply` turns the result into the bytes stored for idempotent
     /// replays (the API layer's serialized response).
-    public func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64? = nil,
+    ///
+    /// With a `ticket`, the caller may withdraw the write until the writer
+    /// takes it into a batch (see `WriteTicket`); a write whose deadline has
+    /// passed when the writer reaches it is withdrawn by the writer and fails
+    /// with `.deadlineExceeded`.
+    public func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64? = nil, ticket: WriteTicket? = nil,
                                          encodeReply: @escaping (C.Output) -> [UInt8] = { _ in [] },
                                          completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) {
-        writer.submit(command, deadlineUptimeNanos: deadlineUptimeNanos, encodeReply: encodeReply, completion: completion)
+        writer.submit(command, deadlineUptimeNanos: deadlineUptimeNanos, ticket: ticket, encodeReply: encodeReply, completion: completion)
     }
 
     /// Synchronous write, for the CLI and tests (never on an event loop).

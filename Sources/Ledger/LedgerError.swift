@@ -53,6 +53,9 @@ public enum LedgerError: Error, Equatable, Sendable {
     case tooManyLots(limit: Int)
     /// The command's deadline passed before it was applied; nothing changed.
     case deadlineExceeded
+    /// The caller withdrew the write (stream cancelled, deadline) before the
+    /// writer took it; nothing changed.
+    case withdrawn
     /// The write queue is full; retry later.
     case overloaded(queueLimit: Int)
     /// The ledger is shutting down.

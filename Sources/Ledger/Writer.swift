@@ -1,15 +1,46 @@
 import Dispatch
 import Foundation
+import Synchronization
+
+/// Who decides the fate of a queued write: the writer, by taking it into a
+/// batch, or its caller, by withdrawing it first (deadline passed, stream
+/// cancelled). Exactly one of them wins; the loser learns it.
+///
+/// The rule this serves (a failure the server sends means nothing was
+/// applied): a write withdrawn before the writer took it is never applied;
+/// a write the writer took has a final outcome, which is the reply.
+public final class WriteTicket: Sendable {
+    private static let queued: UInt8 = 0, taken: UInt8 = 1, withdrawn: UInt8 = 2
+    private let state = Atomic<UInt8>(0)
+
+    public init() {}
+
+    /// True if the write was still queued: it will never be applied. False
+    /// if the writer has it already (its outcome will be reported).
+    public func withdraw() -> Bool {
+        state.compareExchange(expected: Self.queued, desired: Self.withdrawn, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// The writer's side: true if the write is the writer's now.
+    func take() -> Bool {
+        state.compareExchange(expected: Self.queued, desired: Self.taken, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    public var isWithdrawn: Bool { state.load(ordering: .acquiring) == Self.withdrawn }
+}
 
 /// One queued write: runs inside the writer's transaction, then reports.
 final class PendingWrite {
     let deadlineUptimeNanos: UInt64?
+    let ticket: WriteTicket?
     /// Applies the command (inside a savepoint) and returns how to report success.
     let execute: (LedgerStore) throws -> () -> Void
     let fail: (LedgerError) -> Void
 
-    init(deadlineUptimeNanos: UInt64?, execute: @escaping (LedgerStore) throws -> () -> Void, fail: @escaping (LedgerError) -> Void) {
+    init(deadlineUptimeNanos: UInt64?, ticket: WriteTicket?, execute: @escaping (LedgerStore) throws -> () -> Void,
+         fail: @escaping (LedgerError) -> Void) {
         self.deadlineUptimeNanos = deadlineUptimeNanos
+        self.ticket = ticket
         self.execute = execute
         self.fail = fail
     }
@@ -84,7 +115,7 @@ final class LedgerWriter: @unchecked Sendable {
 
     /// Queues a command; `completion` runs on the writer thread after the
     /// batch holding it committed (or failed).
-    func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64?, encodeReply: @escaping (C.Output) -> [UInt8],
+    func submit<C: LedgerCommand>(_ command: C, deadlineUptimeNanos: UInt64?, ticket: WriteTicket?, encodeReply: @escaping (C.Output) -> [UInt8],
                                   completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) {
         do {
             try command.validate()
@@ -95,7 +126,7 @@ final class LedgerWriter: @unchecked Sendable {
         // The canonical request for idempotency checks, built on the caller's
         // thread: the writer thread is the bottleneck under write load.
         let fields = command.idempotencyFields.map { "\($0.0)=\(Canonical.escape($0.1))" }.joined(separator: "\n")
-        let write = PendingWrite(deadlineUptimeNanos: deadlineUptimeNanos, execute: { store in
+        let write = PendingWrite(deadlineUptimeNanos: deadlineUptimeNanos, ticket: ticket, execute: { store in
             try Self.execute(command, fields: fields, store: store, encodeReply: encodeReply, completion: completion)
         }, fail: { completion(.failure($0)) })
         condition.lock()
@@ -213,11 +244,20 @@ final class LedgerWriter: @unchecked Sendable {
             for write in batch { write.fail(LedgerError.from(error)) }
             return
         }
-        let now = DispatchTime.now().uptimeNanoseconds
         var applied: [PendingWrite] = []
         for write in batch {
-            if let deadline = write.deadlineUptimeNanos, now >= deadline {
-                failures.append((write, .deadlineExceeded))
+            // The moment the writer takes the write: before it, the caller may
+            // withdraw it (it is then never applied); after it, its outcome
+            // is final whatever the clock says.
+            if let deadline = write.deadlineUptimeNanos, DispatchTime.now().uptimeNanoseconds >= deadline {
+                if write.ticket?.withdraw() ?? true {
+                    failures.append((write, .deadlineExceeded))
+                    continue
+                }
+            }
+            if let ticket = write.ticket, !ticket.take() {
+                precondition(ticket.isWithdrawn, "a write is taken once")
+                failures.append((write, .withdrawn))
                 continue
             }
             do {

@@ -1305,6 +1305,59 @@ extension StatementTests {
         #expect(try fx.reader.idempotency(tenant: "t1", key: "late") == nil)
     }
 
+    /// A write withdrawn while queued is never applied; a write the writer
+    /// took cannot be withdrawn and its outcome is reported.
+    @Test func withdrawnWhileQueuedIsNeverApplied() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.order("c", 100)
+        let started = DispatchSemaphore(value: 0), gate = DispatchSemaphore(value: 0), all = DispatchGroup()
+        all.enter()
+        // The first completion blocks the writer thread: the next writes stay queued.
+        fx.ledger.submit(fx.spendCmd("c", 1)) { _ in started.signal(); gate.wait(); all.leave() }
+        #expect(started.wait(timeout: .now() + 10) == .success)
+        let queued = WriteTicket(), kept = WriteTicket()
+        let results = Collector<(String, Result<WriteOutcome<SpendResult>, LedgerError>)>()
+        all.enter()
+        fx.ledger.submit(fx.spendCmd("c", 10, key: "withdrawn"), ticket: queued) { results.add(("withdrawn", $0)); all.leave() }
+        all.enter()
+        fx.ledger.submit(fx.spendCmd("c", 20, key: "kept"), ticket: kept) { results.add(("kept", $0)); all.leave() }
+        #expect(queued.withdraw())
+        #expect(queued.isWithdrawn)
+        gate.signal()
+        #expect(all.wait(timeout: .now() + 10) == .success)
+        // Taken by the writer: too late to withdraw.
+        #expect(!kept.withdraw())
+        #expect(!kept.isWithdrawn)
+        for (name, result) in results.all {
+            switch (name, result) {
+            case ("withdrawn", .failure(let error)): #expect(error == .withdrawn)
+            case ("kept", .success(.applied(let spend))): #expect(spend.balance.availableMinor == 79)
+            default: Issue.record("\(name): \(result)")
+            }
+        }
+        #expect(try fx.reader.idempotency(tenant: "t1", key: "withdrawn") == nil)
+        #expect(try fx.reader.idempotency(tenant: "t1", key: "kept") != nil)
+        #expect(try fx.balance("c").summary.availableMinor == 79)
+        fx.expectVerifyOK()
+    }
+
+    /// The writer withdraws a write whose deadline passed before it reached
+    /// it; the caller's later withdraw sees it withdrawn.
+    @Test func writerWithdrawsPastDeadline() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.order("c", 100)
+        let ticket = WriteTicket()
+        let done = DispatchSemaphore(value: 0)
+        let results = Collector<Result<WriteOutcome<SpendResult>, LedgerError>>()
+        fx.ledger.submit(fx.spendCmd("c", 40, key: "late"), deadlineUptimeNanos: 1, ticket: ticket) { results.add($0); done.signal() }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        if case .failure(let error)? = results.all.first { #expect(error == .deadlineExceeded) } else { Issue.record("\(results.all)") }
+        #expect(!ticket.withdraw() && ticket.isWithdrawn)
+        #expect(try fx.balance("c").summary.availableMinor == 100)
+    }
+
     @Test func fullQueueIsOverloaded() throws {
         let fx = try Fixture(maxQueueDepth: 2)
         defer { fx.finish() }
