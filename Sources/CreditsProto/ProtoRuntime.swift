@@ -60,31 +60,65 @@ extension ProtoEnum {
 public enum ProtoDecodingError: Error, Equatable, Sendable {
     /// The bytes are not a valid encoding of the message (protobuf-c's unpack failed).
     case malformed
+    /// Well formed, but string fields hold what a proto3 string may not
+    /// (invalid UTF-8) or what protobuf-c's NUL-terminated strings cannot
+    /// carry (U+0000): every such field, in wire order.
+    case invalidStrings([ProtoStringViolation])
+}
+
+/// A string field of a decoded message whose bytes are not acceptable.
+public struct ProtoStringViolation: Equatable, Sendable {
+    public enum Problem: Equatable, Sendable {
+        case containsNUL
+        case invalidUTF8
+    }
+    /// The field path with proto field names: `client_id`,
+    /// `scope.centers[1]`, `package.name`.
+    public var field: String
+    public var problem: Problem
+
+    public init(field: String, problem: Problem) {
+        self.field = field
+        self.problem = problem
+    }
+
+    public var description: String {
+        switch problem {
+        case .containsNUL: return "must not contain U+0000 (NUL)"
+        case .invalidUTF8: return "is not valid UTF-8"
+        }
+    }
 }
 
 extension ProtoMessage {
     /// Decodes the message from its protobuf encoding.
+    /// Strings are exact: a string field with U+0000 or invalid UTF-8 is
+    /// refused (`.invalidStrings`), never truncated or replaced.
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(ProtoDecodingError) {
-        guard let message = _protoDecode(Self.self, bytes) else { throw .malformed }
-        self = message
+        self = try _protoDecodeChecked(Self.self, bytes)
     }
 
     /// Decodes the message from its protobuf encoding ([UInt8], ArraySlice, Data, ...).
     public init<Bytes: Sequence>(serializedBytes bytes: Bytes) throws(ProtoDecodingError) where Bytes.Element == UInt8 {
-        let decoded: Self?
-        if let result = bytes.withContiguousStorageIfAvailable({ _protoDecode(Self.self, UnsafeRawBufferPointer($0)) }) {
+        let decoded: Result<Self, ProtoDecodingError>
+        if let result = bytes.withContiguousStorageIfAvailable({ raw in
+            Result { () throws(ProtoDecodingError) in try _protoDecodeChecked(Self.self, UnsafeRawBufferPointer(raw)) }
+        }) {
             decoded = result
         } else {
-            decoded = Array(bytes).withUnsafeBytes { _protoDecode(Self.self, $0) }
+            decoded = Array(bytes).withUnsafeBytes { raw in
+                Result { () throws(ProtoDecodingError) in try _protoDecodeChecked(Self.self, raw) }
+            }
         }
-        guard let message = decoded else { throw .malformed }
-        self = message
+        self = try decoded.get()
     }
 
     /// Decodes the message from the readable bytes of `buffer` (which is not consumed).
     public init(buffer: ByteBuffer) throws(ProtoDecodingError) {
-        guard let message = buffer.withUnsafeReadableBytes({ _protoDecode(Self.self, $0) }) else { throw .malformed }
-        self = message
+        let decoded = buffer.withUnsafeReadableBytes { raw in
+            Result { () throws(ProtoDecodingError) in try _protoDecodeChecked(Self.self, raw) }
+        }
+        self = try decoded.get()
     }
 
     /// The protobuf encoding of the message.
@@ -528,6 +562,18 @@ func _protoWithCMessage<M: ProtoMessage, R>(_ message: M, _ body: (UnsafePointer
             return body(c.assumingMemoryBound(to: ProtobufCMessage.self))
         }
     }
+}
+
+/// Decodes strictly: `.invalidStrings` if a string field anywhere in the
+/// message holds NUL or invalid UTF-8 (checked on the wire bytes, where each
+/// string's length is known; protobuf-c's `char *` would end at a NUL), else
+/// `.malformed` if protobuf-c rejects the bytes.
+func _protoDecodeChecked<M: ProtoMessage>(_ type: M.Type, _ bytes: UnsafeRawBufferPointer) throws(ProtoDecodingError) -> M {
+    var violations: [ProtoStringViolation] = []
+    ProtoWireCheck.strings(bytes, M._protoDescriptor.c, path: "", depth: 0, into: &violations)
+    if !violations.isEmpty { throw .invalidStrings(violations) }
+    guard let message = _protoDecode(type, bytes) else { throw .malformed }
+    return message
 }
 
 /// nil if protobuf-c rejects the bytes.

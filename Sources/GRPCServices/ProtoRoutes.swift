@@ -159,12 +159,18 @@ public enum ProtoRoute {
             let request = try Request(buffer: bytes)
             body(request, ProtoCall(call))
         } catch {
-            call.finish(malformed(Request.self))
+            call.finish(refusal(Request.self, error))
         }
     }
 
-    static func malformed<Request: ProtoMessage>(_ type: Request.Type) -> GRPCStatus {
-        RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST").status
+    /// The answer to a request message that does not decode.
+    static func refusal<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError) -> GRPCStatus {
+        switch error {
+        case .malformed:
+            return RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST").status
+        case .invalidStrings(let violations):
+            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) }).status
+        }
     }
 }
 
@@ -184,7 +190,7 @@ final class TypedStreamAdapter<Handler: ProtoStreamHandler>: ServerCallHandler {
             handler.handle(try Handler.Request(buffer: message))
         } catch {
             self.handler = nil
-            call.finish(ProtoRoute.malformed(Handler.Request.self))
+            call.finish(ProtoRoute.refusal(Handler.Request.self, error))
             handler.handleCancel()
         }
     }
