@@ -72,8 +72,14 @@ typealias Node = Credits_Testing_V1_CodecMessage.Node
     @Test func protobufCQuirks() throws {
         #expect(try roundTrip(Scalars.with { $0.fString = "a\u{0}b" }).fString == "a")
         #expect(Scalars.with { $0.fDouble = -0.0 }.serializedBytes() == [])
-        // Invalid UTF-8 is not rejected by protobuf-c; it is repaired (U+FFFD).
-        #expect(try Scalars(serializedBytes: hex("7202ff61")).fString == "\u{FFFD}a")
+        // Decoding is strict where protobuf-c is not: invalid UTF-8 or a NUL
+        // in a string is refused (see StringCheckTests), never repaired or cut.
+        #expect(throws: ProtoDecodingError.invalidStrings([.init(field: "f_string", problem: .invalidUTF8)])) {
+            try Scalars(serializedBytes: hex("7202ff61"))
+        }
+        #expect(throws: ProtoDecodingError.invalidStrings([.init(field: "f_string", problem: .containsNUL)])) {
+            try Scalars(serializedBytes: hex("72036100" + "62"))
+        }
     }
 }
 
