@@ -129,6 +129,7 @@ public enum BulkSeed {
     /// a small package catalog and the history, in one transaction; then
     /// restores the connection's normal settings, the planner statistics, and
     /// checkpoints the WAL. `clock` gives "now": every entry time is before it.
+    /// The caller holds the database's `DatabaseLock` (the seed is its only writer).
     public static func run(path: String, plan: BulkSeedPlan, clock: LedgerClock = SystemClock(),
                            progress: ((_ entriesWritten: Int) -> Void)? = nil) throws -> BulkSeedReport {
         try plan.validate()

@@ -24,10 +24,14 @@ public final class Ledger: @unchecked Sendable {
     private let checkpointer: Checkpointer
     /// Balance reads from memory, invalidated by the writer at each commit.
     public let balanceCache: BalanceCache
+    /// This process is the database's only writer while it holds this.
+    private let lock: DatabaseLock
 
     /// Opens (creating if needed) the database and runs the migrations.
+    /// Throws `DatabaseLock.InUse` when another process has it open.
     public init(path: String, options: Options = Options()) throws {
         precondition(options.idempotencyRetentionSeconds >= 86_400, "idempotency keys are kept at least a day")
+        self.lock = try DatabaseLock(databasePath: path)
         self.path = path
         self.options = options
         var connectionOptions = SQLiteConnection.OpenOptions()
@@ -53,6 +57,8 @@ public final class Ledger: @unchecked Sendable {
 
     /// Applies the migrations to the database at `path` and returns the versions applied.
     public static func migrate(path: String) throws -> [Int] {
+        let lock = try DatabaseLock(databasePath: path)
+        defer { lock.release() }
         let db = try SQLiteConnection(path: path)
         return try Schema.migrate(db, clock: SystemClock())
     }
@@ -118,5 +124,6 @@ public final class Ledger: @unchecked Sendable {
     public func close() {
         writer.stop()
         checkpointer.stop()
+        lock.release()
     }
 }

@@ -63,6 +63,9 @@ struct SeedCommand: ParsableCommand {
         let directory = (database.db as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory.isEmpty ? "." : directory, withIntermediateDirectories: true)
 
+        // One process per database, for the whole seed.
+        let lock = try DatabaseLock(databasePath: database.db)
+        defer { lock.release() }
         var progress = Progress(total: entries, quiet: quiet)
         let report: BulkSeedReport
         do {
