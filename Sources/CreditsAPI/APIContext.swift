@@ -92,9 +92,15 @@ final class APICore: Sendable {
         }
     }
 
+    /// A unary route of a tenant method: the caller is authenticated and
+    /// authorized for `permission` before the request is decoded.
+    func unary<Request, Response>(_ method: ProtoMethod<Request, Response>, _ permission: Permission,
+                                  _ body: @escaping @Sendable (Request, ProtoCall<Response>, CallContext) -> Void) -> RPCRoute {
+        ProtoRoute.unary(method, authorize: { [self] call in context(call, permission) }, body)
+    }
+
     /// Runs a read; ledger errors become statuses.
-    func read<Response>(_ call: ProtoCall<Response>, _ permission: Permission, _ body: (CallContext) throws -> Response) {
-        guard let context = context(call, permission) else { return }
+    func read<Response>(_ call: ProtoCall<Response>, _ context: CallContext, _ body: (CallContext) throws -> Response) {
         do {
             call.respond(try body(context))
         } catch {
@@ -122,8 +128,15 @@ final class APICore: Sendable {
     /// it (DEADLINE_EXCEEDED / CANCELLED, never applied); once taken, its
     /// outcome is final and is the reply, even if the deadline passes
     /// during the commit.
-    func write<C: LedgerCommand, Response: ProtoMessage>(_ call: ProtoCall<Response>, _ command: C,
+    ///
+    /// Violations the handler found (`check`) are answered together with the
+    /// command's own, in one BadRequest, and nothing is queued.
+    func write<C: LedgerCommand, Response: ProtoMessage>(_ call: ProtoCall<Response>, _ command: C, _ check: RequestCheck = RequestCheck(),
                                                           reply: @escaping @Sendable (C.Output) -> Response) {
+        if !check.violations.isEmpty {
+            call.fail(check.merged(with: command))
+            return
+        }
         let built = ResponseBox<Response>()
         let ticket = WriteTicket()
         if call.eventLoop.inEventLoop {  // (handlers run there; the hooks are event-loop state)
@@ -151,6 +164,58 @@ final class APICore: Sendable {
                 call.fail(ErrorMapping.rpcError(error))
             }
         }
+    }
+}
+
+/// Field violations a handler finds before the ledger validates the command
+/// (enums, timestamps, masks): reported together with the command's own, so
+/// that one BadRequest lists every invalid field of the request.
+struct RequestCheck {
+    private(set) var violations: [RPCError.FieldViolation] = []
+
+    mutating func add(_ field: String, _ description: String) {
+        violations.append(RPCError.FieldViolation(field: field, description: description))
+    }
+
+    /// `value`, or `fallback` with a violation when it is nil.
+    mutating func require<T>(_ value: T?, _ field: String, _ description: String, else fallback: T) -> T {
+        if let value { return value }
+        add(field, description)
+        return fallback
+    }
+
+    /// A timestamp that may be unset: nil when unset or out of range (recorded).
+    mutating func optionalTime(_ ts: Google_Protobuf_Timestamp?, _ field: String) -> Int64? {
+        guard let ts else { return nil }
+        guard let micros = Convert.micros(ts) else {
+            add(field, "is out of range")
+            return nil
+        }
+        return micros
+    }
+
+    /// A required timestamp: 0 with a violation when unset or out of range.
+    mutating func requiredTime(_ ts: Google_Protobuf_Timestamp?, _ field: String) -> Int64 {
+        guard ts != nil else {
+            add(field, "is required")
+            return 0
+        }
+        return optionalTime(ts, field) ?? 0
+    }
+
+    /// INVALID_ARGUMENT with these violations and the command's own (each
+    /// field named once, the handler's first).
+    func merged<C: LedgerCommand>(with command: C) -> RPCError {
+        var all = violations
+        do {
+            try command.validate()
+        } catch {
+            if case .invalidArgument(let more) = error {
+                let named = Set(all.map(\.field))
+                all += more.filter { !named.contains($0.field) }.map { RPCError.FieldViolation(field: $0.field, description: $0.description) }
+            }
+        }
+        return RPCError.invalidArgument(all)
     }
 }
 

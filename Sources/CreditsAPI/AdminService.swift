@@ -10,31 +10,47 @@ struct AdminServiceRoutes {
 
     var routes: [RPCRoute] {
         [
-            ProtoRoute.unary(S.createTenant) { req, call in createTenant(req, call) },
-            ProtoRoute.unary(S.getTenant) { req, call in getTenant(req, call) },
-            ProtoRoute.unary(S.setDirectoryAccess) { req, call in setDirectoryAccess(req, call) },
-            ProtoRoute.unary(S.createApiKey) { req, call in createKey(req, call) },
-            ProtoRoute.unary(S.revokeApiKey) { req, call in revokeKey(req, call) },
-            ProtoRoute.unary(S.verifyLedger) { req, call in verify(req, call) },
+            gated(S.createTenant, nil) { req, call, caller in createTenant(req, call, caller) },
+            gated(S.getTenant, .app) { req, call, caller in getTenant(req, call, caller) },
+            gated(S.setDirectoryAccess, .staff) { req, call, caller in setDirectoryAccess(req, call, caller) },
+            gated(S.createApiKey, nil) { req, call, caller in createKey(req, call, caller) },
+            gated(S.revokeApiKey, nil) { req, call, caller in revokeKey(req, call, caller) },
+            gated(S.verifyLedger, nil) { req, call, caller in verify(req, call, caller) },
         ]
     }
 
-    /// The caller, if it is the admin or (with `allowStaff`) staff of `tenantId`.
-    /// Returns the tenant id to act on; answers the call and returns nil otherwise.
-    private func authorize<R>(_ call: ProtoCall<R>, tenantId: String, allowTenantRole: Role?) -> String? {
-        let caller: Caller
-        do {
-            caller = try core.auth.authenticate(call.metadata, reader: try core.readers.reader())
-        } catch {
-            call.fail(ErrorMapping.rpcError(any: error))
-            return nil
-        }
+    /// A route whose caller must be the admin, or (with `allowTenantRole`) a
+    /// key of that role (`.app`: any tenant role but directory), decided
+    /// before the request is decoded.
+    private func gated<Request, Response>(_ method: ProtoMethod<Request, Response>, _ allowTenantRole: Role?,
+                                          _ body: @escaping @Sendable (Request, ProtoCall<Response>, Caller) -> Void) -> RPCRoute {
+        let core = self.core
+        return ProtoRoute.unary(method, authorize: { call -> Caller? in
+            let caller: Caller
+            do {
+                caller = try core.auth.authenticate(call.metadata, reader: try core.readers.reader())
+            } catch {
+                call.fail(ErrorMapping.rpcError(any: error))
+                return nil
+            }
+            guard case .tenant(_, let role, _) = caller.kind else { return caller }
+            let allowed = allowTenantRole.map { needed in needed == .app ? true : role == needed } ?? false
+            guard allowed, role != .directory else {
+                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
+                return nil
+            }
+            return caller
+        }, body)
+    }
+
+    /// The tenant id to act on: `tenantId` for the admin; a tenant key acts
+    /// on its own tenant only (another one: PERMISSION_DENIED, answered here).
+    private func authorize<R>(_ call: ProtoCall<R>, _ caller: Caller, tenantId: String) -> String? {
         switch caller.kind {
         case .admin:
             return tenantId
-        case .tenant(let own, let role, _):
-            let allowed = allowTenantRole.map { needed in needed == .app ? true : role == needed } ?? false
-            guard allowed, role != .directory, tenantId.isEmpty || tenantId == own else {
+        case .tenant(let own, _, _):
+            guard tenantId.isEmpty || tenantId == own else {
                 call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
                 return nil
             }
@@ -42,15 +58,15 @@ struct AdminServiceRoutes {
         }
     }
 
-    func createTenant(_ req: Credits_V1_CreateTenantRequest, _ call: ProtoCall<Credits_V1_Tenant>) {
-        guard authorize(call, tenantId: req.tenantID, allowTenantRole: nil) != nil else { return }
+    func createTenant(_ req: Credits_V1_CreateTenantRequest, _ call: ProtoCall<Credits_V1_Tenant>, _ caller: Caller) {
+        guard authorize(call, caller, tenantId: req.tenantID) != nil else { return }
         core.write(call, CreateTenant(id: req.tenantID, name: req.name, currency: req.currency, allowDirectory: req.allowDirectory)) {
             Convert.tenant($0)
         }
     }
 
-    func getTenant(_ req: Credits_V1_GetTenantRequest, _ call: ProtoCall<Credits_V1_Tenant>) {
-        guard let tenantId = authorize(call, tenantId: req.tenantID, allowTenantRole: .app) else { return }
+    func getTenant(_ req: Credits_V1_GetTenantRequest, _ call: ProtoCall<Credits_V1_Tenant>, _ caller: Caller) {
+        guard let tenantId = authorize(call, caller, tenantId: req.tenantID) else { return }
         do {
             try requireId(tenantId, "tenant_id")
             guard let tenant = try core.readers.reader().tenant(tenantId) else {
@@ -63,8 +79,8 @@ struct AdminServiceRoutes {
         }
     }
 
-    func setDirectoryAccess(_ req: Credits_V1_SetDirectoryAccessRequest, _ call: ProtoCall<Credits_V1_Tenant>) {
-        guard let tenantId = authorize(call, tenantId: req.tenantID, allowTenantRole: .staff) else { return }
+    func setDirectoryAccess(_ req: Credits_V1_SetDirectoryAccessRequest, _ call: ProtoCall<Credits_V1_Tenant>, _ caller: Caller) {
+        guard let tenantId = authorize(call, caller, tenantId: req.tenantID) else { return }
         let auth = core.auth
         core.write(call, SetDirectoryAccess(tenantId: tenantId, allow: req.allowDirectory)) { tenant in
             auth.invalidate(tenantId: tenant.id)
@@ -72,22 +88,23 @@ struct AdminServiceRoutes {
         }
     }
 
-    func createKey(_ req: Credits_V1_CreateApiKeyRequest, _ call: ProtoCall<Credits_V1_CreateApiKeyResponse>) {
-        guard authorize(call, tenantId: req.tenantID, allowTenantRole: nil) != nil else { return }
+    func createKey(_ req: Credits_V1_CreateApiKeyRequest, _ call: ProtoCall<Credits_V1_CreateApiKeyResponse>, _ caller: Caller) {
+        guard authorize(call, caller, tenantId: req.tenantID) != nil else { return }
+        var check = RequestCheck()
         let role: Role
         switch req.role {
         case .staff: role = .staff
         case .app: role = .app
         case .directory: role = .directory
         default:
-            call.fail(RPCError.invalid("role", "is required (STAFF, APP or DIRECTORY)"))
-            return
+            check.add("role", "is required (STAFF, APP or DIRECTORY)")
+            role = .staff
         }
         let keyId = IDs.make("key")
         let secret = Authenticator.newSecret()
         let command = CreateAPIKey(keyId: keyId, tenantId: role == .directory ? nonEmpty(req.tenantID) : req.tenantID,
                                    role: role, label: req.label, secretHash: Authenticator.hash(secret))
-        core.write(call, command) { key in
+        core.write(call, command, check) { key in
             var r = Credits_V1_CreateApiKeyResponse()
             r.key = Convert.apiKey(key)
             r.token = "\(keyId).\(secret)"
@@ -95,8 +112,8 @@ struct AdminServiceRoutes {
         }
     }
 
-    func revokeKey(_ req: Credits_V1_RevokeApiKeyRequest, _ call: ProtoCall<Credits_V1_ApiKey>) {
-        guard authorize(call, tenantId: "", allowTenantRole: nil) != nil else { return }
+    func revokeKey(_ req: Credits_V1_RevokeApiKeyRequest, _ call: ProtoCall<Credits_V1_ApiKey>, _ caller: Caller) {
+        guard authorize(call, caller, tenantId: "") != nil else { return }
         let auth = core.auth
         core.write(call, RevokeAPIKey(keyId: req.keyID)) { key in
             auth.invalidate(keyId: key.id)
@@ -104,8 +121,8 @@ struct AdminServiceRoutes {
         }
     }
 
-    func verify(_ req: Credits_V1_VerifyLedgerRequest, _ call: ProtoCall<Credits_V1_VerifyLedgerResponse>) {
-        guard authorize(call, tenantId: "", allowTenantRole: nil) != nil else { return }
+    func verify(_ req: Credits_V1_VerifyLedgerRequest, _ call: ProtoCall<Credits_V1_VerifyLedgerResponse>, _ caller: Caller) {
+        guard authorize(call, caller, tenantId: "") != nil else { return }
         let ledger = core.ledger
         // A full recompute: off the event loop.
         Thread.detachNewThread {

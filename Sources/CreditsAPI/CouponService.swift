@@ -10,42 +10,37 @@ struct CouponServiceRoutes {
 
     var routes: [RPCRoute] {
         [
-            ProtoRoute.unary(S.createCoupon) { req, call in createCoupon(req, call) },
-            ProtoRoute.unary(S.getCoupon) { req, call in getCoupon(req, call) },
-            ProtoRoute.unary(S.listCoupons) { req, call in listCoupons(req, call) },
-            ProtoRoute.unary(S.deactivateCoupon) { req, call in deactivateCoupon(req, call) },
-            ProtoRoute.unary(S.issueCustomerCredit) { req, call in issue(req, call) },
-            ProtoRoute.unary(S.getCustomerCredit) { req, call in getCredit(req, call) },
-            ProtoRoute.unary(S.listCustomerCredits) { req, call in listCredits(req, call) },
-            ProtoRoute.unary(S.revokeCustomerCredit) { req, call in revoke(req, call) },
-            ProtoRoute.unary(S.redeemCustomerCredit) { req, call in redeem(req, call) },
-            ProtoRoute.unary(S.cancelCreditRedemption) { req, call in cancelRedemption(req, call) },
-            ProtoRoute.unary(S.createMembershipCreditRule) { req, call in createRule(req, call) },
-            ProtoRoute.unary(S.listMembershipCreditRules) { req, call in listRules(req, call) },
-            ProtoRoute.unary(S.disableMembershipCreditRule) { req, call in disableRule(req, call) },
+            core.unary(S.createCoupon, .staff) { req, call, ctx in createCoupon(req, call, ctx) },
+            core.unary(S.getCoupon, .read) { req, call, ctx in getCoupon(req, call, ctx) },
+            core.unary(S.listCoupons, .read) { req, call, ctx in listCoupons(req, call, ctx) },
+            core.unary(S.deactivateCoupon, .staff) { req, call, ctx in deactivateCoupon(req, call, ctx) },
+            core.unary(S.issueCustomerCredit, .appWrite) { req, call, ctx in issue(req, call, ctx) },
+            core.unary(S.getCustomerCredit, .read) { req, call, ctx in getCredit(req, call, ctx) },
+            core.unary(S.listCustomerCredits, .read) { req, call, ctx in listCredits(req, call, ctx) },
+            core.unary(S.revokeCustomerCredit, .staff) { req, call, ctx in revoke(req, call, ctx) },
+            core.unary(S.redeemCustomerCredit, .appWrite) { req, call, ctx in redeem(req, call, ctx) },
+            core.unary(S.cancelCreditRedemption, .appWrite) { req, call, ctx in cancelRedemption(req, call, ctx) },
+            core.unary(S.createMembershipCreditRule, .staff) { req, call, ctx in createRule(req, call, ctx) },
+            core.unary(S.listMembershipCreditRules, .read) { req, call, ctx in listRules(req, call, ctx) },
+            core.unary(S.disableMembershipCreditRule, .staff) { req, call, ctx in disableRule(req, call, ctx) },
         ]
     }
 
     // MARK: Coupons
 
-    func createCoupon(_ req: Credits_V1_CreateCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard req.validityDays >= 0 else {
-            call.fail(RPCError.invalid("validity_days", "must not be negative (0: credits never expire by default)"))
-            return
-        }
-        guard req.maxUses >= 0 else {
-            call.fail(RPCError.invalid("max_uses", "must not be negative (0 or 1: single-use)"))
-            return
-        }
+    func createCoupon(_ req: Credits_V1_CreateCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        if req.validityDays < 0 { check.add("validity_days", "must not be negative (0: credits never expire by default)") }
+        if req.maxUses < 0 { check.add("max_uses", "must not be negative (0 or 1: single-use)") }
         let currency = ctx.currency
         core.write(call, CreateCoupon(tenantId: ctx.tenantId, name: req.name, serviceId: nonEmpty(req.serviceID), valueMinor: req.valueMinor,
-                                      maxUses: max(1, req.maxUses), validityDays: req.validityDays == 0 ? nil : req.validityDays,
-                                      idempotencyKey: key)) { CouponConvert.coupon($0, currency: currency) }
+                                      maxUses: max(1, req.maxUses), validityDays: req.validityDays <= 0 ? nil : req.validityDays,
+                                      idempotencyKey: key), check) { CouponConvert.coupon($0, currency: currency) }
     }
 
-    func getCoupon(_ req: Credits_V1_GetCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>) {
-        core.read(call, .read) { ctx in
+    func getCoupon(_ req: Credits_V1_GetCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.couponID, "coupon_id")
             guard let coupon = try ctx.reader.coupon(tenant: ctx.tenantId, id: req.couponID) else {
                 throw LedgerError.notFound(kind: "coupon", id: req.couponID)
@@ -54,8 +49,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func listCoupons(_ req: Credits_V1_ListCouponsRequest, _ call: ProtoCall<Credits_V1_ListCouponsResponse>) {
-        core.read(call, .read) { ctx in
+    func listCoupons(_ req: Credits_V1_ListCouponsRequest, _ call: ProtoCall<Credits_V1_ListCouponsResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "coupons:\(req.includeInactive)"
             let after = try PageToken.decode(req.pageToken, scope: scope)
@@ -67,8 +62,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func deactivateCoupon(_ req: Credits_V1_DeactivateCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func deactivateCoupon(_ req: Credits_V1_DeactivateCouponRequest, _ call: ProtoCall<Credits_V1_Coupon>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, DeactivateCoupon(tenantId: ctx.tenantId, couponId: req.couponID, idempotencyKey: key)) {
             CouponConvert.coupon($0, currency: currency)
@@ -77,19 +72,20 @@ struct CouponServiceRoutes {
 
     // MARK: Customer credits
 
-    func issue(_ req: Credits_V1_IssueCustomerCreditRequest, _ call: ProtoCall<Credits_V1_CustomerCreditResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let expires = CouponConvert.optionalTime(req.expireTime, "expire_time", call) else { return }
+    func issue(_ req: Credits_V1_IssueCustomerCreditRequest, _ call: ProtoCall<Credits_V1_CustomerCreditResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let expires = check.optionalTime(req.expireTime, "expire_time")
         let currency = ctx.currency
         core.write(call, IssueCustomerCredit(tenantId: ctx.tenantId, clientId: req.clientID, couponId: req.couponID,
                                              membershipId: nonEmpty(req.membershipID), expiresMicros: expires,
-                                             revenueMinor: req.revenueMinor, idempotencyKey: key)) { out in
+                                             revenueMinor: req.revenueMinor, idempotencyKey: key), check) { out in
             CouponConvert.creditResponse(out, currency: currency)
         }
     }
 
-    func getCredit(_ req: Credits_V1_GetCustomerCreditRequest, _ call: ProtoCall<Credits_V1_GetCustomerCreditResponse>) {
-        core.read(call, .read) { ctx in
+    func getCredit(_ req: Credits_V1_GetCustomerCreditRequest, _ call: ProtoCall<Credits_V1_GetCustomerCreditResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.creditID, "credit_id")
             if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
             guard let (credit, redemptions) = try ctx.reader.customerCreditDetail(tenant: ctx.tenantId, id: req.creditID,
@@ -104,8 +100,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func listCredits(_ req: Credits_V1_ListCustomerCreditsRequest, _ call: ProtoCall<Credits_V1_ListCustomerCreditsResponse>) {
-        core.read(call, .read) { ctx in
+    func listCredits(_ req: Credits_V1_ListCustomerCreditsRequest, _ call: ProtoCall<Credits_V1_ListCustomerCreditsResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.clientID, "client_id")
             let size = try PageToken.pageSize(req.pageSize)
             if req.page != 0 && !req.pageToken.isEmpty {
@@ -146,8 +142,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func revoke(_ req: Credits_V1_RevokeCustomerCreditRequest, _ call: ProtoCall<Credits_V1_CustomerCreditResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func revoke(_ req: Credits_V1_RevokeCustomerCreditRequest, _ call: ProtoCall<Credits_V1_CustomerCreditResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, RevokeCustomerCredit(tenantId: ctx.tenantId, creditId: req.creditID, clientId: nonEmpty(req.clientID),
                                               reason: req.reason, idempotencyKey: key)) { out in
@@ -155,8 +151,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func redeem(_ req: Credits_V1_RedeemCustomerCreditRequest, _ call: ProtoCall<Credits_V1_RedemptionResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func redeem(_ req: Credits_V1_RedeemCustomerCreditRequest, _ call: ProtoCall<Credits_V1_RedemptionResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, RedeemCustomerCredit(tenantId: ctx.tenantId, creditId: req.creditID, clientId: nonEmpty(req.clientID),
                                               bookingRef: req.bookingRef, centerId: req.centerID, idempotencyKey: key)) { out in
@@ -164,8 +160,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func cancelRedemption(_ req: Credits_V1_CancelCreditRedemptionRequest, _ call: ProtoCall<Credits_V1_RedemptionResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func cancelRedemption(_ req: Credits_V1_CancelCreditRedemptionRequest, _ call: ProtoCall<Credits_V1_RedemptionResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, CancelCreditRedemption(tenantId: ctx.tenantId, redemptionId: req.redemptionID, reason: req.reason,
                                                 idempotencyKey: key)) { out in
@@ -175,32 +171,35 @@ struct CouponServiceRoutes {
 
     // MARK: Membership credit rules
 
-    func createRule(_ req: Credits_V1_CreateMembershipCreditRuleRequest, _ call: ProtoCall<Credits_V1_MembershipCreditRule>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func createRule(_ req: Credits_V1_CreateMembershipCreditRuleRequest, _ call: ProtoCall<Credits_V1_MembershipCreditRule>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
         let frequency: CreditRuleFrequency
         let day: Int32
         switch req.frequency {
         case .monthly:
-            guard req.dayOfWeek == 0 else { return call.fail(RPCError.invalid("day_of_week", "applies to WEEKLY rules only")) }
+            if req.dayOfWeek != 0 { check.add("day_of_week", "applies to WEEKLY rules only") }
             frequency = .monthly
             day = req.dayOfMonth
         case .weekly:
-            guard req.dayOfMonth == 0 else { return call.fail(RPCError.invalid("day_of_month", "applies to MONTHLY rules only")) }
+            if req.dayOfMonth != 0 { check.add("day_of_month", "applies to MONTHLY rules only") }
             frequency = .weekly
             day = req.dayOfWeek
         default:
-            return call.fail(RPCError.invalid("frequency", "is required (MONTHLY or WEEKLY)"))
+            check.add("frequency", "is required (MONTHLY or WEEKLY)")
+            frequency = .monthly
+            day = max(1, req.dayOfMonth)
         }
-        guard let start = CouponConvert.optionalTime(req.startTime, "start_time", call) else { return }
+        let start = check.optionalTime(req.startTime, "start_time")
         core.write(call, CreateMembershipCreditRule(tenantId: ctx.tenantId, couponId: req.couponID, clientId: req.clientID,
                                                     membershipId: req.membershipID, frequency: frequency, day: day,
-                                                    revenueMinor: req.revenueMinor, startMicros: start, idempotencyKey: key)) {
+                                                    revenueMinor: req.revenueMinor, startMicros: start, idempotencyKey: key), check) {
             CouponConvert.rule($0)
         }
     }
 
-    func listRules(_ req: Credits_V1_ListMembershipCreditRulesRequest, _ call: ProtoCall<Credits_V1_ListMembershipCreditRulesResponse>) {
-        core.read(call, .read) { ctx in
+    func listRules(_ req: Credits_V1_ListMembershipCreditRulesRequest, _ call: ProtoCall<Credits_V1_ListMembershipCreditRulesResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "credit_rules:\(req.clientID):\(req.includeDisabled)"
@@ -214,8 +213,8 @@ struct CouponServiceRoutes {
         }
     }
 
-    func disableRule(_ req: Credits_V1_DisableMembershipCreditRuleRequest, _ call: ProtoCall<Credits_V1_MembershipCreditRule>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func disableRule(_ req: Credits_V1_DisableMembershipCreditRuleRequest, _ call: ProtoCall<Credits_V1_MembershipCreditRule>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         core.write(call, DisableMembershipCreditRule(tenantId: ctx.tenantId, ruleId: req.ruleID, idempotencyKey: key)) {
             CouponConvert.rule($0)
         }
@@ -330,15 +329,5 @@ enum CouponConvert {
         r.redemption = redemption(out.redemption)
         r.seq = out.seq
         return r
-    }
-
-    /// A timestamp field that may be unset; fails the call (and returns nil) when out of range.
-    static func optionalTime<R>(_ ts: Google_Protobuf_Timestamp?, _ field: String, _ call: ProtoCall<R>) -> Int64?? {
-        guard let ts else { return .some(nil) }
-        guard let micros = Convert.micros(ts) else {
-            call.fail(RPCError.invalid(field, "is out of range"))
-            return .none
-        }
-        return .some(micros)
     }
 }

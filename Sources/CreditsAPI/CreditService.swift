@@ -10,30 +10,30 @@ struct CreditServiceRoutes {
 
     var routes: [RPCRoute] {
         [
-            ProtoRoute.unary(S.purchaseCreditPackage) { req, call in purchase(req, call) },
-            ProtoRoute.unary(S.createCreditOrder) { req, call in creditOrder(req, call) },
-            ProtoRoute.unary(S.getBalance) { req, call in getBalance(req, call) },
-            ProtoRoute.unary(S.listBalances) { req, call in listBalances(req, call) },
-            ProtoRoute.unary(S.spendCredits) { req, call in spend(req, call) },
-            ProtoRoute.unary(S.createHold) { req, call in createHold(req, call) },
-            ProtoRoute.unary(S.captureHold) { req, call in captureHold(req, call) },
-            ProtoRoute.unary(S.releaseHold) { req, call in releaseHold(req, call) },
-            ProtoRoute.unary(S.getHold) { req, call in getHold(req, call) },
-            ProtoRoute.unary(S.reverseSpend) { req, call in reverse(req, call) },
-            ProtoRoute.unary(S.getSpend) { req, call in getSpend(req, call) },
-            ProtoRoute.unary(S.createWriteOff) { req, call in createWriteOff(req, call) },
-            ProtoRoute.unary(S.listWriteOffs) { req, call in listWriteOffs(req, call) },
-            ProtoRoute.unary(S.voidWriteOff) { req, call in voidWriteOff(req, call) },
-            ProtoRoute.unary(S.adjustBalance) { req, call in adjust(req, call) },
-            ProtoRoute.unary(S.listLedgerEntries) { req, call in listEntries(req, call) },
-            ProtoRoute.unary(S.getOperation) { req, call in getOperation(req, call) },
+            core.unary(S.purchaseCreditPackage, .appWrite) { req, call, ctx in purchase(req, call, ctx) },
+            core.unary(S.createCreditOrder, .staff) { req, call, ctx in creditOrder(req, call, ctx) },
+            core.unary(S.getBalance, .read) { req, call, ctx in getBalance(req, call, ctx) },
+            core.unary(S.listBalances, .read) { req, call, ctx in listBalances(req, call, ctx) },
+            core.unary(S.spendCredits, .appWrite) { req, call, ctx in spend(req, call, ctx) },
+            core.unary(S.createHold, .appWrite) { req, call, ctx in createHold(req, call, ctx) },
+            core.unary(S.captureHold, .appWrite) { req, call, ctx in captureHold(req, call, ctx) },
+            core.unary(S.releaseHold, .appWrite) { req, call, ctx in releaseHold(req, call, ctx) },
+            core.unary(S.getHold, .read) { req, call, ctx in getHold(req, call, ctx) },
+            core.unary(S.reverseSpend, .staff) { req, call, ctx in reverse(req, call, ctx) },
+            core.unary(S.getSpend, .read) { req, call, ctx in getSpend(req, call, ctx) },
+            core.unary(S.createWriteOff, .staff) { req, call, ctx in createWriteOff(req, call, ctx) },
+            core.unary(S.listWriteOffs, .read) { req, call, ctx in listWriteOffs(req, call, ctx) },
+            core.unary(S.voidWriteOff, .staff) { req, call, ctx in voidWriteOff(req, call, ctx) },
+            core.unary(S.adjustBalance, .staff) { req, call, ctx in adjust(req, call, ctx) },
+            core.unary(S.listLedgerEntries, .read) { req, call, ctx in listEntries(req, call, ctx) },
+            core.unary(S.getOperation, .read) { req, call, ctx in getOperation(req, call, ctx) },
         ]
     }
 
     // MARK: Grants
 
-    func purchase(_ req: Credits_V1_PurchaseCreditPackageRequest, _ call: ProtoCall<Credits_V1_PurchaseCreditPackageResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func purchase(_ req: Credits_V1_PurchaseCreditPackageRequest, _ call: ProtoCall<Credits_V1_PurchaseCreditPackageResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, PurchasePackage(tenantId: ctx.tenantId, clientId: req.clientID, packageId: req.packageID,
                                          centerId: req.centerID, paymentRef: req.paymentRef, idempotencyKey: key)) { out in
@@ -44,13 +44,14 @@ struct CreditServiceRoutes {
         }
     }
 
-    func creditOrder(_ req: Credits_V1_CreateCreditOrderRequest, _ call: ProtoCall<Credits_V1_CreateCreditOrderResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let validUntil = optionalTime(req.validUntil, "valid_until", call) else { return }
+    func creditOrder(_ req: Credits_V1_CreateCreditOrderRequest, _ call: ProtoCall<Credits_V1_CreateCreditOrderResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let validUntil = check.optionalTime(req.validUntil, "valid_until")
         let currency = ctx.currency
         core.write(call, CreateCreditOrder(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor,
                                            priceMinor: req.priceMinor, centerId: req.centerID, note: req.note,
-                                           validUntilMicros: validUntil, scope: Convert.scope(req.scope), idempotencyKey: key)) { out in
+                                           validUntilMicros: validUntil, scope: Convert.scope(req.scope), idempotencyKey: key), check) { out in
             var r = Credits_V1_CreateCreditOrderResponse()
             r.lot = Convert.lot(out.lot)
             r.balance = Convert.summary(out.balance, currency: currency)
@@ -58,12 +59,13 @@ struct CreditServiceRoutes {
         }
     }
 
-    func adjust(_ req: Credits_V1_AdjustBalanceRequest, _ call: ProtoCall<Credits_V1_AdjustBalanceResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let validUntil = optionalTime(req.validUntil, "valid_until", call) else { return }
+    func adjust(_ req: Credits_V1_AdjustBalanceRequest, _ call: ProtoCall<Credits_V1_AdjustBalanceResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let validUntil = check.optionalTime(req.validUntil, "valid_until")
         let currency = ctx.currency
         core.write(call, AdjustBalance(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: req.reason,
-                                       centerId: req.centerID, validUntilMicros: validUntil, idempotencyKey: key)) { out in
+                                       centerId: req.centerID, validUntilMicros: validUntil, idempotencyKey: key), check) { out in
             var r = Credits_V1_AdjustBalanceResponse()
             r.adjustmentID = out.adjustmentId
             r.lot = out.lot.map(Convert.lot)
@@ -75,8 +77,8 @@ struct CreditServiceRoutes {
 
     // MARK: Balances
 
-    func getBalance(_ req: Credits_V1_GetBalanceRequest, _ call: ProtoCall<Credits_V1_Balance>) {
-        core.read(call, .read) { ctx in
+    func getBalance(_ req: Credits_V1_GetBalanceRequest, _ call: ProtoCall<Credits_V1_Balance>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.clientID, "client_id")
             let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
             var r = Credits_V1_Balance()
@@ -96,8 +98,8 @@ struct CreditServiceRoutes {
         }
     }
 
-    func listBalances(_ req: Credits_V1_ListBalancesRequest, _ call: ProtoCall<Credits_V1_ListBalancesResponse>) {
-        core.read(call, .read) { ctx in
+    func listBalances(_ req: Credits_V1_ListBalancesRequest, _ call: ProtoCall<Credits_V1_ListBalancesResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             if !req.centerID.isEmpty { try requireId(req.centerID, "center_id") }
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "balances:\(req.centerID)"
@@ -116,58 +118,49 @@ struct CreditServiceRoutes {
 
     // MARK: Spends and holds
 
-    func spend(_ req: Credits_V1_SpendCreditsRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let reason = Convert.spendReason(req.reason) else {
-            call.fail(RPCError.invalid("reason", "is required (BOOKING, CHECK_IN, SERVICE or OTHER)"))
-            return
-        }
+    func spend(_ req: Credits_V1_SpendCreditsRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let reason = check.require(Convert.spendReason(req.reason), "reason", "is required (BOOKING, CHECK_IN, SERVICE or OTHER)", else: .other)
         let currency = ctx.currency
         core.write(call, SpendCredits(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: reason,
                                       centerId: req.centerID, bookingRef: req.bookingRef, serviceCategory: nonEmpty(req.serviceCategory),
-                                      membershipId: nonEmpty(req.membershipID), idempotencyKey: key)) { out in
+                                      membershipId: nonEmpty(req.membershipID), idempotencyKey: key), check) { out in
             spendResponse(out.spend, out.balance, currency)
         }
     }
 
-    func createHold(_ req: Credits_V1_CreateHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let expires = req.expireTime.flatMap(Convert.micros) else {
-            call.fail(RPCError.invalid("expire_time", "is required"))
-            return
-        }
+    func createHold(_ req: Credits_V1_CreateHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let expires = check.requiredTime(req.expireTime, "expire_time")
         let currency = ctx.currency
         core.write(call, CreateHold(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, centerId: req.centerID,
                                     bookingRef: req.bookingRef, serviceCategory: nonEmpty(req.serviceCategory),
-                                    membershipId: nonEmpty(req.membershipID), expiresMicros: expires, idempotencyKey: key)) { out in
+                                    membershipId: nonEmpty(req.membershipID), expiresMicros: expires, idempotencyKey: key), check) { out in
             holdResponse(out, currency)
         }
     }
 
-    func captureHold(_ req: Credits_V1_CaptureHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        let reason = req.reason == .unspecified ? SpendReason.booking : Convert.spendReason(req.reason)
-        guard let reason else {
-            call.fail(RPCError.invalid("reason", "is not a known spend reason"))
-            return
-        }
-        guard req.amountMinor >= 0 else {
-            call.fail(RPCError.invalid("amount_minor", "must not be negative (0 captures the whole hold)"))
-            return
-        }
+    func captureHold(_ req: Credits_V1_CaptureHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let reason = check.require(req.reason == .unspecified ? SpendReason.booking : Convert.spendReason(req.reason),
+                                   "reason", "is not a known spend reason", else: .booking)
+        if req.amountMinor < 0 { check.add("amount_minor", "must not be negative (0 captures the whole hold)") }
         let currency = ctx.currency
-        core.write(call, CaptureHold(tenantId: ctx.tenantId, holdId: req.holdID, amountMinor: req.amountMinor == 0 ? nil : req.amountMinor,
-                                     reason: reason, idempotencyKey: key)) { out in holdResponse(out, currency) }
+        core.write(call, CaptureHold(tenantId: ctx.tenantId, holdId: req.holdID, amountMinor: req.amountMinor <= 0 ? nil : req.amountMinor,
+                                     reason: reason, idempotencyKey: key), check) { out in holdResponse(out, currency) }
     }
 
-    func releaseHold(_ req: Credits_V1_ReleaseHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func releaseHold(_ req: Credits_V1_ReleaseHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, ReleaseHold(tenantId: ctx.tenantId, holdId: req.holdID, idempotencyKey: key)) { out in holdResponse(out, currency) }
     }
 
-    func getHold(_ req: Credits_V1_GetHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>) {
-        core.read(call, .read) { ctx in
+    func getHold(_ req: Credits_V1_GetHoldRequest, _ call: ProtoCall<Credits_V1_HoldResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.holdID, "hold_id")
             guard let hold = try ctx.reader.hold(tenant: ctx.tenantId, id: req.holdID) else { throw LedgerError.notFound(kind: "hold", id: req.holdID) }
             let spend = try hold.spendId.flatMap { try ctx.reader.spend(tenant: ctx.tenantId, id: $0) }
@@ -176,15 +169,15 @@ struct CreditServiceRoutes {
         }
     }
 
-    func reverse(_ req: Credits_V1_ReverseSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func reverse(_ req: Credits_V1_ReverseSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, ReverseSpend(tenantId: ctx.tenantId, spendId: req.spendID, amountMinor: req.amountMinor, reason: req.reason,
                                       idempotencyKey: key)) { out in spendResponse(out.spend, out.balance, currency) }
     }
 
-    func getSpend(_ req: Credits_V1_GetSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>) {
-        core.read(call, .read) { ctx in
+    func getSpend(_ req: Credits_V1_GetSpendRequest, _ call: ProtoCall<Credits_V1_SpendCreditsResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.spendID, "spend_id")
             guard let spend = try ctx.reader.spend(tenant: ctx.tenantId, id: req.spendID) else { throw LedgerError.notFound(kind: "spend", id: req.spendID) }
             let balance = try ctx.reader.balance(tenant: ctx.tenantId, client: spend.clientId).summary
@@ -194,23 +187,23 @@ struct CreditServiceRoutes {
 
     // MARK: Write-offs
 
-    func createWriteOff(_ req: Credits_V1_CreateWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func createWriteOff(_ req: Credits_V1_CreateWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, CreateWriteOff(tenantId: ctx.tenantId, clientId: req.clientID, amountMinor: req.amountMinor, reason: req.reason,
                                         idempotencyKey: key)) { out in writeOffResponse(out.writeOff, out.balance, currency) }
     }
 
-    func voidWriteOff(_ req: Credits_V1_VoidWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func voidWriteOff(_ req: Credits_V1_VoidWriteOffRequest, _ call: ProtoCall<Credits_V1_WriteOffResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         let currency = ctx.currency
         core.write(call, VoidWriteOff(tenantId: ctx.tenantId, writeOffId: req.writeOffID, idempotencyKey: key)) { out in
             writeOffResponse(out.writeOff, out.balance, currency)
         }
     }
 
-    func listWriteOffs(_ req: Credits_V1_ListWriteOffsRequest, _ call: ProtoCall<Credits_V1_ListWriteOffsResponse>) {
-        core.read(call, .read) { ctx in
+    func listWriteOffs(_ req: Credits_V1_ListWriteOffsRequest, _ call: ProtoCall<Credits_V1_ListWriteOffsResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "write_offs:\(req.clientID)"
@@ -226,8 +219,8 @@ struct CreditServiceRoutes {
 
     // MARK: Statement and operations
 
-    func listEntries(_ req: Credits_V1_ListLedgerEntriesRequest, _ call: ProtoCall<Credits_V1_ListLedgerEntriesResponse>) {
-        core.read(call, .read) { ctx in
+    func listEntries(_ req: Credits_V1_ListLedgerEntriesRequest, _ call: ProtoCall<Credits_V1_ListLedgerEntriesResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.clientID, "client_id")
             let size = try PageToken.pageSize(req.pageSize)
             var query = LedgerReader.StatementQuery(tenant: ctx.tenantId, clientId: req.clientID)
@@ -260,8 +253,8 @@ struct CreditServiceRoutes {
         }
     }
 
-    func getOperation(_ req: Credits_V1_GetOperationRequest, _ call: ProtoCall<Credits_V1_Operation>) {
-        core.read(call, .read) { ctx in
+    func getOperation(_ req: Credits_V1_GetOperationRequest, _ call: ProtoCall<Credits_V1_Operation>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             let key = req.idempotencyKey.isEmpty ? (call.metadata["idempotency-key"] ?? "") : req.idempotencyKey
             try requireId(key, "idempotency_key")
             guard let found = try ctx.reader.idempotency(tenant: ctx.tenantId, key: key) else {
@@ -300,16 +293,6 @@ struct CreditServiceRoutes {
         r.writeOff = Convert.writeOff(w)
         r.balance = Convert.summary(balance, currency: currency)
         return r
-    }
-
-    /// A timestamp field that may be unset; fails the call (and returns nil) when out of range.
-    private func optionalTime<R>(_ ts: Google_Protobuf_Timestamp?, _ field: String, _ call: ProtoCall<R>) -> Int64?? {
-        guard let ts else { return .some(nil) }
-        guard let micros = Convert.micros(ts) else {
-            call.fail(RPCError.invalid(field, "is out of range"))
-            return .none
-        }
-        return .some(micros)
     }
 }
 

@@ -10,28 +10,29 @@ struct SessionServiceRoutes {
 
     var routes: [RPCRoute] {
         [
-            ProtoRoute.unary(S.createClientPackage) { req, call in create(req, call) },
-            ProtoRoute.unary(S.getClientPackage) { req, call in get(req, call) },
-            ProtoRoute.unary(S.listClientPackages) { req, call in list(req, call) },
-            ProtoRoute.unary(S.deactivateClientPackage) { req, call in deactivate(req, call) },
-            ProtoRoute.unary(S.usePackageCredit) { req, call in use(req, call) },
-            ProtoRoute.unary(S.cancelPackageRedemption) { req, call in cancel(req, call) },
-            ProtoRoute.unary(S.getPackageRedemption) { req, call in getRedemption(req, call) },
+            core.unary(S.createClientPackage, .staff) { req, call, ctx in create(req, call, ctx) },
+            core.unary(S.getClientPackage, .read) { req, call, ctx in get(req, call, ctx) },
+            core.unary(S.listClientPackages, .read) { req, call, ctx in list(req, call, ctx) },
+            core.unary(S.deactivateClientPackage, .staff) { req, call, ctx in deactivate(req, call, ctx) },
+            core.unary(S.usePackageCredit, .appWrite) { req, call, ctx in use(req, call, ctx) },
+            core.unary(S.cancelPackageRedemption, .appWrite) { req, call, ctx in cancel(req, call, ctx) },
+            core.unary(S.getPackageRedemption, .read) { req, call, ctx in getRedemption(req, call, ctx) },
         ]
     }
 
-    func create(_ req: Credits_V1_CreateClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
-        guard let validFrom = requiredTime(req.validFrom, "valid_from", call),
-              let validUntil = requiredTime(req.validUntil, "valid_until", call) else { return }
+    func create(_ req: Credits_V1_CreateClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+        var check = RequestCheck()
+        let validFrom = check.requiredTime(req.validFrom, "valid_from")
+        let validUntil = check.requiredTime(req.validUntil, "valid_until")
         let lines = req.lines.map { SessionLine(serviceId: $0.serviceID, totalSessions: $0.totalSessions) }
         core.write(call, CreateClientPackage(tenantId: ctx.tenantId, clientId: req.clientID, name: req.name, scopeId: nonEmpty(req.scopeID),
                                              validFromMicros: validFrom, validUntilMicros: validUntil, lines: lines,
-                                             idempotencyKey: key)) { SessionConvert.packageResponse($0) }
+                                             idempotencyKey: key), check) { SessionConvert.packageResponse($0) }
     }
 
-    func get(_ req: Credits_V1_GetClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>) {
-        core.read(call, .read) { ctx in
+    func get(_ req: Credits_V1_GetClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.clientPackageID, "client_package_id")
             guard let found = try ctx.reader.clientPackageResult(tenant: ctx.tenantId, id: req.clientPackageID) else {
                 throw LedgerError.notFound(kind: "client_package", id: req.clientPackageID)
@@ -40,8 +41,8 @@ struct SessionServiceRoutes {
         }
     }
 
-    func list(_ req: Credits_V1_ListClientPackagesRequest, _ call: ProtoCall<Credits_V1_ListClientPackagesResponse>) {
-        core.read(call, .read) { ctx in
+    func list(_ req: Credits_V1_ListClientPackagesRequest, _ call: ProtoCall<Credits_V1_ListClientPackagesResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             try requireId(req.clientID, "client_id")
             let size = try PageToken.pageSize(req.pageSize)
             let scope = "client_packages:\(req.clientID):\(req.includeInactive)"
@@ -59,26 +60,26 @@ struct SessionServiceRoutes {
         }
     }
 
-    func deactivate(_ req: Credits_V1_DeactivateClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>) {
-        guard let ctx = core.context(call, .staff), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func deactivate(_ req: Credits_V1_DeactivateClientPackageRequest, _ call: ProtoCall<Credits_V1_ClientPackageResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         core.write(call, DeactivateClientPackage(tenantId: ctx.tenantId, packageId: req.clientPackageID, reason: req.reason,
                                                  idempotencyKey: key)) { SessionConvert.packageResponse($0) }
     }
 
-    func use(_ req: Credits_V1_UsePackageCreditRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func use(_ req: Credits_V1_UsePackageCreditRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         core.write(call, UsePackageCredit(tenantId: ctx.tenantId, paymentRef: req.paymentRef, clientId: req.clientID, serviceId: req.serviceID,
                                           scopeId: nonEmpty(req.scopeID), idempotencyKey: key)) { SessionConvert.redemptionResponse($0) }
     }
 
-    func cancel(_ req: Credits_V1_CancelPackageRedemptionRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>) {
-        guard let ctx = core.context(call, .appWrite), let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
+    func cancel(_ req: Credits_V1_CancelPackageRedemptionRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>, _ ctx: CallContext) {
+        guard let key = core.idempotencyKey(req.idempotencyKey, call) else { return }
         core.write(call, CancelPackageRedemption(tenantId: ctx.tenantId, redemptionId: req.redemptionID, paymentRef: req.paymentRef,
                                                  reason: req.reason, idempotencyKey: key)) { SessionConvert.redemptionResponse($0) }
     }
 
-    func getRedemption(_ req: Credits_V1_GetPackageRedemptionRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>) {
-        core.read(call, .read) { ctx in
+    func getRedemption(_ req: Credits_V1_GetPackageRedemptionRequest, _ call: ProtoCall<Credits_V1_PackageRedemptionResponse>, _ ctx: CallContext) {
+        core.read(call, ctx) { ctx in
             guard req.redemptionID.isEmpty != req.paymentRef.isEmpty else {
                 throw RPCErrorBox(RPCError.invalid(req.redemptionID.isEmpty ? "redemption_id" : "payment_ref",
                                                    "exactly one of redemption_id and payment_ref must be given"))
@@ -96,19 +97,6 @@ struct SessionServiceRoutes {
             }
             return SessionConvert.redemptionResponse(found)
         }
-    }
-
-    /// A required timestamp; fails the call (and returns nil) when unset or out of range.
-    private func requiredTime<R>(_ ts: Google_Protobuf_Timestamp?, _ field: String, _ call: ProtoCall<R>) -> Int64? {
-        guard let ts else {
-            call.fail(RPCError.invalid(field, "is required"))
-            return nil
-        }
-        guard let micros = Convert.micros(ts) else {
-            call.fail(RPCError.invalid(field, "is out of range"))
-            return nil
-        }
-        return micros
     }
 }
 

@@ -132,6 +132,24 @@ public enum ProtoRoute {
         return .unary(method.path) { call, bytes in decodeThen(call, bytes, body) }
     }
 
+    /// A unary method whose caller is authorized before its request is
+    /// decoded: `authorize` answers the call itself and returns nil when the
+    /// caller may not call it (so an unknown key is UNAUTHENTICATED and a
+    /// missing role PERMISSION_DENIED whatever the body holds); then the
+    /// request is decoded (INVALID_ARGUMENT if it does not) and `body` runs.
+    public static func unary<Request, Response, Context>(
+        _ method: ProtoMethod<Request, Response>,
+        authorize: @escaping @Sendable (ProtoCall<Response>) -> Context?,
+        _ body: @escaping @Sendable (Request, ProtoCall<Response>, Context) -> Void
+    ) -> RPCRoute {
+        precondition(!method.clientStreaming && !method.serverStreaming, "\(method.path) is not unary")
+        return .unary(method.path) { call, bytes in
+            let typed = ProtoCall<Response>(call)
+            guard let context = authorize(typed) else { return }
+            decodeThen(call, bytes) { (request: Request, typed: ProtoCall<Response>) in body(request, typed, context) }
+        }
+    }
+
     public static func serverStreaming<Request, Response>(
         _ method: ProtoMethod<Request, Response>,
         _ body: @escaping @Sendable (Request, ProtoCall<Response>) -> Void

@@ -15,6 +15,11 @@ public final class Ledger: @unchecked Sendable {
         /// Lot and hold rows the balance cache holds at most, all clients together.
         public var balanceCacheRows = BalanceCache.defaultRowBudget
         public var clock: LedgerClock = SystemClock()
+        /// Take the database's exclusive lock (`DatabaseLock`): the default,
+        /// and what a server does. Off only for short administrative writes
+        /// beside a running server (tenants and keys, which no balance cache
+        /// holds); such a ledger runs no maintenance (expiry, hold releases).
+        public var exclusive = true
         public init() {}
     }
 
@@ -25,13 +30,13 @@ public final class Ledger: @unchecked Sendable {
     /// Balance reads from memory, invalidated by the writer at each commit.
     public let balanceCache: BalanceCache
     /// This process is the database's only writer while it holds this.
-    private let lock: DatabaseLock
+    private let lock: DatabaseLock?
 
     /// Opens (creating if needed) the database and runs the migrations.
     /// Throws `DatabaseLock.InUse` when another process has it open.
     public init(path: String, options: Options = Options()) throws {
         precondition(options.idempotencyRetentionSeconds >= 86_400, "idempotency keys are kept at least a day")
-        self.lock = try DatabaseLock(databasePath: path)
+        self.lock = options.exclusive ? try DatabaseLock(databasePath: path) : nil
         self.path = path
         self.options = options
         var connectionOptions = SQLiteConnection.OpenOptions()
@@ -50,7 +55,7 @@ public final class Ledger: @unchecked Sendable {
         balanceCache = BalanceCache(capacity: options.balanceCacheEntries, rowBudget: options.balanceCacheRows)
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
             maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
-            maintenanceIntervalMicros: options.maintenanceIntervalMillis * 1_000,
+            maintenanceIntervalMicros: options.exclusive ? options.maintenanceIntervalMillis * 1_000 : nil,
             idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000), cache: balanceCache)
         writer.start()
     }
@@ -124,6 +129,6 @@ public final class Ledger: @unchecked Sendable {
     public func close() {
         writer.stop()
         checkpointer.stop()
-        lock.release()
+        lock?.release()
     }
 }

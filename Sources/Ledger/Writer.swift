@@ -54,7 +54,8 @@ final class LedgerWriter: @unchecked Sendable {
     struct Configuration {
         var maxQueueDepth = 10_000
         var maxBatchSize = 256
-        var maintenanceIntervalMicros: Int64 = 1_000_000
+        /// nil: no maintenance at all (a non-exclusive ledger).
+        var maintenanceIntervalMicros: Int64? = 1_000_000
         var idempotencyRetentionMicros: Int64 = 7 * 86_400 * 1_000_000
     }
 
@@ -205,7 +206,8 @@ final class LedgerWriter: @unchecked Sendable {
         while true {
             condition.lock()
             while queue.count == queueHead && !stopping {
-                let waitMicros = max(1_000, nextMaintenanceMicros - store.clock.nowMicros())
+                let waitMicros = configuration.maintenanceIntervalMicros == nil ? 1_000_000
+                    : max(1_000, nextMaintenanceMicros - store.clock.nowMicros())
                 if !condition.wait(until: Date(timeIntervalSinceNow: Double(waitMicros) / 1_000_000)) { break }
             }
             let end = min(queue.count, queueHead + configuration.maxBatchSize)
@@ -223,9 +225,9 @@ final class LedgerWriter: @unchecked Sendable {
             if finished { break }
             if !batch.isEmpty { apply(batch) }
             let now = store.clock.nowMicros()
-            if now >= nextMaintenanceMicros {
+            if let interval = configuration.maintenanceIntervalMicros, now >= nextMaintenanceMicros {
                 maintain()
-                nextMaintenanceMicros = now + configuration.maintenanceIntervalMicros
+                nextMaintenanceMicros = now + interval
             }
         }
         condition.lock()

@@ -83,7 +83,7 @@ struct CreateTenantCommand: ParsableCommand {
     @Flag(help: "Allow directory keys to act for this tenant.") var allowDirectory = false
 
     func run() throws {
-        let ledger = try Ledger(path: database.db)
+        let ledger = try Ledger(path: database.db, options: .adminBesideServer)
         defer { ledger.close() }
         do {
             _ = try ledger.write(CreateTenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory))
@@ -103,7 +103,7 @@ struct CreateKeyCommand: ParsableCommand {
 
     func run() throws {
         guard let role = Role(rawValue: role) else { throw ValidationError("--role must be staff, app or directory") }
-        let ledger = try Ledger(path: database.db)
+        let ledger = try Ledger(path: database.db, options: .adminBesideServer)
         defer { ledger.close() }
         let keyId = IDs.make("key")
         let secret = Authenticator.newSecret()
@@ -114,5 +114,15 @@ struct CreateKeyCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         print("\(keyId).\(secret)")
+    }
+}
+
+extension Ledger.Options {
+    /// Tenants and keys may be created beside a running server: SQLite
+    /// serializes the two writers, and no balance cache holds tenants or keys.
+    static var adminBesideServer: Ledger.Options {
+        var options = Ledger.Options()
+        options.exclusive = false
+        return options
     }
 }

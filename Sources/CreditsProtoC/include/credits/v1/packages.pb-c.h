@@ -104,8 +104,13 @@ struct  Credits__V1__UpdateCreditPackageRequest
    */
   Credits__V1__CreditPackage *package;
   /*
-   * Which fields to change: name, credits_minor, price_minor, validity_days,
-   * scope, active. Empty: all of them.
+   * Which fields to change (AIP-134): any of name, credits_minor,
+   * price_minor, validity_days, scope, active. Empty: the fields that are set
+   * in `package` (a non-default value, or a present scope), so an update of
+   * name and price leaves the rest alone; a field can be set to its default
+   * (active = false, validity_days = 0, price_minor = 0, no scope) only by
+   * naming it. "*" alone: full replacement of every updatable field. Any
+   * other path: INVALID_ARGUMENT.
    */
   Google__Protobuf__FieldMask *update_mask;
   char *idempotency_key;

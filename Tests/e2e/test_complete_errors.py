@@ -1,0 +1,130 @@
+"""Errors are complete and in the right order; no data lost through a
+plausible update (issue 13 items 3 and 8).
+
+- BadRequest lists every invalid field of a request, not only the first.
+- Authentication and authorization come before the body: an unknown key is
+  UNAUTHENTICATED and a staff key on an admin method PERMISSION_DENIED,
+  whatever the body holds (even bytes that are not a message at all).
+- UpdateCreditPackage follows AIP-134: an empty mask means "the fields set in
+  the request", `*` full replacement, unknown paths INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from credits_api import DENIED, INVALID, UNAUTH, Tenant, decode, expect, uid
+
+SPEND = "/credits.v1.CreditService/SpendCredits"
+CREATE_TENANT = "/credits.v1.AdminService/CreateTenant"
+GARBAGE = b"\x0a\xff\xff\xff\xff\x0f"  # a length past the end: not a message
+NUL_CLIENT = b"\x0a\x03a\x00b"  # client_id "a\0b"
+
+
+@pytest.fixture(scope="module")
+def t(cs, cchan, admin):
+    return Tenant(cs, cchan, admin)
+
+
+def raw(channel, path: str, body: bytes, token: str | None):
+    md = [("authorization", f"Bearer {token}")] if token else []
+    method = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    try:
+        return method(body, metadata=md, timeout=10), None
+    except grpc.RpcError as e:
+        return None, e
+
+
+def fields(cs, err) -> list[str]:
+    f = decode(cs, err)
+    assert f.code == INVALID, f"{f.code}: {f.details}"
+    return [v.field for v in f.bad_request.field_violations]
+
+
+def test_every_invalid_field_of_a_spend_is_listed(cs, t):
+    C = cs.credits
+    f = expect(cs, INVALID, t.staff.credit.SpendCredits, C.SpendCreditsRequest(idempotency_key=uid("k-")))
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["reason", "client_id", "amount_minor", "center_id"]), got
+    f = expect(cs, INVALID, t.staff.credit.SpendCredits, C.SpendCreditsRequest())
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["reason", "client_id", "amount_minor", "center_id", "idempotency_key"]), got
+
+
+def test_every_invalid_field_of_a_hold_and_capture_is_listed(cs, t):
+    C = cs.credits
+    f = expect(cs, INVALID, t.staff.credit.CreateHold, C.CreateHoldRequest(amount_minor=-5, idempotency_key=uid("k-")))
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["expire_time", "client_id", "amount_minor", "center_id"]), got
+    f = expect(cs, INVALID, t.staff.credit.CaptureHold, C.CaptureHoldRequest(amount_minor=-1, reason=99,
+                                                                             idempotency_key=uid("k-")))
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["reason", "amount_minor", "hold_id"]), got
+
+
+def test_every_invalid_field_of_a_package_is_listed(cs, t):
+    P = cs.packages
+    f = expect(cs, INVALID, t.staff.packages.CreateCreditPackage, P.CreateCreditPackageRequest(validity_days=-1))
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["validity_days", "name", "credits_minor"]), got
+
+
+def test_unknown_key_is_unauthenticated_whatever_the_body(cs, cchan, t):
+    for body in (GARBAGE, NUL_CLIENT, b""):
+        _, err = raw(cchan, SPEND, body, "key_nope.secret")
+        assert err is not None and err.code() == UNAUTH, (body, err and err.code())
+        _, err = raw(cchan, SPEND, body, None)
+        assert err.code() == UNAUTH, body
+        _, err = raw(cchan, CREATE_TENANT, body, "key_nope.secret")
+        assert err.code() == UNAUTH, body
+
+
+def test_missing_role_is_permission_denied_whatever_the_body(cs, cchan, t):
+    for body in (GARBAGE, NUL_CLIENT, b""):
+        _, err = raw(cchan, CREATE_TENANT, body, t.staff_key.token)
+        assert err.code() == DENIED, (body, err.code(), err.details())
+        _, err = raw(cchan, "/credits.v1.CreditService/AdjustBalance", body, t.app_key.token)
+        assert err.code() == DENIED, (body, err.code(), err.details())
+    # With the right key the body is looked at.
+    _, err = raw(cchan, SPEND, GARBAGE, t.staff_key.token)
+    assert err.code() == INVALID
+
+
+def test_update_with_empty_mask_changes_only_the_fields_set(cs, t):
+    P = cs.packages
+    created = t.package(credits=10_000, price=9_000, name="Ten", validity_days=30,
+                        scope=cs.common.Scope(service_categories=["classes"]))
+    # A newcomer's update: name, credits and price, no mask.
+    updated = t.staff.packages.UpdateCreditPackage(P.UpdateCreditPackageRequest(
+        package=P.CreditPackage(id=created.id, name="Twelve", credits_minor=12_000, price_minor=10_000)))
+    assert (updated.name, updated.credits_minor, updated.price_minor) == ("Twelve", 12_000, 10_000)
+    assert updated.active is True
+    assert updated.validity_days == 30
+    assert list(updated.scope.service_categories) == ["classes"]
+
+    # '*' replaces every updatable field.
+    replaced = t.staff.packages.UpdateCreditPackage(P.UpdateCreditPackageRequest(
+        package=P.CreditPackage(id=created.id, name="Plain", credits_minor=1_000, price_minor=0),
+        update_mask={"paths": ["*"]}))
+    assert (replaced.name, replaced.credits_minor, replaced.price_minor, replaced.validity_days, replaced.active) == (
+        "Plain", 1_000, 0, 0, False)
+    assert list(replaced.scope.service_categories) == []
+
+    # A path naming a default value sets it.
+    back = t.staff.packages.UpdateCreditPackage(P.UpdateCreditPackageRequest(
+        package=P.CreditPackage(id=created.id, active=True), update_mask={"paths": ["active"]}))
+    assert back.active is True and back.name == "Plain"
+
+
+def test_update_mask_errors(cs, t):
+    P = cs.packages
+    pkg = t.package()
+    for paths in (["no_such_field"], ["*", "name"], ["name", "id"]):
+        f = expect(cs, INVALID, t.staff.packages.UpdateCreditPackage, P.UpdateCreditPackageRequest(
+            package=P.CreditPackage(id=pkg.id, name="x"), update_mask={"paths": paths}))
+        assert "update_mask" in [v.field for v in f.bad_request.field_violations], paths
+    # Nothing set and no mask: nothing to update.
+    expect(cs, INVALID, t.staff.packages.UpdateCreditPackage, P.UpdateCreditPackageRequest(
+        package=P.CreditPackage(id=pkg.id)), fields=["update_mask"])
+    assert t.staff.packages.GetCreditPackage(P.GetCreditPackageRequest(package_id=pkg.id)) == pkg
