@@ -95,7 +95,19 @@ enum ErrorMapping {
             return RPCError(.unavailable, "the ledger is shutting down", reason: "UNAVAILABLE")
         case .storage(let code, _):
             // The SQLite message may name tables or values: keep it in logs only.
-            return RPCError(.internalError, "storage failure (SQLite \(code))", reason: "STORAGE")
+            switch error.storageProblem {
+            case .diskFull?:
+                return RPCError(.unavailable, "disk full: the write was not applied; retry later with the same idempotency key",
+                                reason: "STORAGE_FULL")
+            case .notWritable?:
+                return RPCError(.unavailable, "the database file is read-only, moved or missing: the write was not applied; retry later with the same idempotency key",
+                                reason: "STORAGE_UNAVAILABLE")
+            case .ioError?:
+                return RPCError(.unavailable, "storage I/O error: the write was not applied; retry later with the same idempotency key",
+                                reason: "STORAGE_UNAVAILABLE")
+            case nil:
+                return RPCError(.internalError, "storage failure (SQLite \(code))", reason: "STORAGE")
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ public final class Ledger: @unchecked Sendable {
         balanceCache = BalanceCache(capacity: options.balanceCacheEntries, rowBudget: options.balanceCacheRows)
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
             maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
-            maintenanceIntervalMicros: options.exclusive ? options.maintenanceIntervalMillis * 1_000 : nil,
+            maintenanceIntervalMicros: options.exclusive ? options.maintenanceIntervalMillis * 1_000 : nil, databasePath: path,
             idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000), cache: balanceCache)
         writer.start()
     }
@@ -121,6 +121,10 @@ public final class Ledger: @unchecked Sendable {
     }
 
     public var queueDepth: Int { writer.queueDepth }
+
+    /// Why writes fail now (disk full, file not writable, I/O errors), or nil
+    /// when the last write or probe succeeded. Reads are not affected.
+    public var storageProblem: StorageProblem? { writer.storageProblem }
 
     /// Background checkpoints done (the writer's commits never run one).
     var checkpointsDone: Int { checkpointer.checkpoints }

@@ -64,7 +64,31 @@ public enum LedgerError: Error, Equatable, Sendable {
     case storage(code: Int32, message: String)
 }
 
+/// Why the store cannot write now; writes fail with `.storage` and change
+/// nothing until it is fixed (the ledger recovers by itself).
+public enum StorageProblem: Sendable, Equatable {
+    /// SQLITE_FULL: the disk (or its quota) is full.
+    case diskFull
+    /// SQLITE_READONLY or SQLITE_CANTOPEN: the file became read-only, was
+    /// moved or removed, or its directory is not writable.
+    case notWritable
+    /// SQLITE_IOERR: the operating system failed a read or write.
+    case ioError
+}
+
 extension LedgerError {
+    /// The storage problem behind a `.storage` failure, if it is one that
+    /// goes away when the machine is fixed (nil for other failures).
+    public var storageProblem: StorageProblem? {
+        guard case .storage(let code, _) = self else { return nil }
+        switch code & 0xFF {
+        case 13: return .diskFull  // SQLITE_FULL
+        case 8, 14: return .notWritable  // SQLITE_READONLY, SQLITE_CANTOPEN
+        case 10: return .ioError  // SQLITE_IOERR
+        default: return nil
+        }
+    }
+
     static func invalid(_ field: String, _ description: String) -> LedgerError {
         .invalidArgument([FieldViolation(field, description)])
     }

@@ -56,6 +56,8 @@ final class LedgerWriter: @unchecked Sendable {
         var maxBatchSize = 256
         /// nil: no maintenance at all (a non-exclusive ledger).
         var maintenanceIntervalMicros: Int64? = 1_000_000
+        /// The database file, for the storage probe's free-space check.
+        var databasePath = ""
         var idempotencyRetentionMicros: Int64 = 7 * 86_400 * 1_000_000
     }
 
@@ -75,6 +77,7 @@ final class LedgerWriter: @unchecked Sendable {
 
     init(store: LedgerStore, configuration: Configuration, cache: BalanceCache) {
         precondition(configuration.maxQueueDepth > 0 && configuration.maxBatchSize > 0)
+        self.fileIdentity = Self.identity(of: configuration.databasePath)
         self.store = store
         self.configuration = configuration
         self.cache = cache
@@ -226,6 +229,7 @@ final class LedgerWriter: @unchecked Sendable {
             if !batch.isEmpty { apply(batch) }
             let now = store.clock.nowMicros()
             if let interval = configuration.maintenanceIntervalMicros, now >= nextMaintenanceMicros {
+                if storageProblem != nil { probeStorage() }
                 maintain()
                 nextMaintenanceMicros = now + interval
             }
@@ -241,13 +245,16 @@ final class LedgerWriter: @unchecked Sendable {
         reports.reserveCapacity(batch.count)
         var failures: [(PendingWrite, LedgerError)] = []
         do {
+            try checkFile()
             try store.db.run("BEGIN IMMEDIATE")
         } catch {
-            for write in batch { write.fail(LedgerError.from(error)) }
+            let failure = LedgerError.from(error)
+            noteStorage(failure)
+            for write in batch { write.fail(failure) }
             return
         }
         var applied: [PendingWrite] = []
-        for write in batch {
+        for (index, write) in batch.enumerated() {
             // The moment the writer takes the write: before it, the caller may
             // withdraw it (it is then never applied); after it, its outcome
             // is final whatever the clock says.
@@ -267,19 +274,118 @@ final class LedgerWriter: @unchecked Sendable {
                 reports.append(report)
                 applied.append(write)
             } catch {
-                failures.append((write, LedgerError.from(error)))
+                let failure = LedgerError.from(error)
+                failures.append((write, failure))
+                noteStorage(failure)
+                if !store.db.isInTransaction {
+                    // SQLite rolled the whole transaction back (disk full, I/O
+                    // error): nothing of this batch is applied.
+                    rollback()
+                    noteStorage(failure)
+                    for earlier in applied { earlier.fail(failure) }
+                    for later in batch[(index + 1)...] { later.fail(failure) }
+                    for (failed, error) in failures { failed.fail(error) }
+                    return
+                }
             }
         }
         do {
             try commit()
             batchesCommitted += 1
             commandsCommitted += applied.count
+            if !failures.contains(where: { $0.1.storageProblem != nil }) { clearStorageProblem() }
             for report in reports { report() }
         } catch {
             let failure = LedgerError.from(error)
+            noteStorage(failure)
             for write in applied { write.fail(failure) }
         }
         for (write, error) in failures { write.fail(error) }
+    }
+
+    // MARK: Storage health
+
+    /// Free space the file system of the database needs before a full disk
+    /// counts as fixed.
+    static let minFreeBytes: UInt64 = 1 << 20
+
+    /// The database file's device and inode when the writer started.
+    private let fileIdentity: (dev: UInt64, ino: UInt64)?
+
+    static func identity(of path: String) -> (dev: UInt64, ino: UInt64)? {
+        guard !path.isEmpty else { return nil }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// SQLite keeps writing to an open file that was moved or deleted (the
+    /// writes would be lost with it): before each batch, the path must still
+    /// name the file the writer opened, and be writable.
+    private func checkFile() throws(LedgerError) {
+        guard let expected = fileIdentity else { return }
+        let path = configuration.databasePath
+        guard let now = Self.identity(of: path), now == expected else {
+            throw .storage(code: 1032, message: "database file \(path) was moved or removed")  // SQLITE_READONLY_DBMOVED
+        }
+        guard access(path, W_OK) == 0 else {
+            throw .storage(code: 8, message: "database file \(path) is not writable")  // SQLITE_READONLY
+        }
+    }
+
+    static func freeBytes(near path: String) -> UInt64? {
+        guard !path.isEmpty else { return nil }
+        let directory = (path as NSString).deletingLastPathComponent
+        var info = statvfs()
+        guard statvfs(directory.isEmpty ? "." : directory, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
+    private let problemLock = NSLock()
+    private var problem: StorageProblem?
+
+    /// Why writes fail now, if they do: set by a failed write or commit,
+    /// cleared by the next commit or probe that succeeds.
+    var storageProblem: StorageProblem? {
+        problemLock.lock()
+        defer { problemLock.unlock() }
+        return problem
+    }
+
+    private func noteStorage(_ error: LedgerError) {
+        guard let found = error.storageProblem else { return }
+        problemLock.lock()
+        problem = found
+        problemLock.unlock()
+    }
+
+    private func clearStorageProblem() {
+        problemLock.lock()
+        problem = nil
+        problemLock.unlock()
+    }
+
+    /// While writes fail for storage reasons, a small durable write at each
+    /// maintenance tick tells when the storage works again, even if no client
+    /// writes meanwhile.
+    private func probeStorage() {
+        // A small probe transaction may still fit where real writes do not
+        // (the WAL reuses its space): a full disk counts as fixed only once
+        // it has room again.
+        if let free = Self.freeBytes(near: configuration.databasePath), free < Self.minFreeBytes {
+            noteStorage(.storage(code: 13, message: "free space below \(Self.minFreeBytes) bytes"))
+            return
+        }
+        do {
+            try checkFile()
+            try store.db.run("BEGIN IMMEDIATE")
+            try store.db.run("UPDATE schema_migrations SET applied_micros = applied_micros WHERE version = (SELECT MAX(version) FROM schema_migrations)")
+            try store.db.run("COMMIT")
+            clearStorageProblem()
+        } catch {
+            rollback()
+            noteStorage(LedgerError.from(error))
+        }
     }
 
     /// Automatic releases of holds past their deadline, expiry of lots past

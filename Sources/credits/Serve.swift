@@ -138,6 +138,12 @@ struct Serve: ParsableCommand {
             "services": "\(router.serviceNames.joined(separator: ","))",
         ])
 
+        // Health follows the storage: while writes fail (disk full, file not
+        // writable) the server and the credits services are NOT_SERVING;
+        // reads keep working, and the writer's probe notices the recovery.
+        let storageWatch = StorageHealthWatch(ledger: ledger, health: health, services: CreditsAPI.serviceNames, logger: logger)
+        storageWatch.start()
+
         let stop = DispatchSemaphore(value: 0)
         let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
             signal(sig, SIG_IGN)
@@ -148,11 +154,59 @@ struct Serve: ParsableCommand {
         }
         stop.wait()
         logger.info("shutting down", metadata: ["grace_seconds": "\(shutdownGraceSeconds)"])
+        storageWatch.stop()
         health.setAll(.notServing)
         health.finishWatchers()
         try server.shutdownGracefully()
         ledger.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped")
+    }
+}
+
+/// Polls the ledger's storage state once a second and reflects it in health.
+final class StorageHealthWatch: @unchecked Sendable {
+    private let ledger: Ledger
+    private let health: HealthService
+    private let services: [String]
+    private let logger: Logger
+    private let queue = DispatchQueue(label: "credits.storage-health")
+    private var timer: DispatchSourceTimer?
+    private var last: StorageProblem?
+
+    init(ledger: Ledger, health: HealthService, services: [String], logger: Logger) {
+        self.ledger = ledger
+        self.health = health
+        self.services = services
+        self.logger = logger
+    }
+
+    func start() {
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(1))
+        timer.setEventHandler { [weak self] in self?.check() }
+        self.timer = timer
+        timer.resume()
+    }
+
+    func stop() {
+        queue.sync {
+            timer?.cancel()
+            timer = nil
+        }
+    }
+
+    private func check() {
+        guard timer != nil else { return }
+        let now = ledger.storageProblem
+        guard now != last else { return }
+        last = now
+        let status: HealthService.ServingStatus = now == nil ? .serving : .notServing
+        for service in services + [""] { health.setStatus(status, for: service) }
+        if let now {
+            logger.error("writes fail: storage problem; health NOT_SERVING until it is fixed", metadata: ["problem": "\(now)"])
+        } else {
+            logger.notice("storage writable again; health SERVING")
+        }
     }
 }
