@@ -36,7 +36,7 @@ public final class Authenticator: Sendable {
     /// `cacheTTLNanos`: a revoke or directory-access change invalidates at
     /// once, and the TTL bounds how long a read that raced with it can keep
     /// an old value.
-    private let cache = NIOLockedValueBox<[String: CachedKey]>([:])
+    private let cache = NIOLockedValueBox(BoundedDictionary<String, CachedKey>(capacity: Authenticator.maxCachedKeys))
 
     /// A key as read from the ledger and, once a call proved it, the secret
     /// that hashed to its stored hash: later calls within the TTL compare
@@ -46,7 +46,7 @@ public final class Authenticator: Sendable {
         var until: UInt64
         var verifiedSecret: [UInt8]?
     }
-    private let tenants = NIOLockedValueBox<[String: (tenant: Tenant, until: UInt64)]>([:])
+    private let tenants = NIOLockedValueBox(BoundedDictionary<String, (tenant: Tenant, until: UInt64)>(capacity: Authenticator.maxCachedKeys))
 
     /// The last key and tenant each thread resolved: the calls of one
     /// connection (one event loop) mostly carry one token, and this skips the
@@ -93,8 +93,7 @@ public final class Authenticator: Sendable {
             tenant.lastSeq = 0
             found = (tenant, now + Self.cacheTTLNanos)
             tenants.withLockedValue { tenants in
-                if tenants.count >= Self.maxCachedKeys { tenants.removeAll() }
-                tenants[id] = found
+                tenants.insert(id, found)  // the oldest goes when full
             }
         }
         memo.tenant = found.tenant
@@ -234,8 +233,7 @@ public final class Authenticator: Sendable {
             key = stored
             if stored.revokedMicros == nil {
                 cache.withLockedValue { cache in
-                    if cache.count >= Self.maxCachedKeys { cache.removeAll() }
-                    cache[keyId] = CachedKey(key: stored, until: now + Self.cacheTTLNanos, verifiedSecret: nil)
+                    cache.insert(keyId, CachedKey(key: stored, until: now + Self.cacheTTLNanos, verifiedSecret: nil))  // the oldest goes when full
                 }
             }
         }
@@ -246,7 +244,7 @@ public final class Authenticator: Sendable {
         let until = cache.withLockedValue { cache -> UInt64? in
             // Only onto the entry this key was read into (not one re-read since).
             guard cache[keyId]?.key == key else { return nil }
-            cache[keyId]?.verifiedSecret = secret
+            cache.update(keyId) { $0.verifiedSecret = secret }
             return cache[keyId]?.until
         }
         if let until { remember(token, key: key, until: until, generation: generation, in: memo) }

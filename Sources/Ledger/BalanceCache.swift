@@ -53,9 +53,11 @@ struct ClientBalanceState: Sendable {
 ///
 /// Memory is bounded twice: by clients (`capacity`) and by the lot and hold
 /// rows they hold together (`rowBudget`), since a client's rows grow with its
-/// purchases. When either is full, the cache is emptied (and a floor
-/// generation set so that readers that started before cannot store stale
-/// rows). Thread-safe.
+/// purchases. When either is full the oldest entries are evicted, one at a
+/// time (no "empty it all" cliff); the highest invalidation generation of
+/// any evicted entry is kept as a floor for clients without an entry, so
+/// that a reader that started before an evicted invalidation cannot store
+/// stale rows. Thread-safe.
 public final class BalanceCache: @unchecked Sendable {
     struct Key: Hashable, Sendable {
         var tenant: String
@@ -80,11 +82,13 @@ public final class BalanceCache: @unchecked Sendable {
     }
 
     private struct State {
-        var slots: [Key: Slot] = [:]
+        var slots: BoundedDictionary<Key, Slot>
         var pending: Set<Key> = []
         var tenantSeq: [String: Int64] = [:]
         var generation: UInt64 = 1
-        var floor: UInt64 = 0
+        /// The last invalidation of any client whose slot was evicted: what a
+        /// client without a slot may have been invalidated at, at most.
+        var evictedFloor: UInt64 = 0
         /// Lot and hold rows of all cached states together.
         var rows = 0
         var hits = 0
@@ -93,7 +97,7 @@ public final class BalanceCache: @unchecked Sendable {
 
     public let capacity: Int
     public let rowBudget: Int
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Clients with more lots and open holds than this are always read from
     /// SQLite: the cache's memory stays bounded by capacity × this many rows.
     static let maxRowsPerClient = 64
@@ -106,6 +110,24 @@ public final class BalanceCache: @unchecked Sendable {
         precondition(capacity >= 0 && rowBudget >= 0)
         self.capacity = capacity
         self.rowBudget = rowBudget
+        self.state = Mutex(State(slots: BoundedDictionary(capacity: max(1, capacity))))
+    }
+
+    /// Evicts the oldest slot (not `keep`), keeping its invalidation as a floor.
+    private static func evictOne(_ s: inout State, keep: Key?) -> Bool {
+        guard let (key, slot) = s.slots.evictOldest() else { return false }
+        if key == keep {
+            // Put it back as the newest; evict the next one.
+            s.slots.insert(key, slot)
+            guard s.slots.count > 1, let (other, otherSlot) = s.slots.evictOldest() else { return false }
+            s.evictedFloor = max(s.evictedFloor, otherSlot.invalidatedAt)
+            s.rows -= rowCount(otherSlot.state)
+            _ = other
+            return true
+        }
+        s.evictedFloor = max(s.evictedFloor, slot.invalidatedAt)
+        s.rows -= rowCount(slot.state)
+        return true
     }
 
     private static func rowCount(_ rows: ClientBalanceState?) -> Int {
@@ -132,19 +154,27 @@ public final class BalanceCache: @unchecked Sendable {
         guard ticket.cacheable, newRows <= Self.maxRowsPerClient, newRows <= rowBudget else { return }
         let capacity = capacity, rowBudget = rowBudget
         state.withLock { s in
-            guard ticket.generation >= s.floor, !s.pending.contains(key) else { return }
-            let invalidatedAt = s.slots[key]?.invalidatedAt ?? 0
+            guard !s.pending.contains(key) else { return }
+            let existing = s.slots[key]
+            let invalidatedAt = existing?.invalidatedAt ?? s.evictedFloor
             guard invalidatedAt <= ticket.generation else { return }
-            let oldRows = Self.rowCount(s.slots[key]?.state)
-            if (s.slots.count >= capacity && s.slots[key] == nil) || s.rows - oldRows + newRows > rowBudget {
-                s.slots.removeAll(keepingCapacity: true)
-                s.rows = 0
-                s.floor = s.generation
-                guard ticket.generation >= s.floor else { return }
+            let oldRows = Self.rowCount(existing?.state)
+            while s.rows - oldRows + newRows > rowBudget {
+                guard Self.evictOne(&s, keep: key) else { return }
             }
-            s.rows += newRows - Self.rowCount(s.slots[key]?.state)
+            if existing == nil {
+                while s.slots.count >= capacity {
+                    guard Self.evictOne(&s, keep: nil) else { return }
+                }
+            }
+            s.rows += newRows - oldRows
             assert(s.rows >= 0 && s.rows <= rowBudget, "balance cache rows out of bounds: \(s.rows)")
-            s.slots[key] = Slot(state: rows, invalidatedAt: invalidatedAt)
+            if existing != nil {
+                s.slots.update(key) { $0 = Slot(state: rows, invalidatedAt: invalidatedAt) }
+            } else {
+                s.slots.insert(key, Slot(state: rows, invalidatedAt: invalidatedAt))
+            }
+            assert(s.slots.count <= capacity)
             // Seqs only grow; a reader's older seq never replaces a newer one.
             s.tenantSeq[key.tenant] = max(s.tenantSeq[key.tenant] ?? 0, seq)
         }
@@ -158,7 +188,7 @@ public final class BalanceCache: @unchecked Sendable {
             s.pending = touched
             for key in touched {
                 s.rows -= Self.rowCount(s.slots[key]?.state)
-                s.slots[key]?.state = nil
+                s.slots.update(key) { $0.state = nil }
             }
             assert(s.rows >= 0, "balance cache rows went negative")
         }
@@ -171,16 +201,17 @@ public final class BalanceCache: @unchecked Sendable {
         let capacity = capacity
         state.withLock { s in
             s.generation += 1
+            guard capacity > 0 else { return }
             for key in touched {
-                if s.slots[key] != nil || s.slots.count < capacity {
-                    s.rows -= Self.rowCount(s.slots[key]?.state)
-                    s.slots[key] = Slot(state: nil, invalidatedAt: s.generation)
-                } else {
-                    // No room to remember this invalidation: start over.
-                    s.slots.removeAll(keepingCapacity: true)
-                    s.rows = 0
-                    s.floor = s.generation
+                let generation = s.generation
+                if let existing = s.slots[key] {
+                    s.rows -= Self.rowCount(existing.state)
+                    s.slots.update(key) { $0 = Slot(state: nil, invalidatedAt: generation) }
+                    continue
                 }
+                // Remembered as a new slot; the oldest makes room (its invalidation becomes the floor).
+                if s.slots.count >= capacity { _ = Self.evictOne(&s, keep: nil) }
+                s.slots.insert(key, Slot(state: nil, invalidatedAt: generation))
             }
             s.pending.removeAll(keepingCapacity: true)
             for (tenant, seq) in tenantSeqs {

@@ -150,7 +150,8 @@ import Testing
         #expect(try fx.balance("c7").summary.availableMinor == 250)
     }
 
-    /// Emptied when full: rows read before that are refused, later ones stored.
+    /// Full: the oldest entry is evicted, one at a time (no emptying cliff):
+    /// the newest clients stay cached.
     @Test func boundedByCapacity() throws {
         let cache = BalanceCache(capacity: 3)
         let rows = ClientBalanceState(lots: [], holds: [])
@@ -158,9 +159,32 @@ import Testing
             let key = BalanceCache.Key(tenant: "t", client: "c\(i)")
             guard case .miss(let ticket) = cache.lookup(key) else { Issue.record("unexpected hit"); return }
             cache.store(key, rows, tenantSeq: 1, ticket: ticket)
-            #expect(cache.stats.entries <= 3)
+            #expect(cache.stats.entries == min(i + 1, 3))
         }
-        guard case .hit = cache.lookup(.init(tenant: "t", client: "c9")) else { Issue.record("latest client not cached"); return }
+        for i in 7..<10 {
+            guard case .hit = cache.lookup(.init(tenant: "t", client: "c\(i)")) else { Issue.record("c\(i) not cached"); return }
+        }
+        guard case .miss = cache.lookup(.init(tenant: "t", client: "c6")) else { Issue.record("c6 not evicted"); return }
+    }
+
+    /// An evicted invalidation still refuses a reader that started before it.
+    @Test func evictedInvalidationStillRefusesStaleRows() throws {
+        let cache = BalanceCache(capacity: 2)
+        let rows = ClientBalanceState(lots: [], holds: [])
+        let a = BalanceCache.Key(tenant: "t", client: "a")
+        guard case .miss(let old) = cache.lookup(a) else { Issue.record("unexpected hit"); return }
+        cache.beginCommit([a])
+        cache.endCommit([a], tenantSeqs: ["t": 2])  // a invalidated after `old`
+        // Two other invalidations evict a's slot.
+        for name in ["b", "c"] {
+            let key = BalanceCache.Key(tenant: "t", client: name)
+            cache.beginCommit([key])
+            cache.endCommit([key], tenantSeqs: ["t": 3])
+        }
+        cache.store(a, rows, tenantSeq: 1, ticket: old)
+        guard case .miss(let fresh) = cache.lookup(a) else { Issue.record("stale rows stored after eviction"); return }
+        cache.store(a, rows, tenantSeq: 3, ticket: fresh)
+        guard case .hit = cache.lookup(a) else { Issue.record("fresh rows not stored"); return }
     }
 
     /// Readers hammer one client's balance from other threads while spends
