@@ -203,6 +203,32 @@ struct RequestCheck {
         return optionalTime(ts, field) ?? 0
     }
 
+    /// An id (1…128 printable ASCII), as the ledger's rules say.
+    mutating func id(_ value: String, _ field: String, required: Bool = true) {
+        if value.isEmpty {
+            if required { add(field, "is required") }
+            return
+        }
+        if value.utf8.count > LedgerLimits.maxIdLength || !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            add(field, "must be 1…\(LedgerLimits.maxIdLength) printable ASCII characters")
+        }
+    }
+
+    /// page_size: 0 → default; 1…max; else a violation (and the default).
+    mutating func pageSize(_ size: Int32) -> Int {
+        if size == 0 { return LedgerLimits.defaultPageSize }
+        guard size > 0, Int(size) <= LedgerLimits.maxPageSize else {
+            add("page_size", "must be 0…\(LedgerLimits.maxPageSize)")
+            return LedgerLimits.defaultPageSize
+        }
+        return Int(size)
+    }
+
+    /// For reads: throws INVALID_ARGUMENT listing every violation.
+    func finish() throws(RPCErrorBox) {
+        if !violations.isEmpty { throw RPCErrorBox(RPCError.invalidArgument(violations)) }
+    }
+
     /// INVALID_ARGUMENT with these violations and the command's own (each
     /// field named once, the handler's first).
     func merged<C: LedgerCommand>(with command: C) -> RPCError {

@@ -102,8 +102,10 @@ struct CouponServiceRoutes {
 
     func listCredits(_ req: Credits_V1_ListCustomerCreditsRequest, _ call: ProtoCall<Credits_V1_ListCustomerCreditsResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            try requireId(req.clientID, "client_id")
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id")
+            let size = check.pageSize(req.pageSize)
+            try check.finish()
             if req.page != 0 && !req.pageToken.isEmpty {
                 throw RPCErrorBox(RPCError.invalidArgument([
                     RPCError.FieldViolation(field: "page", description: "cannot be combined with page_token"),
@@ -200,8 +202,10 @@ struct CouponServiceRoutes {
 
     func listRules(_ req: Credits_V1_ListMembershipCreditRulesRequest, _ call: ProtoCall<Credits_V1_ListMembershipCreditRulesResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id", required: false)
+            let size = check.pageSize(req.pageSize)
+            try check.finish()
             let scope = "credit_rules:\(req.clientID):\(req.includeDisabled)"
             let after = try PageToken.decode(req.pageToken, scope: scope)
             let rows = try ctx.reader.listMembershipCreditRules(tenant: ctx.tenantId, clientId: nonEmpty(req.clientID),

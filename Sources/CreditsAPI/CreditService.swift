@@ -100,8 +100,10 @@ struct CreditServiceRoutes {
 
     func listBalances(_ req: Credits_V1_ListBalancesRequest, _ call: ProtoCall<Credits_V1_ListBalancesResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            if !req.centerID.isEmpty { try requireId(req.centerID, "center_id") }
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.centerID, "center_id", required: false)
+            let size = check.pageSize(req.pageSize)
+            try check.finish()
             let scope = "balances:\(req.centerID)"
             let after = try PageToken.decode(req.pageToken, scope: scope)
             let (rows, seq) = try ctx.reader.listBalancesWithSeq(tenant: ctx.tenantId, centerId: req.centerID.isEmpty ? nil : req.centerID,
@@ -204,8 +206,10 @@ struct CreditServiceRoutes {
 
     func listWriteOffs(_ req: Credits_V1_ListWriteOffsRequest, _ call: ProtoCall<Credits_V1_ListWriteOffsResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            if !req.clientID.isEmpty { try requireId(req.clientID, "client_id") }
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id", required: false)
+            let size = check.pageSize(req.pageSize)
+            try check.finish()
             let scope = "write_offs:\(req.clientID)"
             let after = try PageToken.decode(req.pageToken, scope: scope).map { Int64($0) }
             if case .some(nil) = after { throw RPCErrorBox(RPCError.invalid("page_token", "is malformed")) }
@@ -221,23 +225,22 @@ struct CreditServiceRoutes {
 
     func listEntries(_ req: Credits_V1_ListLedgerEntriesRequest, _ call: ProtoCall<Credits_V1_ListLedgerEntriesResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            try requireId(req.clientID, "client_id")
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id")
+            let size = check.pageSize(req.pageSize)
             var query = LedgerReader.StatementQuery(tenant: ctx.tenantId, clientId: req.clientID)
             query.newestFirst = !req.oldestFirst
-            if let start = req.startTime {
-                guard let micros = Convert.micros(start) else { throw RPCErrorBox(RPCError.invalid("start_time", "is out of range")) }
-                query.fromMicros = micros
-            }
-            if let end = req.endTime {
-                guard let micros = Convert.micros(end) else { throw RPCErrorBox(RPCError.invalid("end_time", "is out of range")) }
-                query.untilMicros = micros
-            }
+            query.fromMicros = check.optionalTime(req.startTime, "start_time")
+            query.untilMicros = check.optionalTime(req.endTime, "end_time")
             var types: Set<EntryType> = []
             for (i, t) in req.types.enumerated() {
-                guard let type = Convert.entryType(t) else { throw RPCErrorBox(RPCError.invalid("types[\(i)]", "is not an entry type")) }
+                guard let type = Convert.entryType(t) else {
+                    check.add("types[\(i)]", "is not an entry type")
+                    continue
+                }
                 types.insert(type)
             }
+            try check.finish()
             query.types = types
             let scope = "entries:\(req.clientID):\(req.oldestFirst):\(query.fromMicros ?? 0):\(query.untilMicros ?? 0):\(types.map(\.rawValue).sorted())"
             if let cursor = try PageToken.decode(req.pageToken, scope: scope) {

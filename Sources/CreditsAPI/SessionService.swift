@@ -43,8 +43,10 @@ struct SessionServiceRoutes {
 
     func list(_ req: Credits_V1_ListClientPackagesRequest, _ call: ProtoCall<Credits_V1_ListClientPackagesResponse>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            try requireId(req.clientID, "client_id")
-            let size = try PageToken.pageSize(req.pageSize)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id")
+            let size = check.pageSize(req.pageSize)
+            try check.finish()
             let scope = "client_packages:\(req.clientID):\(req.includeInactive)"
             var after: Int64?
             if let cursor = try PageToken.decode(req.pageToken, scope: scope) {

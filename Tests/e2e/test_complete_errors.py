@@ -128,3 +128,13 @@ def test_update_mask_errors(cs, t):
     expect(cs, INVALID, t.staff.packages.UpdateCreditPackage, P.UpdateCreditPackageRequest(
         package=P.CreditPackage(id=pkg.id)), fields=["update_mask"])
     assert t.staff.packages.GetCreditPackage(P.GetCreditPackageRequest(package_id=pkg.id)) == pkg
+
+
+def test_every_invalid_field_of_a_statement_read_is_listed(cs, t):
+    C = cs.credits
+    from google.protobuf import timestamp_pb2
+    far = timestamp_pb2.Timestamp(seconds=400_000_000_000)
+    f = expect(cs, INVALID, t.staff.credit.ListLedgerEntries, C.ListLedgerEntriesRequest(
+        page_size=-1, start_time=far, types=[999]))
+    got = [v.field for v in f.bad_request.field_violations]
+    assert sorted(got) == sorted(["client_id", "page_size", "start_time", "types[0]"]), got
