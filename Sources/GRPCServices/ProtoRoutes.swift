@@ -28,11 +28,29 @@ public struct RPCError: Error, Sendable, Equatable {
                 metadata: [String: String] = [:], fieldViolations: [FieldViolation] = []) {
         precondition(code != .ok, "an RPCError is never OK")
         self.code = code
-        self.message = message
+        self.message = Self.bounded(message)
         self.reason = reason
         self.domain = domain
         self.metadata = metadata
         self.fieldViolations = fieldViolations
+    }
+
+    /// Status messages quote what the client sent (a service name, a path):
+    /// kept under this many UTF-8 bytes so the trailers stay far below any
+    /// client's header list limit (cut at a character boundary, with "…").
+    public static let maxMessageBytes = 1024
+
+    static func bounded(_ message: String) -> String {
+        guard message.utf8.count > maxMessageBytes else { return message }
+        var out = ""
+        var bytes = 0
+        for ch in message {
+            let n = String(ch).utf8.count
+            guard bytes + n <= maxMessageBytes - 3 else { break }
+            out.append(ch)
+            bytes += n
+        }
+        return out + "…"
     }
 
     /// INVALID_ARGUMENT for one bad field.

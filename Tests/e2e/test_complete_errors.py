@@ -138,3 +138,18 @@ def test_every_invalid_field_of_a_statement_read_is_listed(cs, t):
         page_size=-1, start_time=far, types=[999]))
     got = [v.field for v in f.bad_request.field_violations]
     assert sorted(got) == sorted(["client_id", "page_size", "start_time", "types[0]"]), got
+
+
+def test_status_messages_quoting_client_input_stay_bounded(cchan):
+    """A message that quotes what the client sent (here a 100 kB service name)
+    is cut, so that the trailers stay within every client's header limits."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(cchan)
+    for n in (5_000, 100_000):
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(service="x" * n), timeout=5)
+            raise AssertionError("an unknown service was found")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+            assert len(e.details().encode()) <= 1024
