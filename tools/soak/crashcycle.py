@@ -161,11 +161,11 @@ class Soak:
             msg = C.PurchaseCreditPackageRequest(client_id=client, package_id=self.package_id, center_id=center,
                                                  payment_ref=f"pay-{rid}", idempotency_key=key)
         elif op == "spend":
-            amount = rng.randint(1, 900)
+            amount = rng.randint(1, 2500)  # about what orders and purchases add: some spends keep failing
             msg = C.SpendCreditsRequest(client_id=client, amount_minor=amount, reason=rng.randint(1, 4),
                                         center_id=center, booking_ref=f"bk-{rid}", idempotency_key=key)
         elif op == "hold":
-            amount = rng.randint(1, 700)
+            amount = rng.randint(1, 1500)
             msg = C.CreateHoldRequest(client_id=client, amount_minor=amount, center_id=center, booking_ref=f"bk-{rid}",
                                       expire_time={"seconds": int(time.time()) + 7 * 86400}, idempotency_key=key)
         elif op == "capture":

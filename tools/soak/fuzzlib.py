@@ -576,8 +576,14 @@ class Fuzzer:
         inp = Input(i)
         if rng.random() < self.h2_share:
             return self.generate_h2(rng, inp)
-        if rng.random() < 0.08:
+        deadline_probe = False
+        x = rng.random()
+        if x < 0.08:
             m, body = self.probe(rng, inp)
+        elif x < 0.11:
+            # A valid write with a grpc-timeout of a few ms: DEADLINE_EXCEEDED must mean not applied.
+            m, body = self.probe(rng, inp, clean=True)
+            deadline_probe = True
         else:
             m, body = rng.choice(self.methods), None
         inp.method = m.path
@@ -603,12 +609,15 @@ class Fuzzer:
         inp.gzip = rng.random() < 0.05
         if m.mutating and rng.random() < 0.05:
             inp.timeout = rng.choice([0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
+        if deadline_probe:
+            inp.auth = "staff"
+            inp.timeout = rng.choice([0.001, 0.002, 0.003, 0.005, 0.01, 0.02])
         if m.server_streaming:
             inp.timeout = 0.3
         inp._method = m
         return inp
 
-    def probe(self, rng: random.Random, inp: Input):
+    def probe(self, rng: random.Random, inp: Input, clean: bool = False):
         """A valid write with one string field replaced (appended: the last value wins)
         by the same value holding U+0000 or invalid UTF-8."""
         s, P = self.stubs, self.pools
@@ -640,6 +649,12 @@ class Fuzzer:
                 client_id=client, coupon_id=P["coupon_id"][0], idempotency_key=key)))
         svc, name, msg = rng.choice(templates)
         m = next(x for x in self.methods if x.path == f"/credits.v1.{svc}/{name}")
+        if clean:
+            inp.idempotency_key = key.encode() if "idempotency_key" in msg.DESCRIPTOR.fields_by_name else b""
+            inp.fresh_key = True
+            inp.client_id = client.encode()
+            inp.notes.append(f"deadline probe {name}")
+            return m, msg.SerializeToString()
         strings = [f for f in msg.DESCRIPTOR.fields if f.type == D.FieldDescriptor.TYPE_STRING and getattr(msg, f.name)]
         f = rng.choice([x for x in strings if x.name == "client_id"] * 3 + strings)
         value = getattr(msg, f.name).encode()
@@ -920,22 +935,22 @@ class Fuzzer:
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.NOT_FOUND and e.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     self.finding("getoperation-error", inp, f"{e.code().name} {e.details()}")
+        problems = []
         if stored is not None:
-            self.violation(inp, code, details, f"answered {code.name} but GetOperation finds {stored.operation} "
-                                                f"{stored.result_id} at seq {stored.seq}")
-        if after == before:
-            return
-        unexplained = self.explain(before, after, inp)
-        if unexplained:
-            self.violation(inp, code, details, f"answered {code.name} ({details[:120]}) but the ledger moved "
-                                                f"{before} → {after}: {unexplained}")
-        else:
-            self.counts["background_moves"] += 1
+            problems.append(f"GetOperation finds {stored.operation} {stored.result_id} at seq {stored.seq}")
+        if after != before:
+            unexplained = self.explain(before, after, inp)
+            if unexplained:
+                problems.append(f"the ledger moved {before} → {after}: {unexplained}")
+            else:
+                self.counts["background_moves"] += 1
+        if problems:
+            self.violation(inp, code, details, f"answered {code.name} ({details[:120]}) but " + "; ".join(problems))
 
     def violation(self, inp: Input, code, details: str, text: str) -> None:
         self.counts["ledger_changed_after_non_ok"] += 1
         self.violations.append({"input": inp.i, "method": inp.method, "code": code.name, "text": text})
-        self.finding("ledger-changed-after-non-OK", inp, text, signature=code.name)
+        self.finding("ledger-changed-after-non-OK", inp, text, signature=f"{code.name} ({details[:40]})")
 
     def explain(self, before: int, after: int, inp: Input) -> str:
         """'' if every entry in (before, after] is the server's own maintenance; else what is not."""
@@ -943,11 +958,16 @@ class Fuzzer:
         enum = self.stubs.common.EntryType
         stub = self.stubs.credits_grpc.CreditServiceStub(self.channel)
         found = {}
-        clients = set(self.known_clients)
+        # The request's own client first (and its NUL-truncated form), then the setup's, then the rest.
+        first = []
         if inp.client_id:
             text = inp.client_id.decode("utf-8", "replace")
-            clients.update({text, text.split("\x00")[0]})
-        for client in sorted(clients):
+            first = [text, text.split("\x00")[0]]
+        first += self.pools.get("client_id", [])
+        order = list(dict.fromkeys(first + sorted(self.known_clients)))[:3000]
+        for client in order:
+            if len(found) >= after - before:
+                break
             try:
                 page = stub.ListLedgerEntries(C.ListLedgerEntriesRequest(client_id=client, page_size=50),
                                               metadata=L.bearer(self.checker_token), timeout=CALL_TIMEOUT)
