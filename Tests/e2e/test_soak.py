@@ -94,3 +94,37 @@ def test_fuzz_refuses_nul_and_invalid_utf8(fuzz_run):
     assert not bad, "\n".join(
         f"[{f['category']}] x{f['count']} {f['method']}: {f['detail'][:160]} "
         f"(tools/soak/fuzz --seed {f['seed']} --only {f['reproducer']['input']})" for f in bad)
+
+
+def test_fuzz_every_call_is_answered(fuzz_run):
+    """Every unary call gets a status within the 5 s the fuzzer waits, with headers a stock client accepts."""
+    s = fuzz_run
+    bad = [f for f in s["findings"] if f["category"] in ("no-reply", "oversized-reply-metadata", "bad-status",
+                                                          "unparseable-reply", "malformed-status-details")]
+    assert not bad, "\n".join(f"[{f['category']}] x{f['count']} {f['method']}: {f['detail'][:160]}" for f in bad)
+
+
+@pytest.mark.parametrize("length", [20_000, 70_000, 1 << 20])
+def test_long_health_service_name_is_answered(tmp_path, length):
+    """Found by tools/soak/fuzz: Health/Check with a long service name must get a bounded
+    answer (NOT_FOUND or INVALID_ARGUMENT), not a hang or a trailer larger than clients accept."""
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    import soaklib
+
+    srv = soaklib.Server(_binary(), tmp_path / "health").start()
+    try:
+        ch = srv.channel()
+        call = soaklib.RawCaller(ch)
+        body = health_pb2.HealthCheckRequest(service="y" * length).SerializeToString()
+        try:
+            call("/grpc.health.v1.Health/Check", body, timeout=5)
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details() or ""
+        ch.close()
+        assert code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), f"{code.name}: {details[:200]}"
+        assert soaklib.health_check(srv.port)
+    finally:
+        assert srv.terminate() == 0

@@ -56,7 +56,7 @@ BACKGROUND_TYPES = {"ENTRY_TYPE_EXPIRY", "ENTRY_TYPE_RELEASE", "ENTRY_TYPE_COUPO
                     "ENTRY_TYPE_SESSION_FORFEIT", "ENTRY_TYPE_COUPON_ISSUE", "ENTRY_TYPE_REVENUE_ALLOCATION"}
 AMBIGUOUS = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE,
              grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-CALL_TIMEOUT = 10.0
+CALL_TIMEOUT = 5.0  # a unary call unanswered for this long is a finding (no-reply)
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -882,6 +882,11 @@ class Fuzzer:
             self.finding("bad-status", inp, f"status {code}")
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             self.finding(f"status-{code.name}", inp, details, signature=details[:80])
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and inp.timeout >= CALL_TIMEOUT:
+            self.finding("no-reply", inp, f"no answer within {inp.timeout:g} s ({details}); body {len(inp.body)} bytes")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "metadata size exceeds" in details:
+            # grpcio refused the server's reply: its headers/trailers exceed the client's limit.
+            self.finding("oversized-reply-metadata", inp, f"{details[:200]}; body {len(inp.body)} bytes")
         if err is not None:
             reason = L.error_reason(err)
             if reason == "?malformed-status-details":
