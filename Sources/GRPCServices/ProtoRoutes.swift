@@ -40,7 +40,10 @@ public struct RPCError: Error, Sendable, Equatable {
     /// client's header list limit (cut at a character boundary, with "…").
     public static let maxMessageBytes = 1024
 
-    static func bounded(_ message: String) -> String {
+    /// BadRequest lists at most this many violations (and says how many more).
+    public static let maxListedViolations = 16
+
+    static func bounded(_ message: String, max maxMessageBytes: Int = RPCError.maxMessageBytes) -> String {
         guard message.utf8.count > maxMessageBytes else { return message }
         var out = ""
         var bytes = 0
@@ -76,12 +79,20 @@ public struct RPCError: Error, Sendable, Equatable {
             details.details.append(Google_Protobuf_Any(packing: info))
         }
         if !fieldViolations.isEmpty {
+            // Bounded, like the message: the trailers must stay within every
+            // client's metadata limit (grpcio: 8 KiB) however many fields
+            // (e.g. repeated ones) a request gets wrong.
             var badRequest = Google_Rpc_BadRequest()
-            badRequest.fieldViolations = fieldViolations.map {
+            badRequest.fieldViolations = fieldViolations.prefix(Self.maxListedViolations).map {
                 var v = Google_Rpc_BadRequest.FieldViolation()
-                v.field = $0.field
-                v.description_p = $0.description
+                v.field = Self.bounded($0.field, max: 200)
+                v.description_p = Self.bounded($0.description, max: 200)
                 return v
+            }
+            if fieldViolations.count > Self.maxListedViolations {
+                var more = Google_Rpc_BadRequest.FieldViolation()
+                more.description_p = "\(fieldViolations.count - Self.maxListedViolations) more invalid fields are not listed"
+                badRequest.fieldViolations.append(more)
             }
             details.details.append(Google_Protobuf_Any(packing: badRequest))
         }

@@ -153,3 +153,16 @@ def test_status_messages_quoting_client_input_stay_bounded(cchan):
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.NOT_FOUND, e
             assert len(e.details().encode()) <= 1024
+
+
+def test_bad_request_details_stay_bounded(cs, t):
+    """Hundreds of invalid repeated fields: the BadRequest lists the first 16
+    and says how many more, so the trailers stay within grpcio's 8 KiB."""
+    C = cs.credits
+    scope = cs.common.Scope(centers=["bad center " + "x" * 150] * 300)
+    f = expect(cs, INVALID, t.staff.credit.CreateCreditOrder, C.CreateCreditOrderRequest(
+        client_id="c", amount_minor=5, center_id="c1", idempotency_key=uid("k-"), scope=scope))
+    listed = f.bad_request.field_violations
+    assert len(listed) == 17, len(listed)
+    assert "more invalid fields are not listed" in listed[-1].description
+    assert f.status.ByteSize() < 4096
