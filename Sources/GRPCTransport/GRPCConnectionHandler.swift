@@ -106,6 +106,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var endStreamsSent: [Int32] = []
     private var becameWritable: [ServerCall] = []
     private var bufferedInboundBytes = 0
+    /// Streams answered with a refusal (405, 415, a trailers-only error)
+    /// before the client finished sending, with the request bytes thrown away
+    /// since. They are not reset at once: nghttp2 keeps their state, so a
+    /// later frame that breaks RFC 9113 on them still gets the error the RFC
+    /// requires. Bounded by SETTINGS_MAX_CONCURRENT_STREAMS (each is open).
+    private var refusedStreams: [Int32: Int] = [:]
+    /// Past this many discarded request bytes a refused stream is reset
+    /// (NO_ERROR, RFC 9113 §8.1): the client is uploading a body nobody reads.
+    static let refusedBodyLimitBytes = 1 << 20
 
     private var inRead = false
     private var flushNeeded = false
@@ -269,12 +278,28 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        if let discarded = refusedStreams[streamID] {
+            discardRefusedBody(streamID: streamID, discarded: discarded + bytes.count)
+            return
+        }
         // The call may not exist yet (its HEADERS are in the same read); drop
         // only what a finished call would throw away anyway.
         if let call = calls[streamID], call.isFinished { return }
         var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         events.append(.data(streamID: streamID, buffer))
+    }
+
+    /// Counts the body bytes a refused stream sent; past the limit, asks the
+    /// client once to stop (RST_STREAM NO_ERROR, queued in nghttp2).
+    private func discardRefusedBody(streamID: Int32, discarded: Int) {
+        guard discarded > Self.refusedBodyLimitBytes else {
+            refusedStreams[streamID] = discarded
+            return
+        }
+        refusedStreams[streamID] = -Self.refusedBodyLimitBytes * 1024  // reset once
+        session?.resetStream(streamID: streamID, errorCode: 0)
+        flushNeeded = true
     }
 
     func sessionDidReceiveEndStream(streamID: Int32) {
@@ -390,16 +415,27 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.handler = route.makeHandler(call)
     }
 
-    /// "application/grpc", optionally followed by "+…" or ";…", in any case.
-    /// Compared on UTF-8 bytes: this runs for every call.
+    /// "application/grpc" or "application/grpc+proto" (the only codec spoken
+    /// here), in any case, optionally followed by parameters (";…", after
+    /// optional white space). Any other codec ("+json", "+thrift") is not
+    /// gRPC we can answer: HTTP 415. Compared on UTF-8 bytes: this runs for
+    /// every call.
     static func isGRPCContentType<Bytes: Sequence<UInt8>>(_ value: Bytes) -> Bool {
-        let expected = "application/grpc".utf8
         var bytes = value.makeIterator()
-        for e in expected {
-            guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+        func matches(_ expected: String.UTF8View) -> Bool {
+            for e in expected {
+                guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+            }
+            return true
         }
-        guard let next = bytes.next() else { return true }
-        return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
+        guard matches("application/grpc".utf8) else { return false }
+        var next = bytes.next()
+        if next == UInt8(ascii: "+") {
+            guard matches("proto".utf8) else { return false }
+            next = bytes.next()
+        }
+        while next == UInt8(ascii: " ") || next == UInt8(ascii: "\t") { next = bytes.next() }
+        return next == nil || next == UInt8(ascii: ";")
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {
@@ -467,6 +503,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func streamClosed(streamID: Int32, errorCode: UInt32) {
+        refusedStreams.removeValue(forKey: streamID)
         guard let call = calls.removeValue(forKey: streamID) else { return }
         bufferedInboundBytes -= call.deframer.bufferedBytes
         if !call.isFinished {
@@ -488,7 +525,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
     }
 
+    /// Notes a stream answered before its request was read: see `refusedStreams`.
+    private func refused(streamID: Int32) {
+        guard let session, !session.isRemoteClosed(streamID: streamID) else { return }
+        refusedStreams[streamID] = 0
+    }
+
     private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
+        refused(streamID: streamID)
         var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil)
         fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: Metadata()))
         session?.submitResponse(streamID: streamID, headers: .list(fields), hasBody: false)
@@ -498,6 +542,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     /// A plain HTTP answer with a short text body, for requests that are not
     /// gRPC at all (conformance tools need a response to look at).
     private func respondPlain(streamID: Int32, status: Int, body: String, extra: [(String, String)]) {
+        refused(streamID: streamID)
         let context = self.context!
         let call = ServerCall(
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
@@ -563,9 +608,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             while !endStreamsSent.isEmpty {
                 let ended = endStreamsSent
                 endStreamsSent.removeAll()
-                for streamID in ended where !session.isRemoteClosed(streamID: streamID) {
-                    // A complete answer while the client still sends: ask it
-                    // to stop, without error (RFC 9113 §8.1).
+                for streamID in ended where refusedStreams[streamID] == nil && !session.isRemoteClosed(streamID: streamID) {
+                    // A call's complete answer while the client still sends:
+                    // ask it to stop, without error (RFC 9113 §8.1). Refusals
+                    // are left open until the client ends them (`refusedStreams`).
                     session.resetStream(streamID: streamID, errorCode: 0)
                 }
                 try session.send(into: &out)

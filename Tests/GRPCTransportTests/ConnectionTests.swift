@@ -180,9 +180,11 @@ final class Harness {
             h.pump()
             #expect(h.client.responses[id]?.grpcStatus == 0, "\(type)")
         }
-        let id = h.client.request(path: "/test.Svc/Echo", contentType: "application/grpcx", body: grpcFrame([1]))
-        h.pump()
-        #expect(h.client.responses[id]?.header(":status") == "415")
+        for type in ["application/grpcx", "application/grpc+json"] {
+            let id = h.client.request(path: "/test.Svc/Echo", contentType: type, body: grpcFrame([1]))
+            h.pump()
+            #expect(h.client.responses[id]?.header(":status") == "415", "\(type)")
+        }
     }
 
     /// The connection keeps the last path and route: calls alternating between
@@ -201,10 +203,13 @@ final class Harness {
     }
 
     @Test func contentTypeCheckIsCaseInsensitiveAndExact() {
-        for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8"] {
+        for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8",
+                   "application/grpc+PROTO; charset=utf-8", "application/grpc ;a=b"] {
             #expect(GRPCConnectionHandler.isGRPCContentType(ok.utf8), "\(ok)")
         }
         for bad in ["", "application/grp", "application/grpcx", "application/grpc-web", "application/json", "xapplication/grpc",
+                    "application/grpc+json", "application/grpc+JSON;charset=utf-8", "application/grpc+thrift",
+                    "application/grpc+", "application/grpc+protox", "application/grpc+proto+json", "application/grpc x",
                     "application/gRPC\u{0}", "application\u{0F}grpc"] {
             #expect(!GRPCConnectionHandler.isGRPCContentType(bad.utf8), "\(bad)")
         }
@@ -283,10 +288,14 @@ final class Harness {
         #expect(h.call("/test.Svc/Echo", [[1]]).grpcStatus == 0)
     }
 
-    @Test func unaryWithTwoMessagesOrNoneIsInternal() throws {
+    /// The gRPC status-code document: a request cardinality violation is UNIMPLEMENTED.
+    @Test func singleRequestMethodsWithTwoMessagesOrNoneAreUnimplemented() throws {
         let h = try Harness()
-        #expect(h.call("/test.Svc/Echo", [[1], [2]]).grpcStatus == 13)
-        #expect(h.call("/test.Svc/Echo", []).grpcStatus == 13)
+        #expect(h.call("/test.Svc/Echo", [[1], [2]]).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Echo", []).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Stream", [[1], [2]]).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Stream", []).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Echo", [[3]]).grpcStatus == 0)
     }
 
     @Test func streamEndingInsideAMessageIsInternal() throws {
