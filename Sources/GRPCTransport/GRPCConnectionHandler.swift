@@ -20,6 +20,16 @@ struct ConnectionConfiguration: Sendable {
     var maxBufferedBytesPerConnection: Int
     /// A connection with no open call for this long is closed (GOAWAY first).
     var idleTimeout: TimeAmount
+    /// Response bytes one connection may hold queued; past it no new call
+    /// starts on it (REFUSED_STREAM), streaming calls wait, and messages that
+    /// cannot drain are dropped with RESOURCE_EXHAUSTED.
+    var maxResponseBufferBytesPerConnection: Int = 1 << 20
+    /// All connections together; past it the same holds for every
+    /// connection that has response bytes queued.
+    var responseBudget = ResponseBufferBudget(limitBytes: 256 << 20)
+    /// A connection whose response buffer stays full without draining for
+    /// this long is closed (GOAWAY ENHANCE_YOUR_CALM, then close).
+    var stuckTimeout: TimeAmount = .seconds(30)
     var logger: Logger
 }
 
@@ -106,6 +116,24 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var endStreamsSent: [Int32] = []
     private var becameWritable: [ServerCall] = []
     private var bufferedInboundBytes = 0
+    /// Response bytes queued in this connection's calls (also counted in
+    /// `configuration.responseBudget`).
+    private var queuedResponseBytes = 0
+    private var peakQueuedResponseBytes = 0
+    /// Response bytes taken from the calls by nghttp2 since the connection
+    /// opened: progress, for the stuck check.
+    private var drainedResponseBytes = 0
+    /// Calls told they are not writable because the buffer was full; told
+    /// again (onWritable) once it has drained to half. At most one entry per call.
+    private var waitingForBuffer: [ServerCall] = []
+    private var stuckTask: Scheduled<Void>?
+    private var inSend = false
+    /// Most bytes one flush takes from nghttp2 before handing them to the
+    /// channel; the rest follows when the channel has taken these (so what
+    /// waits in the channel stays near its write watermark).
+    static let flushLimitBytes = 1 << 20
+    /// Least progress over a stuck timeout that keeps a full connection open.
+    static let stuckProgressBytes = 16 * 1024
     /// Streams answered with a refusal (405, 415, a trailers-only error)
     /// before the client finished sending, with the request bytes thrown away
     /// since. They are not reset at once: nghttp2 keeps their state, so a
@@ -165,16 +193,23 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         idleTask?.cancel()
+        stuckTask?.cancel()
+        stuckTask = nil
         let open = calls.values
         calls.removeAll()
         for call in open {
-            call.cancel()
+            call.cancel()  // gives its queued response bytes back to the budget
             call.handler = nil
             call.connection = nil
         }
+        waitingForBuffer.removeAll()
+        assert(queuedResponseBytes == 0, "response bytes left counted after every call was cancelled")
         logger.debug("connection closed", metadata: ["cancelled_calls": "\(open.count)"])
         session = nil
         context.fireChannelInactive()
+        if peakQueuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection {
+            configuration.responseBudget.returnFreedMemory()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -348,6 +383,12 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func startCall(streamID: Int32, head: RequestHead) {
+        guard !responseBufferFull else {
+            // Not processed: a gRPC client retries it (transparently) elsewhere or later.
+            session?.resetStream(streamID: streamID, errorCode: UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
+            scheduleFlush()
+            return
+        }
         guard !head.tooLarge else {
             respondTrailersOnly(streamID: streamID, GRPCStatus(.resourceExhausted, "request header list larger than \(configuration.limits.maxHeaderListBytes) bytes"))
             return
@@ -553,9 +594,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.responseState = .finishing(.list([]))
         var bytes = context.channel.allocator.buffer(capacity: body.utf8.count)
         bytes.writeString(body)
-        call.outboundBytes = bytes.readableBytes
-        call.outbound.append(bytes)
         calls[streamID] = call
+        call.queue(bytes)
         var headers: [(String, String)] = [(":status", String(status)), ("content-type", "text/plain; charset=utf-8")]
         headers.append(contentsOf: extra)
         session?.submitResponse(streamID: streamID, headers: .list(headers), hasBody: true)
@@ -583,6 +623,105 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         becameWritable.append(call)
     }
 
+    // MARK: Response buffer
+
+    /// The connection holds all the response bytes it may: its own cap, or
+    /// the server's budget while it holds any.
+    var responseBufferFull: Bool {
+        queuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection
+            || (queuedResponseBytes > 0 && configuration.responseBudget.isExhausted)
+    }
+
+    /// Called by a call that found itself not writable because of the buffer.
+    func waitForResponseBuffer(_ call: ServerCall) {
+        guard !call.waitingForConnectionBuffer else { return }
+        call.waitingForConnectionBuffer = true
+        waitingForBuffer.append(call)
+    }
+
+    /// Whether a call may queue another message. When the buffer is full,
+    /// first hands what nghttp2 can send to the channel.
+    func admitResponseBytes() -> Bool {
+        guard responseBufferFull else { return true }
+        drainOutput()
+        return !responseBufferFull
+    }
+
+    /// Counts `delta` response bytes queued (+) or taken/dropped (−) by a call.
+    func responseBytesQueued(_ delta: Int) {
+        queuedResponseBytes += delta
+        configuration.responseBudget.add(delta)
+        assert(queuedResponseBytes >= 0)
+        if delta > 0 {
+            peakQueuedResponseBytes = max(peakQueuedResponseBytes, queuedResponseBytes)
+            if queuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection && stuckTask == nil {
+                scheduleStuckCheck(drainedBefore: drainedResponseBytes)
+            }
+            return
+        }
+        drainedResponseBytes -= delta
+        if !waitingForBuffer.isEmpty, queuedResponseBytes <= configuration.maxResponseBufferBytesPerConnection / 2,
+           queuedResponseBytes == 0 || !configuration.responseBudget.isExhausted {
+            // Half drained: the waiting calls may send again.
+            for call in waitingForBuffer {
+                call.waitingForConnectionBuffer = false
+                becameWritable.append(call)
+            }
+            waitingForBuffer.removeAll()
+            scheduleFlush()
+        }
+    }
+
+    /// Checks after a stuck timeout that a full buffer drained at least a
+    /// little; closes the connection if it did not.
+    private func scheduleStuckCheck(drainedBefore: Int) {
+        guard let context, !closing, configuration.stuckTimeout > .zero else { return }
+        stuckTask = context.eventLoop.scheduleTask(in: configuration.stuckTimeout) {
+            self.stuckTask = nil
+            guard !self.closing, self.responseBufferFull else { return }
+            guard self.drainedResponseBytes - drainedBefore >= Self.stuckProgressBytes else {
+                self.closeStuckConnection()
+                return
+            }
+            self.scheduleStuckCheck(drainedBefore: self.drainedResponseBytes)
+        }
+    }
+
+    private func closeStuckConnection() {
+        guard let session, let context, !closing else { return }
+        logger.info("closing a connection whose responses do not drain", metadata: [
+            "queued_response_bytes": "\(queuedResponseBytes)",
+            "stuck_seconds": "\(configuration.stuckTimeout.nanoseconds / 1_000_000_000)",
+        ])
+        session.submitGoAway(errorCode: UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue))
+        var out = context.channel.allocator.buffer(capacity: 0)
+        _ = try? session.send(into: &out, limit: 64 * 1024)
+        if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+        context.flush()
+        // Not after the writes complete: this peer does not read.
+        closing = true
+        context.close(promise: nil)
+    }
+
+    /// Hands what nghttp2 can send now to the channel, without the rest of
+    /// `flush` (safe while events are being processed).
+    private func drainOutput() {
+        guard let session, let context, !closing, !inSend, context.channel.isWritable else { return }
+        inSend = true
+        defer { inSend = false }
+        var out = context.channel.allocator.buffer(capacity: 0)
+        do {
+            _ = try session.send(into: &out, limit: Self.flushLimitBytes)
+        } catch {
+            if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+            fail(error)
+            return
+        }
+        if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        flushNeeded = true
+        scheduleFlush()
+    }
+
     // MARK: Output
 
     private func scheduleFlush() {
@@ -600,12 +739,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     private func flush() {
         flushNeeded = false
-        guard let session, let context, !closing else { return }
+        guard let session, let context, !closing, !inSend else { return }
         guard context.channel.isWritable else { return }  // resumed by channelWritabilityChanged
         var out = context.channel.allocator.buffer(capacity: 0)
+        var more = false
+        inSend = true
+        defer { inSend = false }
         do {
-            try session.send(into: &out)
-            while !endStreamsSent.isEmpty {
+            more = try session.send(into: &out, limit: Self.flushLimitBytes)
+            while !more && !endStreamsSent.isEmpty {
                 let ended = endStreamsSent
                 endStreamsSent.removeAll()
                 for streamID in ended where refusedStreams[streamID] == nil && !session.isRemoteClosed(streamID: streamID) {
@@ -614,7 +756,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                     // are left open until the client ends them (`refusedStreams`).
                     session.resetStream(streamID: streamID, errorCode: 0)
                 }
-                try session.send(into: &out)
+                more = try session.send(into: &out, limit: Self.flushLimitBytes)
             }
         } catch {
             if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
@@ -624,8 +766,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if out.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         }
+        inSend = false
         processEvents()  // stream closes reported while sending
         notifyWritable()
+        if (more || !endStreamsSent.isEmpty) && !closing {
+            // The rest after the channel has taken this much (or became unwritable).
+            scheduleFlush()
+        }
         if !session.wantsReadOrWrite || (finalGoAwaySent && calls.isEmpty) {
             closeConnection()
         }
@@ -648,7 +795,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if let session, let context {
             // Send what the session queued (usually a GOAWAY) before closing.
             var out = context.channel.allocator.buffer(capacity: 0)
-            try? session.send(into: &out)
+            _ = try? session.send(into: &out, limit: 64 * 1024)
             if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
         }
         closeConnection()

@@ -175,18 +175,21 @@ final class NGHTTP2Session {
         }
     }
 
-    /// Appends everything the session wants to send to `buffer`.
-    func send(into buffer: inout ByteBuffer) throws(HTTP2SessionError) {
-        while true {
+    /// Appends what the session wants to send to `buffer`, until it has
+    /// nothing more or `buffer` holds at least `limit` bytes. Returns true
+    /// when it stopped at the limit (more may follow).
+    func send(into buffer: inout ByteBuffer, limit: Int) throws(HTTP2SessionError) -> Bool {
+        while buffer.readableBytes < limit {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n < 0 {
                 throw .fatal(code: Int32(n), reason: String(cString: nghttp2_strerror(Int32(n))))
             }
-            if n == 0 { return }
+            if n == 0 { return false }
             // Valid only until the next call: copy now.
             buffer.writeBytes(UnsafeRawBufferPointer(start: data, count: n))
         }
+        return true
     }
 
     var wantsReadOrWrite: Bool {
