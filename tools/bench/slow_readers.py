@@ -160,3 +160,129 @@ def percentile(values: list[float], p: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def _machine() -> str:
+    import os
+    import platform
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024
+    return f"{os.cpu_count()} cores ({model}), {mem} MiB RAM, Linux {platform.release()}"
+
+
+def main(argv=None) -> int:
+    import argparse
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    parser = argparse.ArgumentParser(prog="tools/bench/slow-readers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin", default=str(repo / ".build/release/credits"), help="credits binary")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=250, help="requests per connection")
+    parser.add_argument("--response-bytes", type=int, default=256 * 1024, help="size of each unary Echo response")
+    parser.add_argument("--echo-every", type=int, default=2, help="every n-th request is a unary Echo (0: none)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the slow readers stay")
+    parser.add_argument("--after-seconds", type=float, default=3.0, help="wait after they left before measuring RSS")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra argument for credits serve")
+    parser.add_argument("--markdown", help="write the results as a Markdown section to this file")
+    args = parser.parse_args(argv)
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    work = Path(tempfile.mkdtemp(prefix="slow-readers-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [args.bin, "serve", "--port", str(port), "--db", str(work / "credits.sqlite"),
+               "--enable-test-service", *args.server_arg]
+    log = open(work / "server.log", "wb")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    print(f"server did not start; log in {work / 'server.log'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        channel.close()
+
+        unloaded, unloaded_failures = health_latencies(port, 3.0)
+        time.sleep(0.5)
+        idle = rss_bytes(server.pid)
+        asked = args.connections * args.streams
+        with RSSSampler(server.pid) as sampler:
+            started = time.monotonic()
+            readers = [SlowReader(port, args.streams, args.response_bytes, args.echo_every)
+                       for _ in range(args.connections)]
+            opened_in = time.monotonic() - started
+            loaded, loaded_failures = health_latencies(port, args.seconds)
+            closed_by_server = sum(r.closed_by_server() for r in readers)
+            for r in readers:
+                r.close()
+            time.sleep(args.after_seconds)
+            peak = sampler.peak
+        after = rss_bytes(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+    mib = 1024 * 1024
+    p50u, p99u = percentile(unloaded, 50) * 1e3, percentile(unloaded, 99) * 1e3
+    p50l, p99l = percentile(loaded, 50) * 1e3, percentile(loaded, 99) * 1e3
+    rss_ok = peak - idle <= 256 * mib
+    p99_ok = p99l <= 2 * p99u and loaded_failures == 0
+    lines = [
+        f"- command: `tools/bench/slow-readers {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"- server: `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}`",
+        f"- machine: {_machine()}",
+        f"- load: {args.connections} connections × {args.streams} requests "
+        f"({asked} calls; every {args.echo_every or '—'}-th a unary Echo of {args.response_bytes // 1024} KiB, "
+        f"the others ServerStream of 100000 × 64 KiB), SETTINGS_INITIAL_WINDOW_SIZE 0, never read; "
+        f"opened in {opened_in:.2f} s, held {args.seconds:.0f} s; {closed_by_server} closed by the server meanwhile",
+        "",
+        "| RSS | MiB |",
+        "|---|---|",
+        f"| idle, before | {idle / mib:.0f} |",
+        f"| peak, during | {peak / mib:.0f} (+{(peak - idle) / mib:.0f}) |",
+        f"| {args.after_seconds:.0f} s after they left | {after / mib:.0f} (+{(after - idle) / mib:.0f}) |",
+        "",
+        "| Health/Check, one grpcio client | calls | failed | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+        f"| unloaded | {len(unloaded)} | {unloaded_failures} | {p50u:.2f} | {p99u:.2f} |",
+        f"| during the slow readers | {len(loaded)} | {loaded_failures} | {p50l:.2f} | {p99l:.2f} |",
+        "",
+        f"Targets: peak RSS within 256 MiB of idle: {'met' if rss_ok else 'MISSED'}; "
+        f"loaded p99 under 2 × unloaded: {'met' if p99_ok else 'MISSED'} ({p99l / p99u if p99u else float('nan'):.2f} ×).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    return 0 if rss_ok and p99_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
