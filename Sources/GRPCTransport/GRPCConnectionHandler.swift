@@ -18,6 +18,8 @@ struct ConnectionConfiguration: Sendable {
     var maxReceiveMessageBytes: Int
     /// Bytes of partly received messages a connection may hold over all its calls.
     var maxBufferedBytesPerConnection: Int
+    /// The same for all connections together.
+    var requestBudget = MemoryBudget(limitBytes: 256 << 20)
     /// A connection with no open call for this long is closed (GOAWAY first).
     var idleTimeout: TimeAmount
     /// Response bytes one connection may hold queued; past it no new call
@@ -26,7 +28,7 @@ struct ConnectionConfiguration: Sendable {
     var maxResponseBufferBytesPerConnection: Int = 1 << 20
     /// All connections together; past it the same holds for every
     /// connection that has response bytes queued.
-    var responseBudget = ResponseBufferBudget(limitBytes: 256 << 20)
+    var responseBudget = MemoryBudget(limitBytes: 256 << 20)
     /// A connection whose response buffer stays full without draining for
     /// this long is closed (GOAWAY ENHANCE_YOUR_CALM, then close).
     var stuckTimeout: TimeAmount = .seconds(30)
@@ -203,12 +205,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             call.connection = nil
         }
         waitingForBuffer.removeAll()
+        inboundBytesBuffered(-bufferedInboundBytes)
         assert(queuedResponseBytes == 0, "response bytes left counted after every call was cancelled")
         logger.debug("connection closed", metadata: ["cancelled_calls": "\(open.count)"])
         session = nil
         context.fireChannelInactive()
         if peakQueuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection {
-            configuration.responseBudget.returnFreedMemory()
+            configuration.responseBudget.returnFreedMemory(on: context.eventLoop)
         }
     }
 
@@ -483,9 +486,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard let call = calls[streamID], !call.isFinished else { return }
         let before = call.deframer.bufferedBytes
         call.deframer.append(bytes)
-        bufferedInboundBytes += call.deframer.bufferedBytes - before
+        inboundBytesBuffered(call.deframer.bufferedBytes - before)
         if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
             failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
+            return
+        }
+        if call.deframer.bufferedBytes > before && configuration.requestBudget.isExhausted {
+            failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this server"))
             return
         }
         drainMessages(call)
@@ -506,7 +513,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 }
                 return
             }
-            bufferedInboundBytes -= before - call.deframer.bufferedBytes
+            inboundBytesBuffered(call.deframer.bufferedBytes - before)
             guard let message = next else { return }
             var payload = message.payload
             if message.compressed {
@@ -531,6 +538,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
     }
 
+    /// Counts partly received request bytes for the connection and the server.
+    private func inboundBytesBuffered(_ delta: Int) {
+        guard delta != 0 else { return }
+        bufferedInboundBytes += delta
+        configuration.requestBudget.add(delta)
+        assert(bufferedInboundBytes >= 0)
+    }
+
     private func endOfRequest(streamID: Int32) {
         guard let call = calls[streamID], !call.requestEnded else { return }
         call.requestEnded = true
@@ -546,7 +561,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func streamClosed(streamID: Int32, errorCode: UInt32) {
         refusedStreams.removeValue(forKey: streamID)
         guard let call = calls.removeValue(forKey: streamID) else { return }
-        bufferedInboundBytes -= call.deframer.bufferedBytes
+        inboundBytesBuffered(-call.deframer.bufferedBytes)
         if !call.isFinished {
             logger.debug("call cancelled", metadata: ["path": "\(call.path)", "http2_error": "\(errorCode)"])
         }
@@ -562,7 +577,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard !call.isFinished else { return }
         call.finish(status)
         call.notifyHandlerCancelled()
-        bufferedInboundBytes -= call.deframer.bufferedBytes
+        inboundBytesBuffered(-call.deframer.bufferedBytes)
         call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
     }
 

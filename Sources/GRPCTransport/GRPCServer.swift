@@ -14,6 +14,8 @@ public struct GRPCServerConfiguration: Sendable {
     public var maxReceiveMessageBytes: Int = 4 * 1024 * 1024
     /// Bytes of partly received messages one connection may hold.
     public var maxBufferedBytesPerConnection: Int = 64 * 1024 * 1024
+    /// The same for all connections together.
+    public var maxBufferedBytes: Int = 256 * 1024 * 1024
     /// Connections open at once; further ones are closed on accept.
     public var maxConnections: Int = 10_000
     /// A connection with no open call for this long is closed.
@@ -72,9 +74,10 @@ public final class GRPCServer: @unchecked Sendable {
             router: router, limits: configuration.limits,
             maxReceiveMessageBytes: configuration.maxReceiveMessageBytes,
             maxBufferedBytesPerConnection: configuration.maxBufferedBytesPerConnection,
+            requestBudget: MemoryBudget(limitBytes: configuration.maxBufferedBytes),
             idleTimeout: configuration.idleTimeout,
             maxResponseBufferBytesPerConnection: configuration.maxResponseBufferBytesPerConnection,
-            responseBudget: ResponseBufferBudget(limitBytes: configuration.maxResponseBufferBytes),
+            responseBudget: MemoryBudget(limitBytes: configuration.maxResponseBufferBytes),
             stuckTimeout: configuration.stuckConnectionTimeout,
             logger: configuration.logger)
         let maxConnections = configuration.maxConnections

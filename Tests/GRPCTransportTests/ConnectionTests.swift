@@ -73,12 +73,16 @@ final class Harness {
     let client: H2TestClient
     let observed = Observed()
     var loop: EmbeddedEventLoop { channel.embeddedEventLoop }
-    let budget: ResponseBufferBudget
+    let budget: MemoryBudget
+    let requestBudget: MemoryBudget
 
     init(maxMessage: Int = 1024, limits: HTTP2Limits = HTTP2Limits(), clientWindow: UInt32 = 1 << 20, manualWindow: Bool = false,
-         responseBufferBytes: Int = 1 << 20, budgetBytes: Int = 256 << 20, stuckTimeout: TimeAmount = .seconds(30)) throws {
+         responseBufferBytes: Int = 1 << 20, budgetBytes: Int = 256 << 20, stuckTimeout: TimeAmount = .seconds(30),
+         requestBudgetBytes: Int = 256 << 20) throws {
         client = H2TestClient(initialWindowBytes: clientWindow, manualWindow: manualWindow)
-        budget = ResponseBufferBudget(limitBytes: budgetBytes)
+        budget = MemoryBudget(limitBytes: budgetBytes)
+        requestBudget = MemoryBudget(limitBytes: requestBudgetBytes)
+        let requestBudget = self.requestBudget
         let observed = self.observed
         let router = GRPCRouter([
             .unary("/test.Svc/Echo") { call, request in
@@ -119,7 +123,7 @@ final class Harness {
         logger.logLevel = .critical
         let configuration = ConnectionConfiguration(
             router: router, limits: limits, maxReceiveMessageBytes: maxMessage,
-            maxBufferedBytesPerConnection: 1 << 20, idleTimeout: .seconds(60),
+            maxBufferedBytesPerConnection: 1 << 20, requestBudget: requestBudget, idleTimeout: .seconds(60),
             maxResponseBufferBytesPerConnection: responseBufferBytes, responseBudget: budget,
             stuckTimeout: stuckTimeout, logger: logger)
         channel = EmbeddedChannel(handler: GRPCConnectionHandler(configuration: configuration))
@@ -539,5 +543,23 @@ final class Harness {
         h.pump()
         #expect(!h.channel.isActive)
         #expect(h.budget.usedBytes == 0)
+    }
+
+    @Test func partlyReceivedRequestsAreBoundedForTheServer() throws {
+        let h = try Harness(maxMessage: 1 << 20, requestBudgetBytes: 64 * 1024)
+        // Two client-streaming calls, each 40 KiB into a message of 100 KiB.
+        let partial = Array(grpcFrame(Array(repeating: 1, count: 100 * 1024)).prefix(40 * 1024))
+        let a = h.client.request(path: "/test.Svc/Count", body: partial, endStream: false)
+        h.pump()
+        #expect(h.requestBudget.usedBytes == 40 * 1024 - 5)  // the payload, not its prefix
+        let b = h.client.request(path: "/test.Svc/Count", body: partial, endStream: false)
+        h.pump()
+        #expect(h.client.responses[b]?.grpcStatus == 8)
+        #expect(h.client.responses[a]?.grpcStatus == nil)
+        #expect(h.requestBudget.usedBytes == 40 * 1024 - 5)  // the payload, not its prefix
+        h.client.reset(streamID: a)
+        h.pump()
+        #expect(h.requestBudget.usedBytes == 0)
+        _ = try h.channel.finish()
     }
 }

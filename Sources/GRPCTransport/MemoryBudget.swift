@@ -4,14 +4,15 @@ import Glibc
 import NIOCore
 import Synchronization
 
-/// Response bytes held in memory (queued in calls, not yet taken by
-/// nghttp2) by all connections of a server together, against one budget.
-/// Each connection adds and removes its own bytes; the total is one atomic.
-final class ResponseBufferBudget: Sendable {
+/// Bytes of one kind held in memory by all connections of a server
+/// together, against one budget: response bytes queued in calls (not yet
+/// taken by nghttp2), or partly received request messages. Each connection
+/// adds and removes its own bytes; the total is one atomic.
+final class MemoryBudget: Sendable {
     let limitBytes: Int
     private let used = Atomic<Int>(0)
-    /// When `malloc_trim` last ran, in uptime nanoseconds.
-    private let lastTrimNanos = Atomic<UInt64>(0)
+    /// A `malloc_trim` is scheduled (one at a time for the process).
+    private let trimScheduled = Atomic<Bool>(false)
 
     init(limitBytes: Int) {
         precondition(limitBytes > 0)
@@ -27,15 +28,15 @@ final class ResponseBufferBudget: Sendable {
     var isExhausted: Bool { usedBytes >= limitBytes }
 
     /// After a connection that held many response bytes went away: glibc
-    /// keeps freed memory in its arenas, so give it back to the system, at
-    /// most once a second for the whole process (measured: without it RSS
-    /// stayed hundreds of MiB above idle after slow readers left).
-    func returnFreedMemory() {
-        let now = NIODeadline.now().uptimeNanoseconds
-        let last = lastTrimNanos.load(ordering: .relaxed)
-        guard now &- last >= 1_000_000_000,
-              lastTrimNanos.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
-        _ = Self.mallocTrim?(0)
+    /// keeps freed memory in its arenas, so give it back to the system. One
+    /// trim shortly after, for all the connections that leave meanwhile (slow
+    /// readers tend to leave together), at most one pending for the process.
+    func returnFreedMemory(on eventLoop: EventLoop) {
+        guard Self.mallocTrim != nil, !trimScheduled.exchange(true, ordering: .relaxed) else { return }
+        eventLoop.scheduleTask(in: .milliseconds(250)) {
+            self.trimScheduled.store(false, ordering: .relaxed)
+            _ = Self.mallocTrim?(0)
+        }
     }
 
     /// glibc's `malloc_trim` (in <malloc.h>, which Glibc does not import);
