@@ -18,8 +18,20 @@ struct ConnectionConfiguration: Sendable {
     var maxReceiveMessageBytes: Int
     /// Bytes of partly received messages a connection may hold over all its calls.
     var maxBufferedBytesPerConnection: Int
+    /// The same for all connections together.
+    var requestBudget = MemoryBudget(limitBytes: 256 << 20)
     /// A connection with no open call for this long is closed (GOAWAY first).
     var idleTimeout: TimeAmount
+    /// Response bytes one connection may hold queued; past it no new call
+    /// starts on it (REFUSED_STREAM), streaming calls wait, and messages that
+    /// cannot drain are dropped with RESOURCE_EXHAUSTED.
+    var maxResponseBufferBytesPerConnection: Int = 1 << 20
+    /// All connections together; past it the same holds for every
+    /// connection that has response bytes queued.
+    var responseBudget = MemoryBudget(limitBytes: 256 << 20)
+    /// A connection whose response buffer stays full without draining for
+    /// this long is closed (GOAWAY ENHANCE_YOUR_CALM, then close).
+    var stuckTimeout: TimeAmount = .seconds(30)
     var logger: Logger
 }
 
@@ -106,6 +118,33 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var endStreamsSent: [Int32] = []
     private var becameWritable: [ServerCall] = []
     private var bufferedInboundBytes = 0
+    /// Response bytes queued in this connection's calls (also counted in
+    /// `configuration.responseBudget`).
+    private var queuedResponseBytes = 0
+    private var peakQueuedResponseBytes = 0
+    /// Response bytes taken from the calls by nghttp2 since the connection
+    /// opened: progress, for the stuck check.
+    private var drainedResponseBytes = 0
+    /// Calls told they are not writable because the buffer was full; told
+    /// again (onWritable) once it has drained to half. At most one entry per call.
+    private var waitingForBuffer: [ServerCall] = []
+    private var stuckTask: Scheduled<Void>?
+    private var inSend = false
+    /// Most bytes one flush takes from nghttp2 before handing them to the
+    /// channel; the rest follows when the channel has taken these (so what
+    /// waits in the channel stays near its write watermark).
+    static let flushLimitBytes = 1 << 20
+    /// Least progress over a stuck timeout that keeps a full connection open.
+    static let stuckProgressBytes = 16 * 1024
+    /// Streams answered with a refusal (405, 415, a trailers-only error)
+    /// before the client finished sending, with the request bytes thrown away
+    /// since. They are not reset at once: nghttp2 keeps their state, so a
+    /// later frame that breaks RFC 9113 on them still gets the error the RFC
+    /// requires. Bounded by SETTINGS_MAX_CONCURRENT_STREAMS (each is open).
+    private var refusedStreams: [Int32: Int] = [:]
+    /// Past this many discarded request bytes a refused stream is reset
+    /// (NO_ERROR, RFC 9113 §8.1): the client is uploading a body nobody reads.
+    static let refusedBodyLimitBytes = 1 << 20
 
     private var inRead = false
     private var flushNeeded = false
@@ -156,16 +195,24 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         idleTask?.cancel()
+        stuckTask?.cancel()
+        stuckTask = nil
         let open = calls.values
         calls.removeAll()
         for call in open {
-            call.cancel()
+            call.cancel()  // gives its queued response bytes back to the budget
             call.handler = nil
             call.connection = nil
         }
+        waitingForBuffer.removeAll()
+        inboundBytesBuffered(-bufferedInboundBytes)
+        assert(queuedResponseBytes == 0, "response bytes left counted after every call was cancelled")
         logger.debug("connection closed", metadata: ["cancelled_calls": "\(open.count)"])
         session = nil
         context.fireChannelInactive()
+        if peakQueuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection {
+            configuration.responseBudget.returnFreedMemory(on: context.eventLoop)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -269,12 +316,28 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        if let discarded = refusedStreams[streamID] {
+            discardRefusedBody(streamID: streamID, discarded: discarded + bytes.count)
+            return
+        }
         // The call may not exist yet (its HEADERS are in the same read); drop
         // only what a finished call would throw away anyway.
         if let call = calls[streamID], call.isFinished { return }
         var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         events.append(.data(streamID: streamID, buffer))
+    }
+
+    /// Counts the body bytes a refused stream sent; past the limit, asks the
+    /// client once to stop (RST_STREAM NO_ERROR, queued in nghttp2).
+    private func discardRefusedBody(streamID: Int32, discarded: Int) {
+        guard discarded > Self.refusedBodyLimitBytes else {
+            refusedStreams[streamID] = discarded
+            return
+        }
+        refusedStreams[streamID] = -Self.refusedBodyLimitBytes * 1024  // reset once
+        session?.resetStream(streamID: streamID, errorCode: 0)
+        flushNeeded = true
     }
 
     func sessionDidReceiveEndStream(streamID: Int32) {
@@ -323,6 +386,12 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func startCall(streamID: Int32, head: RequestHead) {
+        guard !responseBufferFull else {
+            // Not processed: a gRPC client retries it (transparently) elsewhere or later.
+            session?.resetStream(streamID: streamID, errorCode: UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
+            scheduleFlush()
+            return
+        }
         guard !head.tooLarge else {
             respondTrailersOnly(streamID: streamID, GRPCStatus(.resourceExhausted, "request header list larger than \(configuration.limits.maxHeaderListBytes) bytes"))
             return
@@ -395,25 +464,40 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.handler = route.makeHandler(call)
     }
 
-    /// "application/grpc", optionally followed by "+…" or ";…", in any case.
-    /// Compared on UTF-8 bytes: this runs for every call.
+    /// "application/grpc" or "application/grpc+proto" (the only codec spoken
+    /// here), in any case, optionally followed by parameters (";…", after
+    /// optional white space). Any other codec ("+json", "+thrift") is not
+    /// gRPC we can answer: HTTP 415. Compared on UTF-8 bytes: this runs for
+    /// every call.
     static func isGRPCContentType<Bytes: Sequence<UInt8>>(_ value: Bytes) -> Bool {
-        let expected = "application/grpc".utf8
         var bytes = value.makeIterator()
-        for e in expected {
-            guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+        func matches(_ expected: String.UTF8View) -> Bool {
+            for e in expected {
+                guard let b = bytes.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+            }
+            return true
         }
-        guard let next = bytes.next() else { return true }
-        return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
+        guard matches("application/grpc".utf8) else { return false }
+        var next = bytes.next()
+        if next == UInt8(ascii: "+") {
+            guard matches("proto".utf8) else { return false }
+            next = bytes.next()
+        }
+        while next == UInt8(ascii: " ") || next == UInt8(ascii: "\t") { next = bytes.next() }
+        return next == nil || next == UInt8(ascii: ";")
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {
         guard let call = calls[streamID], !call.isFinished else { return }
         let before = call.deframer.bufferedBytes
         call.deframer.append(bytes)
-        bufferedInboundBytes += call.deframer.bufferedBytes - before
+        inboundBytesBuffered(call.deframer.bufferedBytes - before)
         if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
             failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
+            return
+        }
+        if call.deframer.bufferedBytes > before && configuration.requestBudget.isExhausted {
+            failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this server"))
             return
         }
         drainMessages(call)
@@ -434,7 +518,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 }
                 return
             }
-            bufferedInboundBytes -= before - call.deframer.bufferedBytes
+            inboundBytesBuffered(call.deframer.bufferedBytes - before)
             guard let message = next else { return }
             var payload = message.payload
             if message.compressed {
@@ -459,6 +543,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
     }
 
+    /// Counts partly received request bytes for the connection and the server.
+    private func inboundBytesBuffered(_ delta: Int) {
+        guard delta != 0 else { return }
+        bufferedInboundBytes += delta
+        configuration.requestBudget.add(delta)
+        assert(bufferedInboundBytes >= 0)
+    }
+
     private func endOfRequest(streamID: Int32) {
         guard let call = calls[streamID], !call.requestEnded else { return }
         call.requestEnded = true
@@ -472,8 +564,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func streamClosed(streamID: Int32, errorCode: UInt32) {
+        refusedStreams.removeValue(forKey: streamID)
         guard let call = calls.removeValue(forKey: streamID) else { return }
-        bufferedInboundBytes -= call.deframer.bufferedBytes
+        inboundBytesBuffered(-call.deframer.bufferedBytes)
         if !call.isFinished {
             logger.debug("call cancelled", metadata: ["path": "\(call.path)", "http2_error": "\(errorCode)"])
         }
@@ -489,11 +582,18 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard !call.isFinished else { return }
         call.finish(status)
         call.notifyHandlerCancelled()
-        bufferedInboundBytes -= call.deframer.bufferedBytes
+        inboundBytesBuffered(-call.deframer.bufferedBytes)
         call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
     }
 
+    /// Notes a stream answered before its request was read: see `refusedStreams`.
+    private func refused(streamID: Int32) {
+        guard let session, !session.isRemoteClosed(streamID: streamID) else { return }
+        refusedStreams[streamID] = 0
+    }
+
     private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
+        refused(streamID: streamID)
         var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil)
         fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: Metadata()))
         session?.submitResponse(streamID: streamID, headers: .list(fields), hasBody: false)
@@ -503,6 +603,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     /// A plain HTTP answer with a short text body, for requests that are not
     /// gRPC at all (conformance tools need a response to look at).
     private func respondPlain(streamID: Int32, status: Int, body: String, extra: [(String, String)]) {
+        refused(streamID: streamID)
         let context = self.context!
         let call = ServerCall(
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
@@ -513,9 +614,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.responseState = .finishing(.list([]))
         var bytes = context.channel.allocator.buffer(capacity: body.utf8.count)
         bytes.writeString(body)
-        call.outboundBytes = bytes.readableBytes
-        call.outbound.append(bytes)
         calls[streamID] = call
+        call.queue(bytes)
         var headers: [(String, String)] = [(":status", String(status)), ("content-type", "text/plain; charset=utf-8")]
         headers.append(contentsOf: extra)
         session?.submitResponse(streamID: streamID, headers: .list(headers), hasBody: true)
@@ -543,6 +643,105 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         becameWritable.append(call)
     }
 
+    // MARK: Response buffer
+
+    /// The connection holds all the response bytes it may: its own cap, or
+    /// the server's budget while it holds any.
+    var responseBufferFull: Bool {
+        queuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection
+            || (queuedResponseBytes > 0 && configuration.responseBudget.isExhausted)
+    }
+
+    /// Called by a call that found itself not writable because of the buffer.
+    func waitForResponseBuffer(_ call: ServerCall) {
+        guard !call.waitingForConnectionBuffer else { return }
+        call.waitingForConnectionBuffer = true
+        waitingForBuffer.append(call)
+    }
+
+    /// Whether a call may queue another message. When the buffer is full,
+    /// first hands what nghttp2 can send to the channel.
+    func admitResponseBytes() -> Bool {
+        guard responseBufferFull else { return true }
+        drainOutput()
+        return !responseBufferFull
+    }
+
+    /// Counts `delta` response bytes queued (+) or taken/dropped (−) by a call.
+    func responseBytesQueued(_ delta: Int) {
+        queuedResponseBytes += delta
+        configuration.responseBudget.add(delta)
+        assert(queuedResponseBytes >= 0)
+        if delta > 0 {
+            peakQueuedResponseBytes = max(peakQueuedResponseBytes, queuedResponseBytes)
+            if queuedResponseBytes >= configuration.maxResponseBufferBytesPerConnection && stuckTask == nil {
+                scheduleStuckCheck(drainedBefore: drainedResponseBytes)
+            }
+            return
+        }
+        drainedResponseBytes -= delta
+        if !waitingForBuffer.isEmpty, queuedResponseBytes <= configuration.maxResponseBufferBytesPerConnection / 2,
+           queuedResponseBytes == 0 || !configuration.responseBudget.isExhausted {
+            // Half drained: the waiting calls may send again.
+            for call in waitingForBuffer {
+                call.waitingForConnectionBuffer = false
+                becameWritable.append(call)
+            }
+            waitingForBuffer.removeAll()
+            scheduleFlush()
+        }
+    }
+
+    /// Checks after a stuck timeout that a full buffer drained at least a
+    /// little; closes the connection if it did not.
+    private func scheduleStuckCheck(drainedBefore: Int) {
+        guard let context, !closing, configuration.stuckTimeout > .zero else { return }
+        stuckTask = context.eventLoop.scheduleTask(in: configuration.stuckTimeout) {
+            self.stuckTask = nil
+            guard !self.closing, self.responseBufferFull else { return }
+            guard self.drainedResponseBytes - drainedBefore >= Self.stuckProgressBytes else {
+                self.closeStuckConnection()
+                return
+            }
+            self.scheduleStuckCheck(drainedBefore: self.drainedResponseBytes)
+        }
+    }
+
+    private func closeStuckConnection() {
+        guard let session, let context, !closing else { return }
+        logger.info("closing a connection whose responses do not drain", metadata: [
+            "queued_response_bytes": "\(queuedResponseBytes)",
+            "stuck_seconds": "\(configuration.stuckTimeout.nanoseconds / 1_000_000_000)",
+        ])
+        session.submitGoAway(errorCode: UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue))
+        var out = context.channel.allocator.buffer(capacity: 0)
+        _ = try? session.send(into: &out, limit: 64 * 1024)
+        if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+        context.flush()
+        // Not after the writes complete: this peer does not read.
+        closing = true
+        context.close(promise: nil)
+    }
+
+    /// Hands what nghttp2 can send now to the channel, without the rest of
+    /// `flush` (safe while events are being processed).
+    private func drainOutput() {
+        guard let session, let context, !closing, !inSend, context.channel.isWritable else { return }
+        inSend = true
+        defer { inSend = false }
+        var out = context.channel.allocator.buffer(capacity: 0)
+        do {
+            _ = try session.send(into: &out, limit: Self.flushLimitBytes)
+        } catch {
+            if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
+            fail(error)
+            return
+        }
+        if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        flushNeeded = true
+        scheduleFlush()
+    }
+
     // MARK: Output
 
     private func scheduleFlush() {
@@ -560,20 +759,24 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     private func flush() {
         flushNeeded = false
-        guard let session, let context, !closing else { return }
+        guard let session, let context, !closing, !inSend else { return }
         guard context.channel.isWritable else { return }  // resumed by channelWritabilityChanged
         var out = context.channel.allocator.buffer(capacity: 0)
+        var more = false
+        inSend = true
+        defer { inSend = false }
         do {
-            try session.send(into: &out)
-            while !endStreamsSent.isEmpty {
+            more = try session.send(into: &out, limit: Self.flushLimitBytes)
+            while !more && !endStreamsSent.isEmpty {
                 let ended = endStreamsSent
                 endStreamsSent.removeAll()
-                for streamID in ended where !session.isRemoteClosed(streamID: streamID) {
-                    // A complete answer while the client still sends: ask it
-                    // to stop, without error (RFC 9113 §8.1).
+                for streamID in ended where refusedStreams[streamID] == nil && !session.isRemoteClosed(streamID: streamID) {
+                    // A call's complete answer while the client still sends:
+                    // ask it to stop, without error (RFC 9113 §8.1). Refusals
+                    // are left open until the client ends them (`refusedStreams`).
                     session.resetStream(streamID: streamID, errorCode: 0)
                 }
-                try session.send(into: &out)
+                more = try session.send(into: &out, limit: Self.flushLimitBytes)
             }
         } catch {
             if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
@@ -583,8 +786,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if out.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         }
+        inSend = false
         processEvents()  // stream closes reported while sending
         notifyWritable()
+        if (more || !endStreamsSent.isEmpty) && !closing {
+            // The rest after the channel has taken this much (or became unwritable).
+            scheduleFlush()
+        }
         if !session.wantsReadOrWrite || (finalGoAwaySent && calls.isEmpty) {
             closeConnection()
         }
@@ -607,7 +815,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if let session, let context {
             // Send what the session queued (usually a GOAWAY) before closing.
             var out = context.channel.allocator.buffer(capacity: 0)
-            try? session.send(into: &out)
+            _ = try? session.send(into: &out, limit: 64 * 1024)
             if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
         }
         closeConnection()

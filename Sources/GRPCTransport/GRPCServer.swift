@@ -14,10 +14,23 @@ public struct GRPCServerConfiguration: Sendable {
     public var maxReceiveMessageBytes: Int = 4 * 1024 * 1024
     /// Bytes of partly received messages one connection may hold.
     public var maxBufferedBytesPerConnection: Int = 64 * 1024 * 1024
+    /// The same for all connections together.
+    public var maxBufferedBytes: Int = 256 * 1024 * 1024
     /// Connections open at once; further ones are closed on accept.
     public var maxConnections: Int = 10_000
     /// A connection with no open call for this long is closed.
     public var idleTimeout: TimeAmount = .seconds(300)
+    /// Response bytes one connection may hold queued (a client that does not
+    /// read them): past it no new call starts on that connection
+    /// (RST_STREAM REFUSED_STREAM, which gRPC clients retry), streaming
+    /// calls wait, and messages that cannot drain end their call with
+    /// RESOURCE_EXHAUSTED.
+    public var maxResponseBufferBytesPerConnection: Int = 1 << 20
+    /// The same for all connections together.
+    public var maxResponseBufferBytes: Int = 256 << 20
+    /// A connection whose full response buffer does not drain for this long
+    /// is closed (GOAWAY ENHANCE_YOUR_CALM); zero: never.
+    public var stuckConnectionTimeout: TimeAmount = .seconds(30)
     /// How long open calls may run on after a shutdown begins.
     public var shutdownGracePeriod: TimeAmount = .seconds(10)
     public var logger = Logger(label: "credits.transport")
@@ -42,6 +55,7 @@ public final class GRPCServer: @unchecked Sendable {
 
     public init(configuration: GRPCServerConfiguration, router: GRPCRouter, group: EventLoopGroup? = nil) {
         precondition(configuration.maxReceiveMessageBytes > 0 && configuration.maxConnections > 0)
+        precondition(configuration.maxResponseBufferBytesPerConnection > 0 && configuration.maxResponseBufferBytes > 0)
         self.configuration = configuration
         self.router = router
         if let group {
@@ -60,7 +74,12 @@ public final class GRPCServer: @unchecked Sendable {
             router: router, limits: configuration.limits,
             maxReceiveMessageBytes: configuration.maxReceiveMessageBytes,
             maxBufferedBytesPerConnection: configuration.maxBufferedBytesPerConnection,
-            idleTimeout: configuration.idleTimeout, logger: configuration.logger)
+            requestBudget: MemoryBudget(limitBytes: configuration.maxBufferedBytes),
+            idleTimeout: configuration.idleTimeout,
+            maxResponseBufferBytesPerConnection: configuration.maxResponseBufferBytesPerConnection,
+            responseBudget: MemoryBudget(limitBytes: configuration.maxResponseBufferBytes),
+            stuckTimeout: configuration.stuckConnectionTimeout,
+            logger: configuration.logger)
         let maxConnections = configuration.maxConnections
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)

@@ -110,6 +110,8 @@ final class NGHTTP2Session {
     /// the delegate is alive whenever nghttp2 calls back (measured: the
     /// checked `unowned` retain was 2% of the server's CPU per call).
     unowned(unsafe) let delegate: HTTP2SessionDelegate
+    /// The second SETTINGS frame (the stream limit) is the one whose ACK is withheld.
+    private var scanner = InboundFrameScanner(withheldAck: 2)
 
     init(delegate: HTTP2SessionDelegate, limits: HTTP2Limits) {
         self.delegate = delegate
@@ -131,13 +133,19 @@ final class NGHTTP2Session {
         precondition(nghttp2_session_server_new2(&session, callbacks, me, option) == 0, "nghttp2 out of memory")
 
         var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(limits.maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(limits.maxHeaderListBytes)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32(limits.initialStreamWindowBytes)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue), value: UInt32(limits.maxFrameBytes)),
         ]
         let rv = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         precondition(rv == 0, "nghttp2_submit_settings: \(rv)")
+        // The stream limit in a SETTINGS frame of its own, whose ACK the
+        // scanner withholds: nghttp2 then refuses streams over it one by one
+        // (REFUSED_STREAM) instead of ending the connection (see InboundFrameScanner).
+        var streamLimit = nghttp2_settings_entry(
+            settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(limits.maxConcurrentStreams))
+        let rv2 = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &streamLimit, 1)
+        precondition(rv2 == 0, "nghttp2_submit_settings: \(rv2)")
         if limits.connectionWindowBytes > 65_535 {
             _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(limits.connectionWindowBytes))
         }
@@ -152,26 +160,36 @@ final class NGHTTP2Session {
     /// Feeds received bytes to the session; the delegate hears of everything
     /// they contained before this returns.
     func receive(_ bytes: UnsafeRawBufferPointer) throws(HTTP2SessionError) {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        let rv = nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), bytes.count)
-        if rv < 0 {
-            throw .fatal(code: Int32(rv), reason: String(cString: nghttp2_strerror(Int32(rv))))
+        guard bytes.count > 0 else { return }
+        let session = self.session
+        let verdict = try scanner.scan(bytes) { run throws(HTTP2SessionError) in
+            let rv = nghttp2_session_mem_recv(session, run.baseAddress!.assumingMemoryBound(to: UInt8.self), run.count)
+            if rv < 0 {
+                throw .fatal(code: Int32(rv), reason: String(cString: nghttp2_strerror(Int32(rv))))
+            }
+            precondition(rv == run.count, "nghttp2 consumed part of the input")
         }
-        precondition(rv == bytes.count, "nghttp2 consumed part of the input")
+        if verdict == .protocolError {
+            _ = nghttp2_session_terminate_session(session, UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue))
+            throw .fatal(code: Int32(NGHTTP2_ERR_PROTO.rawValue), reason: "HEADERS on a stream id lower than one already used (RFC 9113 §5.1.1)")
+        }
     }
 
-    /// Appends everything the session wants to send to `buffer`.
-    func send(into buffer: inout ByteBuffer) throws(HTTP2SessionError) {
-        while true {
+    /// Appends what the session wants to send to `buffer`, until it has
+    /// nothing more or `buffer` holds at least `limit` bytes. Returns true
+    /// when it stopped at the limit (more may follow).
+    func send(into buffer: inout ByteBuffer, limit: Int) throws(HTTP2SessionError) -> Bool {
+        while buffer.readableBytes < limit {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n < 0 {
                 throw .fatal(code: Int32(n), reason: String(cString: nghttp2_strerror(Int32(n))))
             }
-            if n == 0 { return }
+            if n == 0 { return false }
             // Valid only until the next call: copy now.
             buffer.writeBytes(UnsafeRawBufferPointer(start: data, count: n))
         }
+        return true
     }
 
     var wantsReadOrWrite: Bool {

@@ -54,8 +54,9 @@ public struct RPCRoute: Sendable {
 }
 
 /// Collects the single request of a unary or server-streaming call. A second
-/// message, or none at all, is a protocol violation: INTERNAL, as grpc-java
-/// and grpc-go answer.
+/// message, or none at all, violates the method's request cardinality:
+/// UNIMPLEMENTED, as the gRPC status-code document says (grpc-java and
+/// grpc-go answer INTERNAL; the document is followed, not them).
 final class SingleRequestHandler: ServerCallHandler {
     private let call: ServerCall
     private let body: @Sendable (ServerCall, ByteBuffer) -> Void
@@ -71,7 +72,7 @@ final class SingleRequestHandler: ServerCallHandler {
         guard !failed else { return }
         if request != nil {
             failed = true
-            call.finish(GRPCStatus(.internalError, "more than one request message on a single-request method"))
+            call.finish(GRPCStatus(.unimplemented, "more than one request message on a single-request method"))
             return
         }
         request = message
@@ -80,7 +81,7 @@ final class SingleRequestHandler: ServerCallHandler {
     func handleEnd() {
         guard !failed else { return }
         guard let request else {
-            call.finish(GRPCStatus(.internalError, "no request message"))
+            call.finish(GRPCStatus(.unimplemented, "no request message on a single-request method"))
             return
         }
         self.request = nil

@@ -68,6 +68,8 @@ public final class ServerCall: @unchecked Sendable {
     /// low watermark after `isWritable` was false.
     public var onWritable: (() -> Void)?
     var wasUnwritable = false
+    /// Told it was not writable because the connection's buffer was full.
+    var waitingForConnectionBuffer = false
     private var cancelCallbacks: [() -> Void] = []
     private var cancelNotified = false
     /// Set by a handler that must decide what the deadline means for it.
@@ -101,10 +103,17 @@ public final class ServerCall: @unchecked Sendable {
         self.peer = peer
     }
 
-    /// True while the response queue is below its high watermark.
+    /// True while the response queue is below its high watermark and the
+    /// connection's response buffer has room (a client that does not read
+    /// holds up every call of its connection). When false, wait for `onWritable`.
     public var isWritable: Bool {
         eventLoop.preconditionInEventLoop()
-        return outboundBytes < Self.highWatermark
+        guard outboundBytes < Self.highWatermark else { return false }
+        if let connection, connection.responseBufferFull {
+            connection.waitForResponseBuffer(self)
+            return false
+        }
+        return true
     }
 
     /// True once `finish` was called or the call was cancelled.
@@ -201,11 +210,24 @@ public final class ServerCall: @unchecked Sendable {
     }
 
     private func enqueue(_ framed: ByteBuffer) {
+        if let connection, !connection.admitResponseBytes() {
+            // The connection holds all the response bytes it may and none
+            // drain: the message is dropped, not queued (memory stays bounded).
+            finish(GRPCStatus(.resourceExhausted, "the connection's response buffer is full: the client does not read its responses"))
+            notifyHandlerCancelled()
+            return
+        }
         if case .idle = responseState { startResponse() }
-        outboundBytes += framed.readableBytes
-        outbound.append(framed)
+        queue(framed)
         if outboundBytes >= Self.highWatermark { wasUnwritable = true }
         connection?.dataReady(self)
+    }
+
+    /// Appends bytes to the response queue, counted for the connection and the server.
+    func queue(_ bytes: ByteBuffer) {
+        outboundBytes += bytes.readableBytes
+        outbound.append(bytes)
+        connection?.responseBytesQueued(bytes.readableBytes)
     }
 
     /// Copies queued bytes into nghttp2's DATA buffer.
@@ -227,6 +249,7 @@ public final class ServerCall: @unchecked Sendable {
         }
         outboundBytes -= written
         assert(outboundBytes >= 0)
+        if written > 0 { connection?.responseBytesQueued(-written) }
         if wasUnwritable && outboundBytes < Self.lowWatermark {
             wasUnwritable = false
             connection?.callBecameWritable(self)
@@ -255,6 +278,7 @@ public final class ServerCall: @unchecked Sendable {
         deadlineHandler = nil
         // (NIO's removeAll allocates a fresh ring even when empty.)
         if !outbound.isEmpty { outbound.removeAll() }
+        if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
         outboundBytes = 0
         onWritable = nil
         if !wasFinished { notifyHandlerCancelled() }

@@ -61,6 +61,18 @@ struct Serve: ParsableCommand {
     @Option(help: "Close a connection with no open call after this many seconds (0: never).")
     var idleTimeoutSeconds = 300
 
+    @Option(help: "Response bytes one connection may hold queued because its client does not read them; past it no new call starts on that connection (REFUSED_STREAM, retried by gRPC clients) and messages that cannot drain end their call with RESOURCE_EXHAUSTED.")
+    var maxResponseBufferBytesPerConnection = 1 << 20
+
+    @Option(help: "The same for all connections together.")
+    var maxResponseBufferBytes = 256 << 20
+
+    @Option(help: "Bytes of partly received request messages all connections together may hold; past it the call that adds more ends with RESOURCE_EXHAUSTED (one connection may hold 64 MiB).")
+    var maxRequestBufferBytes = 256 << 20
+
+    @Option(help: "Close a connection whose full response buffer has not drained for this many seconds (GOAWAY ENHANCE_YOUR_CALM; 0: never).")
+    var stuckConnectionTimeoutSeconds = 30
+
     @Option(help: "On SIGTERM/SIGINT, how long open calls may run on before connections are closed.")
     var shutdownGraceSeconds = 10
 
@@ -80,7 +92,16 @@ struct Serve: ParsableCommand {
         guard maxConcurrentStreams >= 1 && maxConcurrentStreams <= 10_000 else { throw ValidationError("--max-concurrent-streams must be 1…10000") }
         guard maxHeaderListBytes >= 1024 && maxHeaderListBytes <= 1 << 20 else { throw ValidationError("--max-header-list-bytes must be 1 KiB…1 MiB") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
-        guard idleTimeoutSeconds >= 0, shutdownGraceSeconds >= 0 else { throw ValidationError("timeouts are not negative") }
+        guard idleTimeoutSeconds >= 0, shutdownGraceSeconds >= 0, stuckConnectionTimeoutSeconds >= 0 else { throw ValidationError("timeouts are not negative") }
+        guard maxResponseBufferBytesPerConnection >= 64 * 1024 && maxResponseBufferBytesPerConnection <= 1 << 30 else {
+            throw ValidationError("--max-response-buffer-bytes-per-connection must be 64 KiB…1 GiB")
+        }
+        guard maxResponseBufferBytes >= maxResponseBufferBytesPerConnection && maxResponseBufferBytes <= 1 << 40 else {
+            throw ValidationError("--max-response-buffer-bytes must be at least --max-response-buffer-bytes-per-connection")
+        }
+        guard maxRequestBufferBytes >= maxMessageBytes && maxRequestBufferBytes <= 1 << 40 else {
+            throw ValidationError("--max-request-buffer-bytes must be at least --max-message-bytes")
+        }
         guard idempotencyRetentionDays >= 7 && idempotencyRetentionDays <= 3650 else { throw ValidationError("--idempotency-retention-days must be 7…3650") }
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
         guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
@@ -126,6 +147,10 @@ struct Serve: ParsableCommand {
         configuration.limits.maxHeaderListBytes = maxHeaderListBytes
         configuration.maxConnections = maxConnections
         configuration.idleTimeout = .seconds(Int64(idleTimeoutSeconds))
+        configuration.maxResponseBufferBytesPerConnection = maxResponseBufferBytesPerConnection
+        configuration.maxResponseBufferBytes = maxResponseBufferBytes
+        configuration.maxBufferedBytes = maxRequestBufferBytes
+        configuration.stuckConnectionTimeout = .seconds(Int64(stuckConnectionTimeoutSeconds))
         configuration.shutdownGracePeriod = .seconds(Int64(shutdownGraceSeconds))
         configuration.logger = Logger(label: "credits.transport")
 

@@ -45,14 +45,44 @@ final class NeverHandler: ServerCallHandler {
     func handleCancel() { observed.cancels.withLockedValue { $0 += 1 } }
 }
 
+/// Sends `left` 8 KiB messages, waiting for onWritable whenever the call is not writable.
+final class Streamer: @unchecked Sendable {
+    let call: ServerCall
+    var left: Int
+    init(call: ServerCall, left: Int) {
+        self.call = call
+        self.left = left
+    }
+    func next() {
+        while left > 0 {
+            guard !call.isFinished else { return }
+            guard call.isWritable else {
+                call.onWritable = { self.next() }
+                return
+            }
+            call.sendMessage(buffer(Array(repeating: 0x62, count: 8 * 1024)))
+            left -= 1
+        }
+        call.finish(.ok)
+    }
+}
+
 /// A server connection on an EmbeddedChannel, driven by an nghttp2 client.
 final class Harness {
     let channel: EmbeddedChannel
-    let client = H2TestClient()
+    let client: H2TestClient
     let observed = Observed()
     var loop: EmbeddedEventLoop { channel.embeddedEventLoop }
+    let budget: MemoryBudget
+    let requestBudget: MemoryBudget
 
-    init(maxMessage: Int = 1024, limits: HTTP2Limits = HTTP2Limits()) throws {
+    init(maxMessage: Int = 1024, limits: HTTP2Limits = HTTP2Limits(), clientWindow: UInt32 = 1 << 20, manualWindow: Bool = false,
+         responseBufferBytes: Int = 1 << 20, budgetBytes: Int = 256 << 20, stuckTimeout: TimeAmount = .seconds(30),
+         requestBudgetBytes: Int = 256 << 20) throws {
+        client = H2TestClient(initialWindowBytes: clientWindow, manualWindow: manualWindow)
+        budget = MemoryBudget(limitBytes: budgetBytes)
+        requestBudget = MemoryBudget(limitBytes: requestBudgetBytes)
+        let requestBudget = self.requestBudget
         let observed = self.observed
         let router = GRPCRouter([
             .unary("/test.Svc/Echo") { call, request in
@@ -75,13 +105,27 @@ final class Harness {
                 call.finish(.ok)
             },
             RPCRoute(path: "/test.Svc/Count", kind: .clientStreaming) { CountingHandler(call: $0) },
+            // Answers later (on the next loop turn) with (first byte) KiB.
+            .unary("/test.Svc/BigLater") { call, request in
+                let kib = Int(request.readableBytesView.first ?? 1)
+                call.eventLoop.execute {
+                    call.sendMessage(buffer(Array(repeating: 0x61, count: kib * 1024)))
+                    call.finish(.ok)
+                }
+            },
+            // Streams (first byte) messages of 8 KiB, honouring isWritable.
+            .serverStreaming("/test.Svc/Flow") { call, request in
+                Streamer(call: call, left: Int(request.readableBytesView.first ?? 0)).next()
+            },
             RPCRoute(path: "/test.Svc/Bidi", kind: .bidirectionalStreaming) { BidiEchoHandler(call: $0) },
         ])
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let configuration = ConnectionConfiguration(
             router: router, limits: limits, maxReceiveMessageBytes: maxMessage,
-            maxBufferedBytesPerConnection: 1 << 20, idleTimeout: .seconds(60), logger: logger)
+            maxBufferedBytesPerConnection: 1 << 20, requestBudget: requestBudget, idleTimeout: .seconds(60),
+            maxResponseBufferBytesPerConnection: responseBufferBytes, responseBudget: budget,
+            stuckTimeout: stuckTimeout, logger: logger)
         channel = EmbeddedChannel(handler: GRPCConnectionHandler(configuration: configuration))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         pump()
@@ -180,9 +224,11 @@ final class Harness {
             h.pump()
             #expect(h.client.responses[id]?.grpcStatus == 0, "\(type)")
         }
-        let id = h.client.request(path: "/test.Svc/Echo", contentType: "application/grpcx", body: grpcFrame([1]))
-        h.pump()
-        #expect(h.client.responses[id]?.header(":status") == "415")
+        for type in ["application/grpcx", "application/grpc+json"] {
+            let id = h.client.request(path: "/test.Svc/Echo", contentType: type, body: grpcFrame([1]))
+            h.pump()
+            #expect(h.client.responses[id]?.header(":status") == "415", "\(type)")
+        }
     }
 
     /// The connection keeps the last path and route: calls alternating between
@@ -201,10 +247,13 @@ final class Harness {
     }
 
     @Test func contentTypeCheckIsCaseInsensitiveAndExact() {
-        for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8"] {
+        for ok in ["application/grpc", "Application/GRPC", "application/grpc+proto", "APPLICATION/GRPC;charset=utf-8",
+                   "application/grpc+PROTO; charset=utf-8", "application/grpc ;a=b"] {
             #expect(GRPCConnectionHandler.isGRPCContentType(ok.utf8), "\(ok)")
         }
         for bad in ["", "application/grp", "application/grpcx", "application/grpc-web", "application/json", "xapplication/grpc",
+                    "application/grpc+json", "application/grpc+JSON;charset=utf-8", "application/grpc+thrift",
+                    "application/grpc+", "application/grpc+protox", "application/grpc+proto+json", "application/grpc x",
                     "application/gRPC\u{0}", "application\u{0F}grpc"] {
             #expect(!GRPCConnectionHandler.isGRPCContentType(bad.utf8), "\(bad)")
         }
@@ -283,10 +332,14 @@ final class Harness {
         #expect(h.call("/test.Svc/Echo", [[1]]).grpcStatus == 0)
     }
 
-    @Test func unaryWithTwoMessagesOrNoneIsInternal() throws {
+    /// The gRPC status-code document: a request cardinality violation is UNIMPLEMENTED.
+    @Test func singleRequestMethodsWithTwoMessagesOrNoneAreUnimplemented() throws {
         let h = try Harness()
-        #expect(h.call("/test.Svc/Echo", [[1], [2]]).grpcStatus == 13)
-        #expect(h.call("/test.Svc/Echo", []).grpcStatus == 13)
+        #expect(h.call("/test.Svc/Echo", [[1], [2]]).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Echo", []).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Stream", [[1], [2]]).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Stream", []).grpcStatus == 12)
+        #expect(h.call("/test.Svc/Echo", [[3]]).grpcStatus == 0)
     }
 
     @Test func streamEndingInsideAMessageIsInternal() throws {
@@ -404,5 +457,109 @@ final class Harness {
         h.pump()
         #expect(h.channel.isActive)
         #expect(h.client.responses[id]?.closed != true)
+    }
+}
+
+/// Response bytes a client does not read: bounded per connection and per server.
+@Suite struct ResponseBufferTests {
+    @Test func aFullBufferRefusesNewStreamsAndDropsMessagesThatCannotDrain() throws {
+        let h = try Harness(clientWindow: 0, responseBufferBytes: 64 * 1024)
+        // Three calls admitted at once; their answers come later.
+        let ids = (0..<3).map { _ in h.client.request(path: "/test.Svc/BigLater", body: grpcFrame([40])) }
+        h.pump()
+        // 2 × 40 KiB queued (the second took it past 64 KiB); the third could not drain.
+        #expect(h.budget.usedBytes == 2 * (40 * 1024 + 5))
+        #expect(h.client.responses[ids[2]]?.grpcStatus == 8)
+        #expect(h.client.responses[ids[0]]?.grpcStatus == nil && h.client.responses[ids[1]]?.grpcStatus == nil)
+        // Full: a new stream is refused, not processed.
+        let refused = h.client.request(path: "/test.Svc/Echo", body: grpcFrame([1]))
+        h.pump()
+        #expect(h.client.responses[refused]?.resetCode == 7)
+        // The client opens its window: everything drains and calls start again.
+        h.client.setInitialWindow(1 << 20)
+        h.pump()
+        #expect(h.client.responses[ids[0]]?.grpcStatus == 0 && h.client.responses[ids[1]]?.grpcStatus == 0)
+        #expect(h.client.responses[ids[0]]?.messages.first?.count == 40 * 1024)
+        #expect(h.budget.usedBytes == 0)
+        #expect(h.call("/test.Svc/Echo", [[5]]).grpcStatus == 0)
+    }
+
+    @Test func streamingCallsWaitForTheConnectionBufferAndResume() throws {
+        let h = try Harness(clientWindow: 0, responseBufferBytes: 64 * 1024)
+        let a = h.client.request(path: "/test.Svc/Flow", body: grpcFrame([40]))
+        let b = h.client.request(path: "/test.Svc/Flow", body: grpcFrame([40]))
+        h.pump()
+        // Each stops when the connection is full: a few messages each, not 320 KiB each.
+        #expect(h.budget.usedBytes >= 64 * 1024 && h.budget.usedBytes < 64 * 1024 + 2 * (8 * 1024 + 5))
+        h.client.setInitialWindow(1 << 20)
+        h.pump()
+        for id in [a, b] {
+            #expect(h.client.responses[id]?.grpcStatus == 0)
+            #expect(h.client.responses[id]?.messages.count == 40)
+        }
+        #expect(h.budget.usedBytes == 0)
+    }
+
+    @Test func theServerBudgetStopsConnectionsHoldingBytes() throws {
+        // The budget is below one connection's own cap: it is what stops the calls.
+        let h = try Harness(clientWindow: 0, responseBufferBytes: 1 << 20, budgetBytes: 64 * 1024)
+        let ids = (0..<3).map { _ in h.client.request(path: "/test.Svc/BigLater", body: grpcFrame([40])) }
+        h.pump()
+        #expect(h.client.responses[ids[2]]?.grpcStatus == 8)
+        let refused = h.client.request(path: "/test.Svc/Echo", body: grpcFrame([1]))
+        h.pump()
+        #expect(h.client.responses[refused]?.resetCode == 7)
+    }
+
+    @Test func aStuckConnectionIsClosedAndItsBytesAreGivenBack() throws {
+        let h = try Harness(clientWindow: 0, responseBufferBytes: 64 * 1024, stuckTimeout: .seconds(5))
+        for _ in 0..<2 { h.client.request(path: "/test.Svc/BigLater", body: grpcFrame([40])) }
+        h.pump()
+        #expect(h.budget.usedBytes > 64 * 1024)
+        h.loop.advanceTime(by: .seconds(4))
+        h.pump()
+        #expect(h.channel.isActive)
+        h.loop.advanceTime(by: .seconds(2))
+        h.pump()
+        #expect(h.client.goAwayReceived)
+        #expect(!h.channel.isActive)
+        #expect(h.budget.usedBytes == 0)
+    }
+
+    @Test func aConnectionThatDrainsSlowlyIsNotStuck() throws {
+        let h = try Harness(clientWindow: 0, manualWindow: true, responseBufferBytes: 64 * 1024, stuckTimeout: .seconds(5))
+        let a = h.client.request(path: "/test.Svc/Flow", body: grpcFrame([40]))
+        h.pump()
+        for round in 1...4 {
+            h.loop.advanceTime(by: .seconds(4))
+            h.client.grantWindow(streamID: a, bytes: 32 * 1024)  // 32 KiB every 4 s: slow, but progress
+            h.pump()
+            #expect(h.channel.isActive)
+            #expect(h.client.responses[a]?.data.count == round * 32 * 1024)
+        }
+        #expect(h.client.responses[a]?.grpcStatus == nil)
+        // No progress for a whole timeout: closed.
+        h.loop.advanceTime(by: .seconds(6))
+        h.pump()
+        #expect(!h.channel.isActive)
+        #expect(h.budget.usedBytes == 0)
+    }
+
+    @Test func partlyReceivedRequestsAreBoundedForTheServer() throws {
+        let h = try Harness(maxMessage: 1 << 20, requestBudgetBytes: 64 * 1024)
+        // Two client-streaming calls, each 40 KiB into a message of 100 KiB.
+        let partial = Array(grpcFrame(Array(repeating: 1, count: 100 * 1024)).prefix(40 * 1024))
+        let a = h.client.request(path: "/test.Svc/Count", body: partial, endStream: false)
+        h.pump()
+        #expect(h.requestBudget.usedBytes == 40 * 1024 - 5)  // the payload, not its prefix
+        let b = h.client.request(path: "/test.Svc/Count", body: partial, endStream: false)
+        h.pump()
+        #expect(h.client.responses[b]?.grpcStatus == 8)
+        #expect(h.client.responses[a]?.grpcStatus == nil)
+        #expect(h.requestBudget.usedBytes == 40 * 1024 - 5)  // the payload, not its prefix
+        h.client.reset(streamID: a)
+        h.pump()
+        #expect(h.requestBudget.usedBytes == 0)
+        _ = try h.channel.finish()
     }
 }

@@ -39,7 +39,9 @@ final class H2TestClient {
     private(set) var pingAcks = 0
     private var inHeaders: Set<Int32> = []
 
-    init() {
+    /// With `manualWindow` the client sends no WINDOW_UPDATE of its own: the
+    /// test grants window with `grantWindow`.
+    init(initialWindowBytes: UInt32 = 1 << 20, manualWindow: Bool = false) {
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -76,8 +78,12 @@ final class H2TestClient {
             }
             return 0
         }
-        nghttp2_session_client_new(&session, callbacks, Unmanaged.passUnretained(self).toOpaque())
-        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20)]
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        if manualWindow { nghttp2_option_set_no_auto_window_update(option, 1) }
+        nghttp2_session_client_new2(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowBytes)]
         nghttp2_submit_settings(session, 0, &settings, 1)
     }
 
@@ -115,6 +121,18 @@ final class H2TestClient {
 
     func reset(streamID: Int32, code: UInt32 = 8) {
         nghttp2_submit_rst_stream(session, 0, streamID, code)
+    }
+
+    /// Changes SETTINGS_INITIAL_WINDOW_SIZE (opens or closes every stream's window).
+    func setInitialWindow(_ bytes: UInt32) {
+        var settings = [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: bytes)]
+        nghttp2_submit_settings(session, 0, &settings, 1)
+    }
+
+    /// WINDOW_UPDATE of `bytes` for `streamID` and for the connection.
+    func grantWindow(streamID: Int32, bytes: Int32) {
+        nghttp2_submit_window_update(session, 0, streamID, bytes)
+        nghttp2_submit_window_update(session, 0, 0, bytes)
     }
 
     func ping() {
