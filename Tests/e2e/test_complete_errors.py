@@ -166,3 +166,14 @@ def test_bad_request_details_stay_bounded(cs, t):
     assert len(listed) == 17, len(listed)
     assert "more invalid fields are not listed" in listed[-1].description
     assert f.status.ByteSize() < 4096
+
+
+def test_transport_messages_quoting_the_path_stay_bounded(cchan):
+    method = cchan.unary_unary("/credits.v1.CreditService/" + "X" * 12_000,
+                               request_serializer=None, response_deserializer=None)
+    try:
+        method(b"", timeout=5)
+        raise AssertionError("an unknown method answered OK")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
+        assert len(e.details().encode()) <= 1024
