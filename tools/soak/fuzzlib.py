@@ -57,6 +57,11 @@ BACKGROUND_TYPES = {"ENTRY_TYPE_EXPIRY", "ENTRY_TYPE_RELEASE", "ENTRY_TYPE_COUPO
 AMBIGUOUS = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE,
              grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 CALL_TIMEOUT = 5.0  # a unary call unanswered for this long is a finding (no-reply)
+# What grpcio says when its *own* timer ends a call: the server sent nothing,
+# so the outcome is unknown (the service's rule covers statuses it sends; a
+# client-side timeout is looked up by key). The server's own DEADLINE_EXCEEDED
+# texts are "deadline exceeded" (transport) and "deadline passed before …".
+CLIENT_DEADLINE_TEXT = "Deadline Exceeded"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -926,6 +931,9 @@ class Fuzzer:
             self.finding("invalid-utf8-accepted", inp, f"OK for a request with invalid UTF-8 in {inp.bad_utf8}")
 
     def check_unchanged(self, inp: Input, m: Method, code, details: str, before: int) -> None:
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == CLIENT_DEADLINE_TEXT:
+            self.counts["client_deadline_unknown"] += 1  # not a reply: the outcome is unknown, not "not applied"
+            return
         self.counts["non_ok_mutating"] += 1
         if code in AMBIGUOUS:
             time.sleep(0.3)  # let a write still in the server's queue land before looking
@@ -1087,6 +1095,7 @@ class Fuzzer:
             "non_ok_mutating_checked": self.counts["non_ok_mutating"],
             "ledger_changed_after_non_ok": self.counts["ledger_changed_after_non_ok"],
             "background_moves_explained": self.counts["background_moves"],
+            "client_deadline_unknown": self.counts["client_deadline_unknown"],
             "crashes": by_cat.get("crash", 0), "not_serving": by_cat.get("not-serving", 0),
             "restarts": self.counts["restarts"],
             "h2_closed_by_server": self.counts["h2_closed_by_server"], "h2_left_open": self.counts["h2_left_open"],
@@ -1117,7 +1126,8 @@ def format_summary(s: dict) -> str:
         f"{s['rate_per_s']}/s",
         f"  status codes           " + ", ".join(f"{k} {v}" for k, v in s["codes"].items()),
         f"  non-OK mutating calls  {s['non_ok_mutating_checked']} checked; ledger changed after non-OK: "
-        f"{s['ledger_changed_after_non_ok']} (maintenance moves explained: {s['background_moves_explained']})",
+        f"{s['ledger_changed_after_non_ok']} (maintenance moves explained: {s['background_moves_explained']}); "
+        f"client-side timeouts (outcome unknown, not checked): {s['client_deadline_unknown']}",
         f"  crashes / not serving  {s['crashes']} / {s['not_serving']} (restarts {s['restarts']})",
         f"  raw HTTP/2             server closed {s['h2_closed_by_server']}, left open {s['h2_left_open']}",
         f"  SIGTERM exit           {s['sigterm_exit']}; credits verify exit {s['verify_rc']}",
