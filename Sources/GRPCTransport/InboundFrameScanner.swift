@@ -48,8 +48,17 @@ struct InboundFrameScanner {
 
     /// The highest client stream id a HEADERS frame has used.
     private(set) var highestStreamID: UInt32 = 0
-    /// Bit i: stream id `highestStreamID - 2 * i` was opened by a HEADERS frame.
+    /// A ring of `windowIDs` bits: the bit of client stream id `id` (at
+    /// `(id / 2) % windowIDs`) says whether a HEADERS frame opened it, for
+    /// the ids within the window below `highestStreamID`. Moving up costs one
+    /// bit per id passed (no shifting of the whole window per stream).
     private var opened = [UInt64](repeating: 0, count: windowIDs / 64)
+
+    @inline(__always)
+    private static func slot(_ id: UInt32) -> (word: Int, mask: UInt64) {
+        let bit = Int(id >> 1) & (windowIDs - 1)
+        return (bit >> 6, 1 << UInt64(bit & 63))
+    }
 
     init(withheldAck: Int) {
         self.withheldAck = withheldAck
@@ -135,34 +144,29 @@ struct InboundFrameScanner {
 
     private mutating func headers(streamID: UInt32) -> Verdict {
         if streamID > highestStreamID {
-            // Ids skipped between the old highest and this one are closed for good.
-            shift(by: Int((streamID - highestStreamID) / 2))
+            // Ids skipped between the old highest and this one are closed for
+            // good: their bits (holding ids a window older) are cleared.
+            let skipped = Int((streamID - highestStreamID) / 2) - (highestStreamID == 0 ? 0 : 1)
+            if skipped >= Self.windowIDs {
+                for w in opened.indices { opened[w] = 0 }
+            } else if skipped > 0 {
+                var id = highestStreamID == 0 ? 1 : highestStreamID + 2
+                for _ in 0..<skipped {
+                    let (word, mask) = Self.slot(id)
+                    opened[word] &= ~mask
+                    id += 2
+                }
+            }
             highestStreamID = streamID
-            opened[0] |= 1
+            let (word, mask) = Self.slot(streamID)
+            opened[word] |= mask
             return .pass
         }
         let back = Int((highestStreamID - streamID) / 2)
         guard back < Self.windowIDs else { return .pass }  // too old to know: nghttp2 decides
-        let wasOpened = opened[back / 64] & (1 << UInt64(back % 64)) != 0
+        let (word, mask) = Self.slot(streamID)
+        let wasOpened = opened[word] & mask != 0
         // Trailers, or frames on a stream nghttp2 knows the state of.
         return wasOpened ? .pass : .protocolError
-    }
-
-    /// Moves the window `count` ids up: bit i becomes bit i + count.
-    private mutating func shift(by count: Int) {
-        guard count < Self.windowIDs else {
-            for w in opened.indices { opened[w] = 0 }
-            return
-        }
-        let words = count / 64, bits = UInt64(count % 64)
-        for w in stride(from: opened.count - 1, through: 0, by: -1) {
-            var value: UInt64 = 0
-            let src = w - words
-            if src >= 0 {
-                value = opened[src] << bits
-                if bits > 0 && src - 1 >= 0 { value |= opened[src - 1] >> (64 - bits) }
-            }
-            opened[w] = value
-        }
     }
 }

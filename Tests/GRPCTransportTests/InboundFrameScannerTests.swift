@@ -73,6 +73,21 @@ import Testing
         #expect(Self.run(&scanner, [Self.headers(3)]).1 == .pass)
     }
 
+    /// The window is a ring: after many times its size of streams, a skipped
+    /// id inside the window is still caught and opened ones still pass.
+    @Test func windowWrapsAround() {
+        var scanner = InboundFrameScanner(withheldAck: 0)
+        let skipped: UInt32 = 4 * UInt32(InboundFrameScanner.windowIDs) + 101
+        var input = Self.preface
+        for id in stride(from: UInt32(1), through: 5 * UInt32(InboundFrameScanner.windowIDs), by: 2) where id != skipped {
+            input += Self.headers(id)
+        }
+        #expect(Self.run(&scanner, [input]).1 == .pass)
+        var again = scanner
+        #expect(Self.run(&again, [Self.headers(skipped)]).1 == .protocolError)
+        #expect(Self.run(&scanner, [Self.headers(skipped + 2)]).1 == .pass)
+    }
+
     @Test func evenAndZeroStreamIdsAreLeftToNghttp2() {
         var scanner = InboundFrameScanner(withheldAck: 0)
         let input = Self.preface + Self.headers(5) + Self.headers(2) + Self.headers(0)
