@@ -35,25 +35,13 @@ public struct RPCError: Error, Sendable, Equatable {
         self.fieldViolations = fieldViolations
     }
 
-    /// Status messages quote what the client sent (a service name, a path):
-    /// kept under this many UTF-8 bytes so the trailers stay far below any
-    /// client's header list limit (cut at a character boundary, with "…").
-    public static let maxMessageBytes = 1024
-
     /// BadRequest lists at most this many violations (and says how many more).
     public static let maxListedViolations = 16
 
-    static func bounded(_ message: String, max maxMessageBytes: Int = RPCError.maxMessageBytes) -> String {
-        guard message.utf8.count > maxMessageBytes else { return message }
-        var out = ""
-        var bytes = 0
-        for ch in message {
-            let n = String(ch).utf8.count
-            guard bytes + n <= maxMessageBytes - 3 else { break }
-            out.append(ch)
-            bytes += n
-        }
-        return out + "…"
+    /// Messages quote what the client sent (a service name, a path): cut
+    /// like the transport cuts `grpc-message` (see `GRPCStatus.bounded`).
+    static func bounded(_ text: String, max maxBytes: Int = GRPCStatus.maxMessageBytes) -> String {
+        GRPCStatus.bounded(text, maxBytes: maxBytes)
     }
 
     /// INVALID_ARGUMENT for one bad field.

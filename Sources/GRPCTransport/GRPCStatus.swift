@@ -62,3 +62,26 @@ public struct GRPCStatus: Error, Sendable, Equatable, CustomStringConvertible {
         message.isEmpty ? "\(code)" : "\(code): \(message)"
     }
 }
+
+extension GRPCStatus {
+    /// Status messages often quote client input (a path, a name): this many
+    /// UTF-8 bytes at most go into `grpc-message`, so the trailers stay
+    /// within every client's metadata limit (grpcio: 8 KiB).
+    public static let maxMessageBytes = 1024
+
+    /// `text` cut to at most `maxBytes` UTF-8 bytes at a scalar boundary,
+    /// ending in "…" when cut.
+    public static func bounded(_ text: String, maxBytes: Int = maxMessageBytes) -> String {
+        precondition(maxBytes >= 3)
+        guard text.utf8.count > maxBytes else { return text }
+        var out = ""
+        var bytes = 0
+        for scalar in text.unicodeScalars {
+            let n = UTF8.width(scalar)
+            guard bytes + n <= maxBytes - 3 else { break }
+            out.unicodeScalars.append(scalar)
+            bytes += n
+        }
+        return out + "…"
+    }
+}

@@ -334,30 +334,13 @@ enum GRPCHeaders {
     static func trailers(status: GRPCStatus, metadata: Metadata) -> [(String, String)] {
         var fields: [(String, String)] = [("grpc-status", String(status.code.rawValue))]
         if !status.message.isEmpty {
-            fields.append(("grpc-message", PercentEncoding.encode(Self.bounded(status.message))))
+            fields.append(("grpc-message", PercentEncoding.encode(GRPCStatus.bounded(status.message))))
         }
         if let details = status.details, status.code != .ok {
             fields.append(("grpc-status-details-bin", Base64.encode(details)))
         }
         appendCustom(metadata, to: &fields)
         return fields
-    }
-
-    /// A status message quoting client input (a path, a name) is cut here,
-    /// so the trailers stay within every client's metadata limit.
-    static let maxMessageBytes = 1024
-
-    static func bounded(_ message: String) -> String {
-        guard message.utf8.count > maxMessageBytes else { return message }
-        var out = ""
-        var bytes = 0
-        for scalar in message.unicodeScalars {
-            let n = String(scalar).utf8.count
-            guard bytes + n <= maxMessageBytes - 3 else { break }
-            out.unicodeScalars.append(scalar)
-            bytes += n
-        }
-        return out + "…"
     }
 
     /// Custom metadata that is valid to send; invalid names or values are a
