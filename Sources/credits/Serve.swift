@@ -67,7 +67,10 @@ struct Serve: ParsableCommand {
     @Option(help: "The same for all connections together.")
     var maxResponseBufferBytes = 256 << 20
 
-    @Option(help: "Bytes of partly received request messages all connections together may hold; past it the call that adds more ends with RESOURCE_EXHAUSTED (one connection may hold 64 MiB).")
+    @Option(help: "Bytes of partly received request messages one connection may hold over all its calls; past it the call that adds more ends with RESOURCE_EXHAUSTED.")
+    var maxRequestBufferBytesPerConnection = 64 << 20
+
+    @Option(help: "The same for all connections together.")
     var maxRequestBufferBytes = 256 << 20
 
     @Option(help: "Close a connection whose full response buffer has not drained for this many seconds (GOAWAY ENHANCE_YOUR_CALM; 0: never).")
@@ -99,8 +102,11 @@ struct Serve: ParsableCommand {
         guard maxResponseBufferBytes >= maxResponseBufferBytesPerConnection && maxResponseBufferBytes <= 1 << 40 else {
             throw ValidationError("--max-response-buffer-bytes must be at least --max-response-buffer-bytes-per-connection")
         }
-        guard maxRequestBufferBytes >= maxMessageBytes && maxRequestBufferBytes <= 1 << 40 else {
-            throw ValidationError("--max-request-buffer-bytes must be at least --max-message-bytes")
+        guard maxRequestBufferBytesPerConnection >= maxMessageBytes && maxRequestBufferBytesPerConnection <= 1 << 40 else {
+            throw ValidationError("--max-request-buffer-bytes-per-connection must be at least --max-message-bytes")
+        }
+        guard maxRequestBufferBytes >= maxRequestBufferBytesPerConnection && maxRequestBufferBytes <= 1 << 40 else {
+            throw ValidationError("--max-request-buffer-bytes must be at least --max-request-buffer-bytes-per-connection")
         }
         guard idempotencyRetentionDays >= 7 && idempotencyRetentionDays <= 3650 else { throw ValidationError("--idempotency-retention-days must be 7…3650") }
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
@@ -150,6 +156,7 @@ struct Serve: ParsableCommand {
         configuration.maxResponseBufferBytesPerConnection = maxResponseBufferBytesPerConnection
         configuration.maxResponseBufferBytes = maxResponseBufferBytes
         configuration.maxBufferedBytes = maxRequestBufferBytes
+        configuration.maxBufferedBytesPerConnection = maxRequestBufferBytesPerConnection
         configuration.stuckConnectionTimeout = .seconds(Int64(stuckConnectionTimeoutSeconds))
         configuration.shutdownGracePeriod = .seconds(Int64(shutdownGraceSeconds))
         configuration.logger = Logger(label: "credits.transport")

@@ -668,3 +668,69 @@ def test_http_post_json_is_415(stubs, server, tmp_path):
                             f"http://{server.address}/{TEST_SERVICE}/Echo"])
     assert status == 415
     assert_serves(stubs, server.port)
+
+
+def test_request_buffer_per_connection_flag(stubs, start_server):
+    """--max-request-buffer-bytes-per-connection bounds the partly received
+    request bytes of one connection: the call that goes past it ends with
+    RESOURCE_EXHAUSTED; the connection and its other calls go on."""
+    import socket as _socket
+    import struct as _struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    srv = start_server("--max-message-bytes", "65536", "--max-request-buffer-bytes-per-connection", "100000",
+                       name="reqbuf")
+    sock = _socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    seen_settings = seen_window = False
+    while not (seen_settings and seen_window):
+        for event in conn.receive_data(sock.recv(65536)):
+            seen_settings |= isinstance(event, h2.events.RemoteSettingsChanged)
+            seen_window |= isinstance(event, h2.events.WindowUpdated) and event.stream_id == 0
+        sock.sendall(conn.data_to_send())
+
+    def send(sid, data, end_stream=False):
+        for i in range(0, len(data), 16_384):
+            conn.send_data(sid, data[i:i + 16_384], end_stream=end_stream and i + 16_384 >= len(data))
+        sock.sendall(conn.data_to_send())
+
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/credits.testing.v1.TestService/Echo"),
+               (":authority", "127.0.0.1"), ("content-type", "application/grpc"), ("te", "trailers")]
+    statuses = {}
+    first, second = 1, 3
+    for sid in (first, second):
+        conn.send_headers(sid, headers)
+        # A message that announces 60,000 bytes and sends 50,001 of them: not complete, so buffered.
+        send(sid, _struct.pack(">BI", 0, 60_000) + b"\0" * 50_001)
+    end = time.monotonic() + 10
+    while second not in statuses and time.monotonic() < end:
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        for event in conn.receive_data(data):
+            if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                fields = dict(event.headers)
+                if "grpc-status" in fields:
+                    statuses[event.stream_id] = int(fields["grpc-status"])
+        sock.sendall(conn.data_to_send())
+    assert statuses.get(second) == 8, statuses  # RESOURCE_EXHAUSTED
+    assert first not in statuses
+    # The first call completes normally once its message is whole.
+    send(first, b"\0" * (60_000 - 50_001), end_stream=True)
+    end = time.monotonic() + 10
+    while first not in statuses and time.monotonic() < end:
+        for event in conn.receive_data(sock.recv(65536)):
+            if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                fields = dict(event.headers)
+                if "grpc-status" in fields:
+                    statuses[event.stream_id] = int(fields["grpc-status"])
+            if isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert statuses.get(first) in (0, 3), statuses  # answered (OK, or INVALID_ARGUMENT for a zero-filled body)
+    assert srv.terminate() == 0, srv.stderr_tail()
