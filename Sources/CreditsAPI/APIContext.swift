@@ -276,10 +276,9 @@ enum PageToken {
 
     /// page_size: 0 → default; 1…max; else INVALID_ARGUMENT.
     static func pageSize(_ size: Int32) throws(RPCErrorBox) -> Int {
-        if size == 0 { return LedgerLimits.defaultPageSize }
-        guard size > 0, Int(size) <= LedgerLimits.maxPageSize else {
-            throw RPCErrorBox(RPCError.invalid("page_size", "must be 0…\(LedgerLimits.maxPageSize)"))
-        }
-        return Int(size)
+        var check = RequestCheck()
+        let pageSize = check.pageSize(size)
+        try check.finish()
+        return pageSize
     }
 }

@@ -303,8 +303,7 @@ func nonEmpty(_ s: String) -> String? { s.isEmpty ? nil : s }
 
 /// The same id rules as the ledger's, for reads.
 func requireId(_ value: String, _ field: String) throws(RPCErrorBox) {
-    if value.isEmpty { throw RPCErrorBox(RPCError.invalid(field, "is required")) }
-    if value.utf8.count > LedgerLimits.maxIdLength || !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
-        throw RPCErrorBox(RPCError.invalid(field, "must be 1…\(LedgerLimits.maxIdLength) printable ASCII characters"))
-    }
+    var check = RequestCheck()
+    check.id(value, field)
+    try check.finish()
 }

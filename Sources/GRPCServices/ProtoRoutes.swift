@@ -28,7 +28,7 @@ public struct RPCError: Error, Sendable, Equatable {
                 metadata: [String: String] = [:], fieldViolations: [FieldViolation] = []) {
         precondition(code != .ok, "an RPCError is never OK")
         self.code = code
-        self.message = Self.bounded(message)
+        self.message = GRPCStatus.bounded(message)
         self.reason = reason
         self.domain = domain
         self.metadata = metadata
@@ -37,12 +37,6 @@ public struct RPCError: Error, Sendable, Equatable {
 
     /// BadRequest lists at most this many violations (and says how many more).
     public static let maxListedViolations = 16
-
-    /// Messages quote what the client sent (a service name, a path): cut
-    /// like the transport cuts `grpc-message` (see `GRPCStatus.bounded`).
-    static func bounded(_ text: String, max maxBytes: Int = GRPCStatus.maxMessageBytes) -> String {
-        GRPCStatus.bounded(text, maxBytes: maxBytes)
-    }
 
     /// INVALID_ARGUMENT for one bad field.
     public static func invalid(_ field: String, _ description: String) -> RPCError {
@@ -73,8 +67,8 @@ public struct RPCError: Error, Sendable, Equatable {
             var badRequest = Google_Rpc_BadRequest()
             badRequest.fieldViolations = fieldViolations.prefix(Self.maxListedViolations).map {
                 var v = Google_Rpc_BadRequest.FieldViolation()
-                v.field = Self.bounded($0.field, max: 200)
-                v.description_p = Self.bounded($0.description, max: 200)
+                v.field = GRPCStatus.bounded($0.field, maxBytes: 200)
+                v.description_p = GRPCStatus.bounded($0.description, maxBytes: 200)
                 return v
             }
             if fieldViolations.count > Self.maxListedViolations {

@@ -335,7 +335,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             refusedStreams[streamID] = discarded
             return
         }
-        refusedStreams[streamID] = -Self.refusedBodyLimitBytes * 1024  // reset once
+        refusedStreams.removeValue(forKey: streamID)  // reset once; what still arrives is dropped as for any finished stream
         session?.resetStream(streamID: streamID, errorCode: 0)
         flushNeeded = true
     }

@@ -115,18 +115,15 @@ public final class BalanceCache: @unchecked Sendable {
 
     /// Evicts the oldest slot (not `keep`), keeping its invalidation as a floor.
     private static func evictOne(_ s: inout State, keep: Key?) -> Bool {
-        guard let (key, slot) = s.slots.evictOldest() else { return false }
-        if key == keep {
+        guard var evicted = s.slots.evictOldest() else { return false }
+        if evicted.key == keep {
             // Put it back as the newest; evict the next one.
-            s.slots.insert(key, slot)
-            guard s.slots.count > 1, let (other, otherSlot) = s.slots.evictOldest() else { return false }
-            s.evictedFloor = max(s.evictedFloor, otherSlot.invalidatedAt)
-            s.rows -= rowCount(otherSlot.state)
-            _ = other
-            return true
+            s.slots.insert(evicted.key, evicted.value)
+            guard s.slots.count > 1, let next = s.slots.evictOldest() else { return false }
+            evicted = next
         }
-        s.evictedFloor = max(s.evictedFloor, slot.invalidatedAt)
-        s.rows -= rowCount(slot.state)
+        s.evictedFloor = max(s.evictedFloor, evicted.value.invalidatedAt)
+        s.rows -= rowCount(evicted.value.state)
         return true
     }
 

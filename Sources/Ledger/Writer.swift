@@ -281,7 +281,6 @@ final class LedgerWriter: @unchecked Sendable {
                     // SQLite rolled the whole transaction back (disk full, I/O
                     // error): nothing of this batch is applied.
                     rollback()
-                    noteStorage(failure)
                     for earlier in applied { earlier.fail(failure) }
                     for later in batch[(index + 1)...] { later.fail(failure) }
                     for (failed, error) in failures { failed.fail(error) }
