@@ -150,6 +150,8 @@ public struct Credits_V1_GetBalanceRequest: ProtoMessage, Hashable {
 
     public var clientID: String = ""
     public var includeDetails: Bool = false
+    public var asOfSeq: Int64 = 0
+    public var asOfTime: Google_Protobuf_Timestamp? = nil
 
     public init() {}
 }
@@ -173,6 +175,7 @@ public struct Credits_V1_Balance: ProtoMessage, Hashable {
     public var centers: [Credits_V1_CenterBalance] = []
     public var openHolds: [Credits_V1_Hold] = []
     public var pendingExpiryMinor: Int64 = 0
+    public var asOfTime: Google_Protobuf_Timestamp? = nil
 
     public init() {}
 }
@@ -466,6 +469,53 @@ public struct Credits_V1_ListLedgerEntriesResponse: ProtoMessage, Hashable {
     public init() {}
 }
 
+/// `credits.v1.ImportLotRecord`
+public struct Credits_V1_ImportLotRecord: ProtoMessage, Hashable {
+    public static let protoMessageName = "credits.v1.ImportLotRecord"
+
+    public var recordKey: String = ""
+    public var clientID: String = ""
+    public var amountMinor: Int64 = 0
+    public var centerID: String = ""
+    public var scope: Credits_V1_Scope? = nil
+    public var validFrom: Google_Protobuf_Timestamp? = nil
+    public var validUntil: Google_Protobuf_Timestamp? = nil
+    public var externalRef: String = ""
+    public var legacyOrigin: String = ""
+    public var priceMinor: Int64 = 0
+    public var note: String = ""
+
+    public init() {}
+}
+
+/// `credits.v1.ImportRecordFailure`
+public struct Credits_V1_ImportRecordFailure: ProtoMessage, Hashable {
+    public static let protoMessageName = "credits.v1.ImportRecordFailure"
+
+    public var index: Int64 = 0
+    public var recordKey: String = ""
+    public var reason: String = ""
+    public var message: String = ""
+    public var fieldViolations: [Google_Rpc_BadRequest.FieldViolation] = []
+
+    public init() {}
+}
+
+/// `credits.v1.ImportLotsResponse`
+public struct Credits_V1_ImportLotsResponse: ProtoMessage, Hashable {
+    public static let protoMessageName = "credits.v1.ImportLotsResponse"
+
+    public var processed: Int64 = 0
+    public var applied: Int64 = 0
+    public var alreadyApplied: Int64 = 0
+    public var failed: Int64 = 0
+    public var failures: [Credits_V1_ImportRecordFailure] = []
+    public var complete: Bool = false
+    public var lastSeq: Int64 = 0
+
+    public init() {}
+}
+
 /// `credits.v1.GetOperationRequest`
 public struct Credits_V1_GetOperationRequest: ProtoMessage, Hashable {
     public static let protoMessageName = "credits.v1.GetOperationRequest"
@@ -561,8 +611,12 @@ public enum Credits_V1_CreditService {
     public static let getOperation = ProtoMethod<Credits_V1_GetOperationRequest, Credits_V1_Operation>(
         service: serviceName, name: "GetOperation", clientStreaming: false, serverStreaming: false)
 
+    /// `rpc ImportLots(stream credits.v1.ImportLotRecord) returns (credits.v1.ImportLotsResponse)`
+    public static let importLots = ProtoMethod<Credits_V1_ImportLotRecord, Credits_V1_ImportLotsResponse>(
+        service: serviceName, name: "ImportLots", clientStreaming: true, serverStreaming: false)
+
     /// Every method, in declaration order.
-    public static let allMethods: [ProtoMethodInfo] = [purchaseCreditPackage.info, createCreditOrder.info, getBalance.info, listBalances.info, spendCredits.info, createHold.info, captureHold.info, releaseHold.info, getHold.info, reverseSpend.info, getSpend.info, createWriteOff.info, listWriteOffs.info, voidWriteOff.info, adjustBalance.info, listLedgerEntries.info, getOperation.info]
+    public static let allMethods: [ProtoMethodInfo] = [purchaseCreditPackage.info, createCreditOrder.info, getBalance.info, listBalances.info, spendCredits.info, createHold.info, captureHold.info, releaseHold.info, getHold.info, reverseSpend.info, getSpend.info, createWriteOff.info, listWriteOffs.info, voidWriteOff.info, adjustBalance.info, listLedgerEntries.info, getOperation.info, importLots.info]
 }
 
 extension Credits_V1_PurchaseCreditPackageRequest: _ProtoCValue {}
@@ -650,16 +704,20 @@ extension Credits_V1_CreateCreditOrderResponse {
 extension Credits_V1_GetBalanceRequest: _ProtoCValue {}
 
 extension Credits_V1_GetBalanceRequest {
-    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__get_balance_request(), fieldNumbers: [1, 2])
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__get_balance_request(), fieldNumbers: [1, 2, 3, 4])
 
     public init(_protoReader r: ProtoReader) {
         clientID = r.value(0)
         includeDetails = r.value(1)
+        asOfSeq = r.value(2)
+        asOfTime = r.message(3)
     }
 
     public func _protoWrite(to w: ProtoWriter) {
         w.value(0, clientID)
         w.value(1, includeDetails)
+        w.value(2, asOfSeq)
+        if let v = asOfTime { w.message(3, v) }
     }
 }
 
@@ -682,7 +740,7 @@ extension Credits_V1_CenterBalance {
 extension Credits_V1_Balance: _ProtoCValue {}
 
 extension Credits_V1_Balance {
-    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__balance(), fieldNumbers: [1, 2, 3, 4, 5])
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__balance(), fieldNumbers: [1, 2, 3, 4, 5, 6])
 
     public init(_protoReader r: ProtoReader) {
         summary = r.message(0)
@@ -690,6 +748,7 @@ extension Credits_V1_Balance {
         centers = r.repeated(2)
         openHolds = r.repeated(3)
         pendingExpiryMinor = r.value(4)
+        asOfTime = r.message(5)
     }
 
     public func _protoWrite(to w: ProtoWriter) {
@@ -698,6 +757,7 @@ extension Credits_V1_Balance {
         if !centers.isEmpty { w.repeated(2, centers) }
         if !openHolds.isEmpty { w.repeated(3, openHolds) }
         w.value(4, pendingExpiryMinor)
+        if let v = asOfTime { w.message(5, v) }
     }
 }
 
@@ -1184,6 +1244,88 @@ extension Credits_V1_ListLedgerEntriesResponse {
     public func _protoWrite(to w: ProtoWriter) {
         if !entries.isEmpty { w.repeated(0, entries) }
         w.value(1, nextPageToken)
+    }
+}
+
+extension Credits_V1_ImportLotRecord: _ProtoCValue {}
+
+extension Credits_V1_ImportLotRecord {
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__import_lot_record(), fieldNumbers: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+
+    public init(_protoReader r: ProtoReader) {
+        recordKey = r.value(0)
+        clientID = r.value(1)
+        amountMinor = r.value(2)
+        centerID = r.value(3)
+        scope = r.message(4)
+        validFrom = r.message(5)
+        validUntil = r.message(6)
+        externalRef = r.value(7)
+        legacyOrigin = r.value(8)
+        priceMinor = r.value(9)
+        note = r.value(10)
+    }
+
+    public func _protoWrite(to w: ProtoWriter) {
+        w.value(0, recordKey)
+        w.value(1, clientID)
+        w.value(2, amountMinor)
+        w.value(3, centerID)
+        if let v = scope { w.message(4, v) }
+        if let v = validFrom { w.message(5, v) }
+        if let v = validUntil { w.message(6, v) }
+        w.value(7, externalRef)
+        w.value(8, legacyOrigin)
+        w.value(9, priceMinor)
+        w.value(10, note)
+    }
+}
+
+extension Credits_V1_ImportRecordFailure: _ProtoCValue {}
+
+extension Credits_V1_ImportRecordFailure {
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__import_record_failure(), fieldNumbers: [1, 2, 3, 4, 5])
+
+    public init(_protoReader r: ProtoReader) {
+        index = r.value(0)
+        recordKey = r.value(1)
+        reason = r.value(2)
+        message = r.value(3)
+        fieldViolations = r.repeated(4)
+    }
+
+    public func _protoWrite(to w: ProtoWriter) {
+        w.value(0, index)
+        w.value(1, recordKey)
+        w.value(2, reason)
+        w.value(3, message)
+        if !fieldViolations.isEmpty { w.repeated(4, fieldViolations) }
+    }
+}
+
+extension Credits_V1_ImportLotsResponse: _ProtoCValue {}
+
+extension Credits_V1_ImportLotsResponse {
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__import_lots_response(), fieldNumbers: [1, 2, 3, 4, 5, 6, 7])
+
+    public init(_protoReader r: ProtoReader) {
+        processed = r.value(0)
+        applied = r.value(1)
+        alreadyApplied = r.value(2)
+        failed = r.value(3)
+        failures = r.repeated(4)
+        complete = r.value(5)
+        lastSeq = r.value(6)
+    }
+
+    public func _protoWrite(to w: ProtoWriter) {
+        w.value(0, processed)
+        w.value(1, applied)
+        w.value(2, alreadyApplied)
+        w.value(3, failed)
+        if !failures.isEmpty { w.repeated(4, failures) }
+        w.value(5, complete)
+        w.value(6, lastSeq)
     }
 }
 

@@ -90,6 +90,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__balance_summary(void
   return &credits__v1__balance_summary__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__balance_update(void) {
+  return &credits__v1__balance_update__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__cancel_credit_redemption_request(void) {
   return &credits__v1__cancel_credit_redemption_request__descriptor;
 }
@@ -194,6 +198,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__disable_membership_c
   return &credits__v1__disable_membership_credit_rule_request__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__feed_progress(void) {
+  return &credits__v1__feed_progress__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_balance_request(void) {
   return &credits__v1__get_balance_request__descriptor;
 }
@@ -246,12 +254,28 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__hold_response(void) 
   return &credits__v1__hold_response__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__import_lot_record(void) {
+  return &credits__v1__import_lot_record__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__import_lots_response(void) {
+  return &credits__v1__import_lots_response__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__import_record_failure(void) {
+  return &credits__v1__import_record_failure__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__issue_customer_credit_request(void) {
   return &credits__v1__issue_customer_credit_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__ledger_entry(void) {
   return &credits__v1__ledger_entry__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__ledger_feed_message(void) {
+  return &credits__v1__ledger_feed_message__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__list_balances_request(void) {
@@ -402,6 +426,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__spend_credits_respon
   return &credits__v1__spend_credits_response__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__subscribe_ledger_request(void) {
+  return &credits__v1__subscribe_ledger_request__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__tenant(void) {
   return &credits__v1__tenant__descriptor;
 }
@@ -424,6 +452,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__verify_ledger_respon
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__void_write_off_request(void) {
   return &credits__v1__void_write_off_request__descriptor;
+}
+
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__watch_balance_request(void) {
+  return &credits__v1__watch_balance_request__descriptor;
 }
 
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__write_off(void) {

@@ -16,6 +16,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "credits/v1/common.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
 
 typedef struct Credits__V1__PurchaseCreditPackageRequest Credits__V1__PurchaseCreditPackageRequest;
 typedef struct Credits__V1__PurchaseCreditPackageResponse Credits__V1__PurchaseCreditPackageResponse;
@@ -47,6 +48,9 @@ typedef struct Credits__V1__AdjustBalanceRequest Credits__V1__AdjustBalanceReque
 typedef struct Credits__V1__AdjustBalanceResponse Credits__V1__AdjustBalanceResponse;
 typedef struct Credits__V1__ListLedgerEntriesRequest Credits__V1__ListLedgerEntriesRequest;
 typedef struct Credits__V1__ListLedgerEntriesResponse Credits__V1__ListLedgerEntriesResponse;
+typedef struct Credits__V1__ImportLotRecord Credits__V1__ImportLotRecord;
+typedef struct Credits__V1__ImportRecordFailure Credits__V1__ImportRecordFailure;
+typedef struct Credits__V1__ImportLotsResponse Credits__V1__ImportLotsResponse;
 typedef struct Credits__V1__GetOperationRequest Credits__V1__GetOperationRequest;
 typedef struct Credits__V1__Operation Credits__V1__Operation;
 
@@ -185,10 +189,20 @@ struct  Credits__V1__GetBalanceRequest
    * Also return the lots, per-center credit and open holds.
    */
   protobuf_c_boolean include_details;
+  /*
+   * > 0: the balance as it was right after the tenant's entry with this seq
+   * (at most the tenant's latest seq), instead of now.
+   */
+  int64_t as_of_seq;
+  /*
+   * Set: the balance as it was at this time (right after the client's last
+   * entry at or before it). Not together with as_of_seq.
+   */
+  Google__Protobuf__Timestamp *as_of_time;
 };
 #define CREDITS__V1__GET_BALANCE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&credits__v1__get_balance_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, NULL }
 
 
 /*
@@ -232,10 +246,15 @@ struct  Credits__V1__Balance
    * already excluded from the summary.
    */
   int64_t pending_expiry_minor;
+  /*
+   * For as-of reads: the time the balance is as of (the time of the entry
+   * summary.seq, or as_of_time).
+   */
+  Google__Protobuf__Timestamp *as_of_time;
 };
 #define CREDITS__V1__BALANCE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&credits__v1__balance__descriptor) \
-    , NULL, 0,NULL, 0,NULL, 0,NULL, 0 }
+    , NULL, 0,NULL, 0,NULL, 0,NULL, 0, NULL }
 
 
 struct  Credits__V1__ListBalancesRequest
@@ -668,6 +687,126 @@ struct  Credits__V1__ListLedgerEntriesResponse
 #define CREDITS__V1__LIST_LEDGER_ENTRIES_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&credits__v1__list_ledger_entries_response__descriptor) \
     , 0,NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One opening lot from a legacy system (ImportLots).
+ */
+struct  Credits__V1__ImportLotRecord
+{
+  ProtobufCMessage base;
+  /*
+   * Required: the record's own idempotency key, unique in the tenant (e.g.
+   * "legacy-2024:row-1832"). Sending the same record again applies nothing
+   * (counted already_applied); the same key with other fields fails with
+   * IDEMPOTENCY_KEY_REUSED.
+   */
+  char *record_key;
+  char *client_id;
+  /*
+   * The opening credit, > 0.
+   */
+  int64_t amount_minor;
+  /*
+   * Required: the center the credit was sold at.
+   */
+  char *center_id;
+  Credits__V1__Scope *scope;
+  /*
+   * Optional: not usable before this time.
+   */
+  Google__Protobuf__Timestamp *valid_from;
+  /*
+   * Optional: expires at this time (after valid_from; may be in the past:
+   * the credit then expires at once, as breakage).
+   */
+  Google__Protobuf__Timestamp *valid_until;
+  /*
+   * The legacy system's reference for the credit (stored as the lot's payment_ref).
+   */
+  char *external_ref;
+  /*
+   * What the credit was in the legacy system, e.g. "gift card" (free text,
+   * at most 128 bytes; stored as the entry's reason).
+   */
+  char *legacy_origin;
+  /*
+   * What the client paid for it, ≥ 0.
+   */
+  int64_t price_minor;
+  char *note;
+};
+#define CREDITS__V1__IMPORT_LOT_RECORD__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&credits__v1__import_lot_record__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A record that was not applied, and why.
+ */
+struct  Credits__V1__ImportRecordFailure
+{
+  ProtobufCMessage base;
+  /*
+   * The record's position in the stream, from 0.
+   */
+  int64_t index;
+  char *record_key;
+  /*
+   * As google.rpc.ErrorInfo.reason: INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED,
+   * MALFORMED_REQUEST, STORAGE_FULL, …
+   */
+  char *reason;
+  char *message;
+  /*
+   * For INVALID_ARGUMENT: each bad field of the record.
+   */
+  size_t n_field_violations;
+  Google__Rpc__BadRequest__FieldViolation **field_violations;
+};
+#define CREDITS__V1__IMPORT_RECORD_FAILURE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&credits__v1__import_record_failure__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+/*
+ * The outcome of an import: every record processed is counted once.
+ */
+struct  Credits__V1__ImportLotsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Records processed: the first `processed` records of the stream, by index.
+   */
+  int64_t processed;
+  /*
+   * New lots created (ledger entries of type IMPORT, lots of origin IMPORT).
+   */
+  int64_t applied;
+  /*
+   * Records whose key was imported before with the same fields: unchanged.
+   */
+  int64_t already_applied;
+  int64_t failed;
+  /*
+   * The failed records in stream order; at most 1000 (failed counts all).
+   */
+  size_t n_failures;
+  Credits__V1__ImportRecordFailure **failures;
+  /*
+   * False when the import stopped before the end of the client's stream
+   * (deadline, server shutdown): records from index `processed` on were not
+   * read and not applied; send them again.
+   */
+  protobuf_c_boolean complete;
+  /*
+   * The tenant's seq after the last record applied.
+   */
+  int64_t last_seq;
+};
+#define CREDITS__V1__IMPORT_LOTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&credits__v1__import_lots_response__descriptor) \
+    , 0, 0, 0, 0, 0,NULL, 0, 0 }
 
 
 struct  Credits__V1__GetOperationRequest
@@ -1280,6 +1419,63 @@ Credits__V1__ListLedgerEntriesResponse *
 void   credits__v1__list_ledger_entries_response__free_unpacked
                      (Credits__V1__ListLedgerEntriesResponse *message,
                       ProtobufCAllocator *allocator);
+/* Credits__V1__ImportLotRecord methods */
+void   credits__v1__import_lot_record__init
+                     (Credits__V1__ImportLotRecord         *message);
+size_t credits__v1__import_lot_record__get_packed_size
+                     (const Credits__V1__ImportLotRecord   *message);
+size_t credits__v1__import_lot_record__pack
+                     (const Credits__V1__ImportLotRecord   *message,
+                      uint8_t             *out);
+size_t credits__v1__import_lot_record__pack_to_buffer
+                     (const Credits__V1__ImportLotRecord   *message,
+                      ProtobufCBuffer     *buffer);
+Credits__V1__ImportLotRecord *
+       credits__v1__import_lot_record__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   credits__v1__import_lot_record__free_unpacked
+                     (Credits__V1__ImportLotRecord *message,
+                      ProtobufCAllocator *allocator);
+/* Credits__V1__ImportRecordFailure methods */
+void   credits__v1__import_record_failure__init
+                     (Credits__V1__ImportRecordFailure         *message);
+size_t credits__v1__import_record_failure__get_packed_size
+                     (const Credits__V1__ImportRecordFailure   *message);
+size_t credits__v1__import_record_failure__pack
+                     (const Credits__V1__ImportRecordFailure   *message,
+                      uint8_t             *out);
+size_t credits__v1__import_record_failure__pack_to_buffer
+                     (const Credits__V1__ImportRecordFailure   *message,
+                      ProtobufCBuffer     *buffer);
+Credits__V1__ImportRecordFailure *
+       credits__v1__import_record_failure__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   credits__v1__import_record_failure__free_unpacked
+                     (Credits__V1__ImportRecordFailure *message,
+                      ProtobufCAllocator *allocator);
+/* Credits__V1__ImportLotsResponse methods */
+void   credits__v1__import_lots_response__init
+                     (Credits__V1__ImportLotsResponse         *message);
+size_t credits__v1__import_lots_response__get_packed_size
+                     (const Credits__V1__ImportLotsResponse   *message);
+size_t credits__v1__import_lots_response__pack
+                     (const Credits__V1__ImportLotsResponse   *message,
+                      uint8_t             *out);
+size_t credits__v1__import_lots_response__pack_to_buffer
+                     (const Credits__V1__ImportLotsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Credits__V1__ImportLotsResponse *
+       credits__v1__import_lots_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   credits__v1__import_lots_response__free_unpacked
+                     (Credits__V1__ImportLotsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Credits__V1__GetOperationRequest methods */
 void   credits__v1__get_operation_request__init
                      (Credits__V1__GetOperationRequest         *message);
@@ -1410,6 +1606,15 @@ typedef void (*Credits__V1__ListLedgerEntriesRequest_Closure)
 typedef void (*Credits__V1__ListLedgerEntriesResponse_Closure)
                  (const Credits__V1__ListLedgerEntriesResponse *message,
                   void *closure_data);
+typedef void (*Credits__V1__ImportLotRecord_Closure)
+                 (const Credits__V1__ImportLotRecord *message,
+                  void *closure_data);
+typedef void (*Credits__V1__ImportRecordFailure_Closure)
+                 (const Credits__V1__ImportRecordFailure *message,
+                  void *closure_data);
+typedef void (*Credits__V1__ImportLotsResponse_Closure)
+                 (const Credits__V1__ImportLotsResponse *message,
+                  void *closure_data);
 typedef void (*Credits__V1__GetOperationRequest_Closure)
                  (const Credits__V1__GetOperationRequest *message,
                   void *closure_data);
@@ -1491,6 +1696,10 @@ struct Credits__V1__CreditService_Service
                         const Credits__V1__GetOperationRequest *input,
                         Credits__V1__Operation_Closure closure,
                         void *closure_data);
+  void (*import_lots)(Credits__V1__CreditService_Service *service,
+                      const Credits__V1__ImportLotRecord *input,
+                      Credits__V1__ImportLotsResponse_Closure closure,
+                      void *closure_data);
 };
 typedef void (*Credits__V1__CreditService_ServiceDestroy)(Credits__V1__CreditService_Service *);
 void credits__v1__credit_service__init (Credits__V1__CreditService_Service *service,
@@ -1515,7 +1724,8 @@ void credits__v1__credit_service__init (Credits__V1__CreditService_Service *serv
       function_prefix__ ## void_write_off,\
       function_prefix__ ## adjust_balance,\
       function_prefix__ ## list_ledger_entries,\
-      function_prefix__ ## get_operation  }
+      function_prefix__ ## get_operation,\
+      function_prefix__ ## import_lots  }
 void credits__v1__credit_service__purchase_credit_package(ProtobufCService *service,
                                                           const Credits__V1__PurchaseCreditPackageRequest *input,
                                                           Credits__V1__PurchaseCreditPackageResponse_Closure closure,
@@ -1584,6 +1794,10 @@ void credits__v1__credit_service__get_operation(ProtobufCService *service,
                                                 const Credits__V1__GetOperationRequest *input,
                                                 Credits__V1__Operation_Closure closure,
                                                 void *closure_data);
+void credits__v1__credit_service__import_lots(ProtobufCService *service,
+                                              const Credits__V1__ImportLotRecord *input,
+                                              Credits__V1__ImportLotsResponse_Closure closure,
+                                              void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1620,6 +1834,9 @@ extern const ProtobufCMessageDescriptor credits__v1__adjust_balance_request__des
 extern const ProtobufCMessageDescriptor credits__v1__adjust_balance_response__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__list_ledger_entries_request__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__list_ledger_entries_response__descriptor;
+extern const ProtobufCMessageDescriptor credits__v1__import_lot_record__descriptor;
+extern const ProtobufCMessageDescriptor credits__v1__import_record_failure__descriptor;
+extern const ProtobufCMessageDescriptor credits__v1__import_lots_response__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__get_operation_request__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__operation__descriptor;
 extern const ProtobufCServiceDescriptor credits__v1__credit_service__descriptor;

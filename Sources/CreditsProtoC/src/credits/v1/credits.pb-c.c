@@ -1357,6 +1357,141 @@ void   credits__v1__list_ledger_entries_response__free_unpacked
   assert(message->base.descriptor == &credits__v1__list_ledger_entries_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   credits__v1__import_lot_record__init
+                     (Credits__V1__ImportLotRecord         *message)
+{
+  static const Credits__V1__ImportLotRecord init_value = CREDITS__V1__IMPORT_LOT_RECORD__INIT;
+  *message = init_value;
+}
+size_t credits__v1__import_lot_record__get_packed_size
+                     (const Credits__V1__ImportLotRecord *message)
+{
+  assert(message->base.descriptor == &credits__v1__import_lot_record__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t credits__v1__import_lot_record__pack
+                     (const Credits__V1__ImportLotRecord *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &credits__v1__import_lot_record__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t credits__v1__import_lot_record__pack_to_buffer
+                     (const Credits__V1__ImportLotRecord *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &credits__v1__import_lot_record__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Credits__V1__ImportLotRecord *
+       credits__v1__import_lot_record__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Credits__V1__ImportLotRecord *)
+     protobuf_c_message_unpack (&credits__v1__import_lot_record__descriptor,
+                                allocator, len, data);
+}
+void   credits__v1__import_lot_record__free_unpacked
+                     (Credits__V1__ImportLotRecord *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &credits__v1__import_lot_record__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   credits__v1__import_record_failure__init
+                     (Credits__V1__ImportRecordFailure         *message)
+{
+  static const Credits__V1__ImportRecordFailure init_value = CREDITS__V1__IMPORT_RECORD_FAILURE__INIT;
+  *message = init_value;
+}
+size_t credits__v1__import_record_failure__get_packed_size
+                     (const Credits__V1__ImportRecordFailure *message)
+{
+  assert(message->base.descriptor == &credits__v1__import_record_failure__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t credits__v1__import_record_failure__pack
+                     (const Credits__V1__ImportRecordFailure *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &credits__v1__import_record_failure__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t credits__v1__import_record_failure__pack_to_buffer
+                     (const Credits__V1__ImportRecordFailure *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &credits__v1__import_record_failure__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Credits__V1__ImportRecordFailure *
+       credits__v1__import_record_failure__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Credits__V1__ImportRecordFailure *)
+     protobuf_c_message_unpack (&credits__v1__import_record_failure__descriptor,
+                                allocator, len, data);
+}
+void   credits__v1__import_record_failure__free_unpacked
+                     (Credits__V1__ImportRecordFailure *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &credits__v1__import_record_failure__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   credits__v1__import_lots_response__init
+                     (Credits__V1__ImportLotsResponse         *message)
+{
+  static const Credits__V1__ImportLotsResponse init_value = CREDITS__V1__IMPORT_LOTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t credits__v1__import_lots_response__get_packed_size
+                     (const Credits__V1__ImportLotsResponse *message)
+{
+  assert(message->base.descriptor == &credits__v1__import_lots_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t credits__v1__import_lots_response__pack
+                     (const Credits__V1__ImportLotsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &credits__v1__import_lots_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t credits__v1__import_lots_response__pack_to_buffer
+                     (const Credits__V1__ImportLotsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &credits__v1__import_lots_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Credits__V1__ImportLotsResponse *
+       credits__v1__import_lots_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Credits__V1__ImportLotsResponse *)
+     protobuf_c_message_unpack (&credits__v1__import_lots_response__descriptor,
+                                allocator, len, data);
+}
+void   credits__v1__import_lots_response__free_unpacked
+                     (Credits__V1__ImportLotsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &credits__v1__import_lots_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   credits__v1__get_operation_request__init
                      (Credits__V1__GetOperationRequest         *message)
 {
@@ -1768,7 +1903,7 @@ const ProtobufCMessageDescriptor credits__v1__create_credit_order_response__desc
   (ProtobufCMessageInit) credits__v1__create_credit_order_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor credits__v1__get_balance_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor credits__v1__get_balance_request__field_descriptors[4] =
 {
   {
     "client_id",
@@ -1794,15 +1929,41 @@ static const ProtobufCFieldDescriptor credits__v1__get_balance_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "as_of_seq",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__GetBalanceRequest, as_of_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "as_of_time",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__GetBalanceRequest, as_of_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned credits__v1__get_balance_request__field_indices_by_name[] = {
+  2,   /* field[2] = as_of_seq */
+  3,   /* field[3] = as_of_time */
   0,   /* field[0] = client_id */
   1,   /* field[1] = include_details */
 };
 static const ProtobufCIntRange credits__v1__get_balance_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor credits__v1__get_balance_request__descriptor =
 {
@@ -1812,7 +1973,7 @@ const ProtobufCMessageDescriptor credits__v1__get_balance_request__descriptor =
   "Credits__V1__GetBalanceRequest",
   "credits.v1",
   sizeof(Credits__V1__GetBalanceRequest),
-  2,
+  4,
   credits__v1__get_balance_request__field_descriptors,
   credits__v1__get_balance_request__field_indices_by_name,
   1,  credits__v1__get_balance_request__number_ranges,
@@ -1870,7 +2031,7 @@ const ProtobufCMessageDescriptor credits__v1__center_balance__descriptor =
   (ProtobufCMessageInit) credits__v1__center_balance__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor credits__v1__balance__field_descriptors[5] =
+static const ProtobufCFieldDescriptor credits__v1__balance__field_descriptors[6] =
 {
   {
     "summary",
@@ -1932,8 +2093,21 @@ static const ProtobufCFieldDescriptor credits__v1__balance__field_descriptors[5]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "as_of_time",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__Balance, as_of_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned credits__v1__balance__field_indices_by_name[] = {
+  5,   /* field[5] = as_of_time */
   2,   /* field[2] = centers */
   1,   /* field[1] = lots */
   3,   /* field[3] = open_holds */
@@ -1943,7 +2117,7 @@ static const unsigned credits__v1__balance__field_indices_by_name[] = {
 static const ProtobufCIntRange credits__v1__balance__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor credits__v1__balance__descriptor =
 {
@@ -1953,7 +2127,7 @@ const ProtobufCMessageDescriptor credits__v1__balance__descriptor =
   "Credits__V1__Balance",
   "credits.v1",
   sizeof(Credits__V1__Balance),
-  5,
+  6,
   credits__v1__balance__field_descriptors,
   credits__v1__balance__field_indices_by_name,
   1,  credits__v1__balance__number_ranges,
@@ -3900,6 +4074,380 @@ const ProtobufCMessageDescriptor credits__v1__list_ledger_entries_response__desc
   (ProtobufCMessageInit) credits__v1__list_ledger_entries_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor credits__v1__import_lot_record__field_descriptors[11] =
+{
+  {
+    "record_key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, record_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "client_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, client_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "amount_minor",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, amount_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "center_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, center_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scope",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, scope),
+    &credits__v1__scope__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "valid_from",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, valid_from),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "valid_until",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, valid_until),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "external_ref",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, external_ref),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "legacy_origin",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, legacy_origin),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "price_minor",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, price_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotRecord, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned credits__v1__import_lot_record__field_indices_by_name[] = {
+  2,   /* field[2] = amount_minor */
+  3,   /* field[3] = center_id */
+  1,   /* field[1] = client_id */
+  7,   /* field[7] = external_ref */
+  8,   /* field[8] = legacy_origin */
+  10,   /* field[10] = note */
+  9,   /* field[9] = price_minor */
+  0,   /* field[0] = record_key */
+  4,   /* field[4] = scope */
+  5,   /* field[5] = valid_from */
+  6,   /* field[6] = valid_until */
+};
+static const ProtobufCIntRange credits__v1__import_lot_record__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor credits__v1__import_lot_record__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "credits.v1.ImportLotRecord",
+  "ImportLotRecord",
+  "Credits__V1__ImportLotRecord",
+  "credits.v1",
+  sizeof(Credits__V1__ImportLotRecord),
+  11,
+  credits__v1__import_lot_record__field_descriptors,
+  credits__v1__import_lot_record__field_indices_by_name,
+  1,  credits__v1__import_lot_record__number_ranges,
+  (ProtobufCMessageInit) credits__v1__import_lot_record__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor credits__v1__import_record_failure__field_descriptors[5] =
+{
+  {
+    "index",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportRecordFailure, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "record_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportRecordFailure, record_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportRecordFailure, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportRecordFailure, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "field_violations",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Credits__V1__ImportRecordFailure, n_field_violations),
+    offsetof(Credits__V1__ImportRecordFailure, field_violations),
+    &google__rpc__bad_request__field_violation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned credits__v1__import_record_failure__field_indices_by_name[] = {
+  4,   /* field[4] = field_violations */
+  0,   /* field[0] = index */
+  3,   /* field[3] = message */
+  2,   /* field[2] = reason */
+  1,   /* field[1] = record_key */
+};
+static const ProtobufCIntRange credits__v1__import_record_failure__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor credits__v1__import_record_failure__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "credits.v1.ImportRecordFailure",
+  "ImportRecordFailure",
+  "Credits__V1__ImportRecordFailure",
+  "credits.v1",
+  sizeof(Credits__V1__ImportRecordFailure),
+  5,
+  credits__v1__import_record_failure__field_descriptors,
+  credits__v1__import_record_failure__field_indices_by_name,
+  1,  credits__v1__import_record_failure__number_ranges,
+  (ProtobufCMessageInit) credits__v1__import_record_failure__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor credits__v1__import_lots_response__field_descriptors[7] =
+{
+  {
+    "processed",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, processed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, applied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "already_applied",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, already_applied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failed",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, failed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failures",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Credits__V1__ImportLotsResponse, n_failures),
+    offsetof(Credits__V1__ImportLotsResponse, failures),
+    &credits__v1__import_record_failure__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "complete",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, complete),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_seq",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__ImportLotsResponse, last_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned credits__v1__import_lots_response__field_indices_by_name[] = {
+  2,   /* field[2] = already_applied */
+  1,   /* field[1] = applied */
+  5,   /* field[5] = complete */
+  3,   /* field[3] = failed */
+  4,   /* field[4] = failures */
+  6,   /* field[6] = last_seq */
+  0,   /* field[0] = processed */
+};
+static const ProtobufCIntRange credits__v1__import_lots_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor credits__v1__import_lots_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "credits.v1.ImportLotsResponse",
+  "ImportLotsResponse",
+  "Credits__V1__ImportLotsResponse",
+  "credits.v1",
+  sizeof(Credits__V1__ImportLotsResponse),
+  7,
+  credits__v1__import_lots_response__field_descriptors,
+  credits__v1__import_lots_response__field_indices_by_name,
+  1,  credits__v1__import_lots_response__number_ranges,
+  (ProtobufCMessageInit) credits__v1__import_lots_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor credits__v1__get_operation_request__field_descriptors[1] =
 {
   {
@@ -4139,7 +4687,7 @@ const ProtobufCEnumDescriptor credits__v1__write_off_state__descriptor =
   credits__v1__write_off_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor credits__v1__credit_service__method_descriptors[17] =
+static const ProtobufCMethodDescriptor credits__v1__credit_service__method_descriptors[18] =
 {
   { "PurchaseCreditPackage", &credits__v1__purchase_credit_package_request__descriptor, &credits__v1__purchase_credit_package_response__descriptor },
   { "CreateCreditOrder", &credits__v1__create_credit_order_request__descriptor, &credits__v1__create_credit_order_response__descriptor },
@@ -4158,6 +4706,7 @@ static const ProtobufCMethodDescriptor credits__v1__credit_service__method_descr
   { "AdjustBalance", &credits__v1__adjust_balance_request__descriptor, &credits__v1__adjust_balance_response__descriptor },
   { "ListLedgerEntries", &credits__v1__list_ledger_entries_request__descriptor, &credits__v1__list_ledger_entries_response__descriptor },
   { "GetOperation", &credits__v1__get_operation_request__descriptor, &credits__v1__operation__descriptor },
+  { "ImportLots", &credits__v1__import_lot_record__descriptor, &credits__v1__import_lots_response__descriptor },
 };
 const unsigned credits__v1__credit_service__method_indices_by_name[] = {
   14,        /* AdjustBalance */
@@ -4169,6 +4718,7 @@ const unsigned credits__v1__credit_service__method_indices_by_name[] = {
   8,        /* GetHold */
   16,        /* GetOperation */
   10,        /* GetSpend */
+  17,        /* ImportLots */
   3,        /* ListBalances */
   15,        /* ListLedgerEntries */
   12,        /* ListWriteOffs */
@@ -4185,7 +4735,7 @@ const ProtobufCServiceDescriptor credits__v1__credit_service__descriptor =
   "CreditService",
   "Credits__V1__CreditService",
   "credits.v1",
-  17,
+  18,
   credits__v1__credit_service__method_descriptors,
   credits__v1__credit_service__method_indices_by_name
 };
@@ -4324,6 +4874,14 @@ void credits__v1__credit_service__get_operation(ProtobufCService *service,
 {
   assert(service->descriptor == &credits__v1__credit_service__descriptor);
   service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void credits__v1__credit_service__import_lots(ProtobufCService *service,
+                                              const Credits__V1__ImportLotRecord *input,
+                                              Credits__V1__ImportLotsResponse_Closure closure,
+                                              void *closure_data)
+{
+  assert(service->descriptor == &credits__v1__credit_service__descriptor);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void credits__v1__credit_service__init (Credits__V1__CreditService_Service *service,
                                         Credits__V1__CreditService_ServiceDestroy destroy)
