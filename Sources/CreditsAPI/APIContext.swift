@@ -99,6 +99,12 @@ final class APICore: Sendable {
         ProtoRoute.unary(method, authorize: { [self] call in context(call, permission) }, body)
     }
 
+    /// A server-streaming route of a tenant method, authorized like `unary`.
+    func serverStreaming<Request, Response>(_ method: ProtoMethod<Request, Response>, _ permission: Permission,
+                                            _ body: @escaping @Sendable (Request, ProtoCall<Response>, CallContext) -> Void) -> RPCRoute {
+        ProtoRoute.serverStreaming(method, authorize: { [self] call in context(call, permission) }, body)
+    }
+
     /// Runs a read; ledger errors become statuses.
     func read<Response>(_ call: ProtoCall<Response>, _ context: CallContext, _ body: (CallContext) throws -> Response) {
         do {

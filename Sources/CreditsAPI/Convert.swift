@@ -88,6 +88,24 @@ enum Convert {
         (.sessionGrant, .sessionGrant), (.sessionUse, .sessionUse), (.sessionReturn, .sessionReturn), (.sessionForfeit, .sessionForfeit),
     ]
 
+    /// A balance snapshot; lots, centers and holds only with `details`.
+    static func balance(_ snapshot: BalanceSnapshot, currency: String, details: Bool) -> Credits_V1_Balance {
+        var r = Credits_V1_Balance()
+        r.summary = summary(snapshot.summary, currency: currency)
+        r.pendingExpiryMinor = snapshot.pendingExpiryMinor
+        if details {
+            r.lots = snapshot.lots.map(lot)
+            r.centers = snapshot.centers.map {
+                var c = Credits_V1_CenterBalance()
+                c.centerID = $0.centerId
+                c.remainingMinor = $0.remainingMinor
+                return c
+            }
+            r.openHolds = snapshot.openHolds.map(hold)
+        }
+        return r
+    }
+
     static func entryType(_ t: EntryType) -> Credits_V1_EntryType {
         entryTypes.first { $0.0 == t }!.1
     }

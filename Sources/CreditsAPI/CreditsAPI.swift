@@ -5,16 +5,32 @@ import Ledger
 /// The credits.v1 services over one ledger.
 public final class CreditsAPI: Sendable {
     let core: APICore
+    let hub: StreamHub
+    private let listener: Int
 
-    public init(ledger: Ledger, adminToken: String?) {
+    public init(ledger: Ledger, adminToken: String?, streams: StreamLimits = StreamLimits()) {
         core = APICore(ledger: ledger, auth: Authenticator(adminToken: adminToken))
+        let hub = StreamHub(limits: streams)
+        self.hub = hub
+        listener = ledger.commits.addListener { hub.notice($0) }
     }
 
     public static let serviceNames = ["credits.v1.AdminService", "credits.v1.CreditPackageService", "credits.v1.CreditService",
-                                            "credits.v1.SessionPackageService", "credits.v1.CouponService"]
+                                      "credits.v1.SessionPackageService", "credits.v1.CouponService", "credits.v1.LedgerFeedService"]
 
     public var routes: [RPCRoute] {
         AdminServiceRoutes(core: core).routes + PackageServiceRoutes(core: core).routes + CreditServiceRoutes(core: core).routes
             + SessionServiceRoutes(core: core).routes + CouponServiceRoutes(core: core).routes
+            + FeedServiceRoutes(core: core, hub: hub).routes
+    }
+
+    /// Feed and watch streams open now.
+    public var openStreams: Int { hub.openStreams }
+
+    /// At shutdown, before the transport drains: feed and watch streams
+    /// never end by themselves, so they are ended (UNAVAILABLE) and refused.
+    public func endStreams() {
+        core.ledger.commits.removeListener(listener)
+        hub.shutdown()
     }
 }

@@ -169,6 +169,21 @@ public enum ProtoRoute {
         return .serverStreaming(method.path) { call, bytes in decodeThen(call, bytes, body) }
     }
 
+    /// A server-streaming method whose caller is authorized before its
+    /// request is decoded (as for `unary(_:authorize:_:)`).
+    public static func serverStreaming<Request, Response, Context>(
+        _ method: ProtoMethod<Request, Response>,
+        authorize: @escaping @Sendable (ProtoCall<Response>) -> Context?,
+        _ body: @escaping @Sendable (Request, ProtoCall<Response>, Context) -> Void
+    ) -> RPCRoute {
+        precondition(!method.clientStreaming && method.serverStreaming, "\(method.path) is not server-streaming")
+        return .serverStreaming(method.path) { call, bytes in
+            let typed = ProtoCall<Response>(call)
+            guard let context = authorize(typed) else { return }
+            decodeThen(call, bytes) { (request: Request, typed: ProtoCall<Response>) in body(request, typed, context) }
+        }
+    }
+
     /// Client-streaming or bidirectional: `makeHandler` makes the per-call handler.
     public static func streaming<Request, Response, Handler: ProtoStreamHandler>(
         _ method: ProtoMethod<Request, Response>,

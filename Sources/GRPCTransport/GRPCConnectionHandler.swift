@@ -630,6 +630,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         scheduleFlush()
     }
 
+    /// Ends a streaming response at once with `trailers` (its queued DATA
+    /// was dropped): HEADERS with END_STREAM, not behind flow control.
+    func submitTrailersNow(_ call: ServerCall, trailers: HeaderFields) {
+        guard let session, calls[call.streamID] === call else { return }
+        session.submitTrailersNow(streamID: call.streamID, trailers)
+        scheduleFlush()
+    }
+
     func dataReady(_ call: ServerCall) {
         guard let session, calls[call.streamID] === call else { return }
         if call.dataDeferred {

@@ -273,6 +273,13 @@ final class NGHTTP2Session {
         }
     }
 
+    /// Trailers outside the data source's read callback, for a response whose
+    /// queued DATA was dropped: the data source has nothing more to send (it
+    /// answers "deferred" from now on), and closing the stream detaches it.
+    func submitTrailersNow(streamID: Int32, _ trailers: HeaderFields) {
+        submitTrailers(streamID: streamID, trailers)
+    }
+
     private func submitTrailers(streamID: Int32, _ trailers: HeaderFields) {
         let rv = withNV(trailers) { nva, count in nghttp2_submit_trailer(session, streamID, nva, count) }
         assert(rv == 0, "nghttp2_submit_trailer: \(rv)")

@@ -67,6 +67,9 @@ public final class ServerCall: @unchecked Sendable {
     /// Called on the event loop when queued response bytes drain below the
     /// low watermark after `isWritable` was false.
     public var onWritable: (() -> Void)?
+    /// Run (once, on the event loop) when every queued response byte has
+    /// been handed to HTTP/2: see `whenDrained`.
+    private var drainWaiter: (() -> Void)?
     var wasUnwritable = false
     /// Told it was not writable because the connection's buffer was full.
     var waitingForConnectionBuffer = false
@@ -114,6 +117,50 @@ public final class ServerCall: @unchecked Sendable {
             return false
         }
         return true
+    }
+
+    /// Response bytes queued and not yet handed to HTTP/2 (the client's flow
+    /// control window holds them back when it does not read).
+    public var queuedResponseBytes: Int {
+        eventLoop.preconditionInEventLoop()
+        return outboundBytes
+    }
+
+    /// Runs `body` on the event loop once every response message queued so
+    /// far has been handed to HTTP/2 (at once, later in this loop tick, if
+    /// none is queued). For a handler that sends only the latest state
+    /// (coalescing) rather than queueing every change. Replaces an earlier one.
+    public func whenDrained(_ body: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        guard !isFinished else { return }
+        if outbound.isEmpty {
+            eventLoop.execute(body)
+        } else {
+            drainWaiter = body
+        }
+    }
+
+    /// Ends the call now with `status`, dropping response messages still
+    /// queued: for a client that stopped reading, whose queue cannot drain
+    /// (a plain `finish` would wait behind it). The status goes out at once
+    /// in the trailers (HEADERS are not flow controlled).
+    public func abort(_ status: GRPCStatus) {
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.abort(status) }
+            return
+        }
+        guard !isFinished else { return }
+        guard case .streaming = responseState else { return finish(status) }
+        deadlineTask?.cancel()
+        deadlineTask = nil
+        deadlineHandler = nil
+        drainWaiter = nil
+        onWritable = nil
+        if !outbound.isEmpty { outbound.removeAll() }
+        if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
+        outboundBytes = 0
+        responseState = .done
+        connection?.submitTrailersNow(self, trailers: .list(GRPCHeaders.trailers(status: status, metadata: Metadata())))
     }
 
     /// True once `finish` was called or the call was cancelled.
@@ -254,6 +301,10 @@ public final class ServerCall: @unchecked Sendable {
             wasUnwritable = false
             connection?.callBecameWritable(self)
         }
+        if outbound.isEmpty, let waiter = drainWaiter {
+            drainWaiter = nil
+            eventLoop.execute(waiter)
+        }
         if outbound.isEmpty {
             if case .finishing(let trailers) = responseState {
                 responseState = .done
@@ -281,6 +332,7 @@ public final class ServerCall: @unchecked Sendable {
         if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
         outboundBytes = 0
         onWritable = nil
+        drainWaiter = nil
         if !wasFinished { notifyHandlerCancelled() }
     }
 

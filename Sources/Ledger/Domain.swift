@@ -29,6 +29,8 @@ public enum LedgerLimits {
     public static let maxLotsPerDraw = 1_000
     public static let maxValidityDays = 36_500
     public static let maxHoldSeconds: Int64 = 90 * 24 * 3600
+    /// Client ids one change-feed subscription may filter on.
+    public static let maxFeedClients = 100
 }
 
 public enum Role: String, Sendable, CaseIterable {

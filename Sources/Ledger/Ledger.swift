@@ -29,6 +29,8 @@ public final class Ledger: @unchecked Sendable {
     private let checkpointer: Checkpointer
     /// Balance reads from memory, invalidated by the writer at each commit.
     public let balanceCache: BalanceCache
+    /// Commits as they happen, for streams that follow the ledger.
+    public let commits: CommitFeed
     /// This process is the database's only writer while it holds this.
     private let lock: DatabaseLock?
 
@@ -53,10 +55,12 @@ public final class Ledger: @unchecked Sendable {
         checkpointer.start()
         precondition(options.balanceCacheEntries >= 0 && options.balanceCacheRows >= 0)
         balanceCache = BalanceCache(capacity: options.balanceCacheEntries, rowBudget: options.balanceCacheRows)
+        commits = CommitFeed()
+        commits.start()
         writer = LedgerWriter(store: LedgerStore(db: db, clock: options.clock), configuration: .init(
             maxQueueDepth: options.maxQueueDepth, maxBatchSize: options.maxBatchSize,
             maintenanceIntervalMicros: options.exclusive ? options.maintenanceIntervalMillis * 1_000 : nil, databasePath: path,
-            idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000), cache: balanceCache)
+            idempotencyRetentionMicros: options.idempotencyRetentionSeconds * 1_000_000), cache: balanceCache, feed: commits)
         writer.start()
     }
 
@@ -132,6 +136,7 @@ public final class Ledger: @unchecked Sendable {
     /// Finishes queued writes and stops the writer.
     public func close() {
         writer.stop()
+        commits.stop()
         checkpointer.stop()
         lock?.release()
     }

@@ -64,6 +64,8 @@ final class LedgerWriter: @unchecked Sendable {
     private let store: LedgerStore
     private let configuration: Configuration
     private let cache: BalanceCache
+    /// Told about every commit (on this thread: a hand-over under a lock only).
+    private let feed: CommitFeed?
     private let condition = NSCondition()
     private var queue: [PendingWrite] = []
     private var queueHead = 0
@@ -75,12 +77,13 @@ final class LedgerWriter: @unchecked Sendable {
     private(set) var batchesCommitted = 0
     private(set) var commandsCommitted = 0
 
-    init(store: LedgerStore, configuration: Configuration, cache: BalanceCache) {
+    init(store: LedgerStore, configuration: Configuration, cache: BalanceCache, feed: CommitFeed? = nil) {
         precondition(configuration.maxQueueDepth > 0 && configuration.maxBatchSize > 0)
         self.fileIdentity = Self.identity(of: configuration.databasePath)
         self.store = store
         self.configuration = configuration
         self.cache = cache
+        self.feed = feed
     }
 
     /// COMMITs the open transaction, dropping the clients it touched from
@@ -99,6 +102,7 @@ final class LedgerWriter: @unchecked Sendable {
             throw error
         }
         cache.endCommit(touched, tenantSeqs: seqs)
+        feed?.committed(tenantSeqs: seqs, clients: touched)
     }
 
     /// Rolls back the open transaction (if any) and forgets what it touched.

@@ -76,6 +76,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Close a connection whose full response buffer has not drained for this many seconds (GOAWAY ENHANCE_YOUR_CALM; 0: never).")
     var stuckConnectionTimeoutSeconds = 30
 
+    @Option(help: "Change-feed (SubscribeLedger) and balance-watch (WatchBalance) streams open at once on the server; more are refused with RESOURCE_EXHAUSTED.")
+    var maxFeedStreams = 10_000
+
+    @Option(help: "End a SubscribeLedger stream whose client has read nothing for this many seconds (RESOURCE_EXHAUSTED, SUBSCRIBER_STALLED; the client resumes from its last seq).")
+    var feedStallTimeoutSeconds = 60
+
     @Option(help: "On SIGTERM/SIGINT, how long open calls may run on before connections are closed.")
     var shutdownGraceSeconds = 10
 
@@ -112,6 +118,8 @@ struct Serve: ParsableCommand {
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
         guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
         guard balanceCacheEntries >= 0 && balanceCacheEntries <= 10_000_000 else { throw ValidationError("--balance-cache-entries must be 0…10000000") }
+        guard maxFeedStreams >= 1 && maxFeedStreams <= 1_000_000 else { throw ValidationError("--max-feed-streams must be 1…1000000") }
+        guard feedStallTimeoutSeconds >= 1 && feedStallTimeoutSeconds <= 86_400 else { throw ValidationError("--feed-stall-timeout-seconds must be 1…86400") }
         guard balanceCacheRows >= 0 && balanceCacheRows <= 10_000_000 else { throw ValidationError("--balance-cache-rows must be 0…10000000") }
     }
 
@@ -138,7 +146,11 @@ struct Serve: ParsableCommand {
         let health = HealthService()
         var router = GRPCRouter()
         router.add(contentsOf: health.routes)
-        router.add(contentsOf: CreditsAPI(ledger: ledger, adminToken: adminToken).routes)
+        var streamLimits = StreamLimits()
+        streamLimits.maxStreams = maxFeedStreams
+        streamLimits.stallTimeout = .seconds(Int64(feedStallTimeoutSeconds))
+        let api = CreditsAPI(ledger: ledger, adminToken: adminToken, streams: streamLimits)
+        router.add(contentsOf: api.routes)
         if enableTestService { router.add(contentsOf: TestService.routes) }
         let served = Array(Set(router.serviceNames + ReflectionService.serviceNames)).sorted()
         let reflection = try ReflectionService(servedServices: served)
@@ -189,6 +201,7 @@ struct Serve: ParsableCommand {
         storageWatch.stop()
         health.setAll(.notServing)
         health.finishWatchers()
+        api.endStreams()
         try server.shutdownGracefully()
         ledger.close()
         signals.forEach { $0.cancel() }

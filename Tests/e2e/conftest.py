@@ -288,6 +288,8 @@ def credits_stubs(stubs, tmp_path_factory) -> types.SimpleNamespace:
         packages_grpc=importlib.import_module("credits.v1.packages_pb2_grpc"),
         credits=importlib.import_module("credits.v1.credits_pb2"),
         credits_grpc=importlib.import_module("credits.v1.credits_pb2_grpc"),
+        feed=importlib.import_module("credits.v1.feed_pb2"),
+        feed_grpc=importlib.import_module("credits.v1.feed_pb2_grpc"),
         status_pb2=stubs.status_pb2,
         error_details_pb2=stubs.error_details_pb2,
     )

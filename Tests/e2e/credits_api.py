@@ -78,6 +78,8 @@ class Actor:
         self.credit = Bound(cs.credits_grpc.CreditServiceStub(channel), md)
         self.packages = Bound(cs.packages_grpc.CreditPackageServiceStub(channel), md)
         self.admin = Bound(cs.admin_grpc.AdminServiceStub(channel), md)
+        self.feed = Bound(cs.feed_grpc.LedgerFeedServiceStub(channel), md)
+        self.metadata = md
 
 
 class Tenant:

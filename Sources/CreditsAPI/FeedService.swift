@@ -1,0 +1,445 @@
+import CreditsProto
+import GRPCServices
+import GRPCTransport
+import Ledger
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Limits of the streams that follow the ledger (SubscribeLedger, WatchBalance).
+public struct StreamLimits: Sendable {
+    /// Feed and watch streams open at once on the server.
+    public var maxStreams = 10_000
+    /// A feed subscriber whose responses have not drained for this long is
+    /// ended with RESOURCE_EXHAUSTED (SUBSCRIBER_STALLED).
+    public var stallTimeout: TimeAmount = .seconds(60)
+    /// Progress messages of an idle feed, when the request sets none.
+    public var defaultProgressInterval: TimeAmount = .seconds(5)
+    public init() {}
+}
+
+/// The open feed and watch streams, and the one place commit notices reach
+/// them: the ledger's notifier thread calls `notice` once per batch of
+/// commits; the hub finds the streams the commits concern (by tenant for
+/// feeds, by client for watches) and wakes them with one task per event
+/// loop, on which each stream then reads what it needs with its loop's own
+/// reader. The writer thread never runs stream code.
+final class StreamHub: @unchecked Sendable {
+    let limits: StreamLimits
+    private let lock = NIOLock()
+    private var feeds: [String: [ObjectIdentifier: FeedSubscription]] = [:]
+    private var watches: [LedgerClientKey: [ObjectIdentifier: BalanceWatch]] = [:]
+    private var open = 0
+    private var closed = false
+
+    init(limits: StreamLimits) {
+        precondition(limits.maxStreams > 0 && limits.stallTimeout > .zero && limits.defaultProgressInterval > .zero)
+        self.limits = limits
+    }
+
+    /// Counts a new stream in; false when the server has as many as it may.
+    func admit() -> Bool {
+        lock.withLock {
+            guard !closed, open < limits.maxStreams else { return false }
+            open += 1
+            return true
+        }
+    }
+
+    var openStreams: Int { lock.withLock { open } }
+
+    func add(_ feed: FeedSubscription) {
+        lock.withLock { feeds[feed.tenant, default: [:]][ObjectIdentifier(feed)] = feed }
+    }
+
+    func add(_ watch: BalanceWatch) {
+        lock.withLock { watches[watch.key, default: [:]][ObjectIdentifier(watch)] = watch }
+    }
+
+    /// Forgets a stream that ended (and lets another in).
+    func remove(_ feed: FeedSubscription) {
+        lock.withLock {
+            guard feeds[feed.tenant]?.removeValue(forKey: ObjectIdentifier(feed)) != nil else { return }
+            if feeds[feed.tenant]?.isEmpty == true { feeds[feed.tenant] = nil }
+            open -= 1
+            assert(open >= 0)
+        }
+    }
+
+    func remove(_ watch: BalanceWatch) {
+        lock.withLock {
+            guard watches[watch.key]?.removeValue(forKey: ObjectIdentifier(watch)) != nil else { return }
+            if watches[watch.key]?.isEmpty == true { watches[watch.key] = nil }
+            open -= 1
+            assert(open >= 0)
+        }
+    }
+
+    /// A stream admitted but never registered (its request was refused).
+    func release() {
+        lock.withLock {
+            open -= 1
+            assert(open >= 0)
+        }
+    }
+
+    /// Called on the ledger's notifier thread.
+    func notice(_ notice: CommitNotice) {
+        var wake: [ObjectIdentifier: (EventLoop, [() -> Void])] = [:]
+        func add(_ loop: EventLoop, _ task: @escaping () -> Void) {
+            wake[ObjectIdentifier(loop), default: (loop, [])].1.append(task)
+        }
+        lock.withLock {
+            for (tenant, seq) in notice.tenantSeqs {
+                for feed in feeds[tenant]?.values ?? [:].values {
+                    add(feed.eventLoop) { feed.committed(seq) }
+                }
+            }
+            if notice.everyClient {
+                for (key, group) in watches where notice.tenantSeqs[key.tenant] != nil {
+                    for watch in group.values { add(watch.eventLoop) { watch.changed() } }
+                }
+            } else if !watches.isEmpty {
+                for key in notice.clients {
+                    for watch in watches[key]?.values ?? [:].values {
+                        add(watch.eventLoop) { watch.changed() }
+                    }
+                }
+            }
+        }
+        for (loop, tasks) in wake.values {
+            loop.execute { for task in tasks { task() } }
+        }
+    }
+
+    /// Server shutdown: no new streams; every open one ends UNAVAILABLE.
+    func shutdown() {
+        let (allFeeds, allWatches) = lock.withLock {
+            closed = true
+            return (feeds.values.flatMap(\.values), watches.values.flatMap(\.values))
+        }
+        let status = RPCError(.unavailable, "the server is shutting down: resume from the last seq processed", reason: "SHUTTING_DOWN")
+        for feed in allFeeds { feed.eventLoop.execute { feed.end(status) } }
+        for watch in allWatches { watch.eventLoop.execute { watch.end(status) } }
+    }
+}
+
+/// `credits.v1.LedgerFeedService`.
+struct FeedServiceRoutes {
+    let core: APICore
+    let hub: StreamHub
+    typealias S = Credits_V1_LedgerFeedService
+
+    var routes: [RPCRoute] {
+        [
+            core.serverStreaming(S.subscribeLedger, .read) { req, call, ctx in subscribe(req, call, ctx) },
+            core.serverStreaming(S.watchBalance, .read) { req, call, ctx in watch(req, call, ctx) },
+        ]
+    }
+
+    static let tooManyStreams = RPCError(.resourceExhausted, "too many feed and watch streams are open on this server; retry later",
+                                         reason: "TOO_MANY_STREAMS")
+
+    func subscribe(_ req: Credits_V1_SubscribeLedgerRequest, _ call: ProtoCall<Credits_V1_LedgerFeedMessage>, _ ctx: CallContext) {
+        var check = RequestCheck()
+        if req.fromSeq < 0 { check.add("from_seq", "must be ≥ 0") }
+        if req.clientIds.count > LedgerLimits.maxFeedClients {
+            check.add("client_ids", "at most \(LedgerLimits.maxFeedClients) ids")
+        } else {
+            for (i, id) in req.clientIds.enumerated() { check.id(id, "client_ids[\(i)]") }
+        }
+        var types = Set<EntryType>()
+        for (i, t) in req.types.enumerated() {
+            if let type = Convert.entryType(t) { types.insert(type) } else { check.add("types[\(i)]", "is not a known entry type") }
+        }
+        let interval = req.progressIntervalSeconds
+        if interval != 0 && !(1...300).contains(interval) { check.add("progress_interval_seconds", "must be 0 or 1…300") }
+        do {
+            try check.finish()
+            let tip = try ctx.reader.tenantSeq(ctx.tenantId)
+            if req.fromSeq > tip {
+                throw RPCErrorBox(RPCError(.invalidArgument, "from_seq \(req.fromSeq) is beyond the tenant's latest seq \(tip)",
+                                           reason: "INVALID_ARGUMENT",
+                                           fieldViolations: [.init(field: "from_seq", description: "is beyond the latest seq \(tip)")]))
+            }
+        } catch {
+            call.fail(ErrorMapping.rpcError(any: error))
+            return
+        }
+        guard hub.admit() else { return call.fail(Self.tooManyStreams) }
+        let feed = FeedSubscription(
+            call: call, core: core, hub: hub, tenant: ctx.tenantId, fromSeq: req.fromSeq,
+            clients: Array(Set(req.clientIds)).sorted(), types: types,
+            progressInterval: interval == 0 ? hub.limits.defaultProgressInterval : .seconds(Int64(interval)))
+        feed.start()
+    }
+
+    func watch(_ req: Credits_V1_WatchBalanceRequest, _ call: ProtoCall<Credits_V1_BalanceUpdate>, _ ctx: CallContext) {
+        var check = RequestCheck()
+        check.id(req.clientID, "client_id")
+        if req.lowBalanceThresholdMinor < 0 || req.lowBalanceThresholdMinor > LedgerLimits.maxBalanceMinor {
+            check.add("low_balance_threshold_minor", "must be 0…\(LedgerLimits.maxBalanceMinor)")
+        }
+        do {
+            try check.finish()
+        } catch {
+            call.fail(ErrorMapping.rpcError(any: error))
+            return
+        }
+        guard hub.admit() else { return call.fail(Self.tooManyStreams) }
+        let watch = BalanceWatch(call: call, core: core, hub: hub, tenant: ctx.tenantId, currency: ctx.currency,
+                                 client: req.clientID, details: req.includeDetails, threshold: req.lowBalanceThresholdMinor)
+        watch.start()
+    }
+}
+
+/// One SubscribeLedger call, on its event loop. It reads pages of entries
+/// from SQLite only while the call is writable (its queue is below the
+/// transport's watermark), so what it holds is bounded whatever the client
+/// does; commit notices only move `tip` and wake it.
+final class FeedSubscription: @unchecked Sendable {
+    typealias Message = Credits_V1_LedgerFeedMessage
+    /// Entries read per page.
+    static let pageSize = 256
+    /// Pages per event-loop turn before yielding to other work on the loop.
+    static let pagesPerTurn = 4
+
+    let call: ProtoCall<Message>
+    let core: APICore
+    let hub: StreamHub
+    let tenant: String
+    let clients: [String]
+    let types: Set<EntryType>
+    let progressInterval: TimeAmount
+    var eventLoop: EventLoop { call.eventLoop }
+
+    /// Every matching entry with seq ≤ cursor has been queued.
+    private var cursor: Int64
+    /// The highest committed seq known.
+    private var tip: Int64 = 0
+    private var pumpScheduled = false
+    private var waitingWritable = false
+    private var sentSinceTick = false
+    private var announcedLive = false
+    private var ended = false
+    private var progressTask: RepeatedTask?
+    private var stallTask: Scheduled<Void>?
+
+    init(call: ProtoCall<Message>, core: APICore, hub: StreamHub, tenant: String, fromSeq: Int64, clients: [String],
+         types: Set<EntryType>, progressInterval: TimeAmount) {
+        self.call = call
+        self.core = core
+        self.hub = hub
+        self.tenant = tenant
+        self.cursor = fromSeq
+        self.clients = clients
+        self.types = types
+        self.progressInterval = progressInterval
+    }
+
+    func start() {
+        eventLoop.preconditionInEventLoop()
+        call.call.onCancelled { [self] in end(nil) }
+        // Registered before the first read: a commit after it wakes the pump.
+        hub.add(self)
+        progressTask = eventLoop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { [self] _ in tick() }
+        pump()
+    }
+
+    /// A commit notice: the tenant's entries now reach `seq`.
+    func committed(_ seq: Int64) {
+        guard !ended else { return }
+        if seq > tip { tip = seq }
+        if cursor < tip { pumpSoon() }
+    }
+
+    private func pumpSoon() {
+        guard !pumpScheduled, !waitingWritable, !ended else { return }
+        pumpScheduled = true
+        eventLoop.execute { [self] in
+            pumpScheduled = false
+            pump()
+        }
+    }
+
+    private func pump() {
+        guard !ended, !call.call.isFinished, !waitingWritable else { return }
+        for _ in 0..<Self.pagesPerTurn {
+            guard call.call.isWritable else { return waitForWritable() }
+            let page: LedgerReader.FeedPage
+            do {
+                page = try core.readers.reader().feedPage(tenant: tenant, afterSeq: cursor, clients: clients, types: types, limit: Self.pageSize)
+            } catch {
+                return end(ErrorMapping.rpcError(any: error))
+            }
+            assert(page.scannedThrough >= cursor, "the feed never goes back")
+            if page.tenantSeq > tip { tip = page.tenantSeq }
+            for entry in page.entries {
+                assert(entry.seq > cursor, "each entry once, in seq order")
+                var message = Message()
+                message.message = .entry(Convert.entry(entry))
+                call.send(message)
+                cursor = entry.seq
+            }
+            if !page.entries.isEmpty { sentSinceTick = true }
+            cursor = page.scannedThrough
+            if cursor >= page.tenantSeq {
+                // Caught up with what is committed: say so once, then follow live.
+                if !announcedLive {
+                    announcedLive = true
+                    sendProgress()
+                }
+                if cursor < tip { continue }  // a notice arrived meanwhile
+                return
+            }
+        }
+        pumpSoon()  // more to read: let other calls of this loop run first
+    }
+
+    private func sendProgress() {
+        var progress = Credits_V1_FeedProgress()
+        progress.seq = cursor
+        progress.tenantSeq = max(tip, cursor)
+        progress.time = Convert.timestamp(core.ledger.options.clock.nowMicros())
+        var message = Message()
+        message.message = .progress(progress)
+        call.send(message)
+        sentSinceTick = true
+    }
+
+    /// Every progress interval: a progress message if nothing was sent since
+    /// the last tick (an idle or filtered subscriber can checkpoint).
+    private func tick() {
+        guard !ended, !call.call.isFinished else { return }
+        defer { sentSinceTick = false }
+        guard !sentSinceTick, call.call.isWritable, announcedLive else { return }
+        sendProgress()
+    }
+
+    private func waitForWritable() {
+        waitingWritable = true
+        call.call.onWritable = { [self] in
+            waitingWritable = false
+            stallTask?.cancel()
+            stallTask = nil
+            pump()
+        }
+        if stallTask == nil {
+            let timeout = hub.limits.stallTimeout
+            stallTask = eventLoop.scheduleTask(in: timeout) { [self] in
+                stallTask = nil
+                guard waitingWritable else { return }
+                let seconds = timeout.nanoseconds / 1_000_000_000
+                // The queued entries cannot drain: drop them and end at once.
+                end(RPCError(.resourceExhausted,
+                             "the subscriber read nothing for \(seconds) s: stream ended; resume from the last seq processed",
+                             reason: "SUBSCRIBER_STALLED", metadata: ["stall_timeout_seconds": "\(seconds)"]), abort: true)
+            }
+        }
+    }
+
+    /// Ends the stream (nil: the call is already over) and unregisters it.
+    func end(_ error: RPCError?, abort: Bool = false) {
+        eventLoop.preconditionInEventLoop()
+        guard !ended else { return }
+        ended = true
+        progressTask?.cancel()
+        progressTask = nil
+        stallTask?.cancel()
+        stallTask = nil
+        call.call.onWritable = nil
+        hub.remove(self)
+        guard let error else { return }
+        if abort { call.call.abort(error.status) } else { call.fail(error) }
+    }
+}
+
+/// One WatchBalance call, on its event loop. A commit that touched the
+/// client marks it dirty; the latest balance is read and sent only once the
+/// previous update has left the call's queue, so a slow reader gets the
+/// newest snapshot and never a backlog.
+final class BalanceWatch: @unchecked Sendable {
+    typealias Message = Credits_V1_BalanceUpdate
+
+    let call: ProtoCall<Message>
+    let core: APICore
+    let hub: StreamHub
+    let key: LedgerClientKey
+    let currency: String
+    let details: Bool
+    let threshold: Int64
+    var eventLoop: EventLoop { call.eventLoop }
+
+    private var dirty = true
+    private var waitingDrain = false
+    private var ended = false
+    private var lastSent: BalanceSnapshot?
+
+    init(call: ProtoCall<Message>, core: APICore, hub: StreamHub, tenant: String, currency: String, client: String,
+         details: Bool, threshold: Int64) {
+        self.call = call
+        self.core = core
+        self.hub = hub
+        self.key = LedgerClientKey(tenant: tenant, client: client)
+        self.currency = currency
+        self.details = details
+        self.threshold = threshold
+    }
+
+    func start() {
+        eventLoop.preconditionInEventLoop()
+        call.call.onCancelled { [self] in end(nil) }
+        hub.add(self)  // before the first read: no change is missed
+        sendLatest()
+    }
+
+    /// A commit touched the client.
+    func changed() {
+        guard !ended else { return }
+        dirty = true
+        sendLatest()
+    }
+
+    private func sendLatest() {
+        guard !ended, dirty, !waitingDrain, !call.call.isFinished else { return }
+        if call.call.queuedResponseBytes > 0 {
+            waitingDrain = true
+            call.call.whenDrained { [self] in
+                waitingDrain = false
+                sendLatest()
+            }
+            return
+        }
+        dirty = false
+        let snapshot: BalanceSnapshot
+        do {
+            snapshot = try core.readers.reader().balance(tenant: key.tenant, client: key.client, details: details)
+        } catch {
+            return end(ErrorMapping.rpcError(any: error))
+        }
+        if let lastSent, Self.sameBalance(lastSent, snapshot) { return }
+        var update = Message()
+        update.balance = Convert.balance(snapshot, currency: currency, details: details)
+        if threshold > 0 {
+            let available = snapshot.summary.availableMinor
+            update.belowThreshold = available < threshold
+            update.crossedBelowThreshold = available < threshold && (lastSent.map { $0.summary.availableMinor >= threshold } ?? true)
+        }
+        lastSent = snapshot
+        call.send(update)
+    }
+
+    /// Equal but for the tenant seq (another client's entries move it).
+    static func sameBalance(_ a: BalanceSnapshot, _ b: BalanceSnapshot) -> Bool {
+        var a = a
+        a.summary.seq = b.summary.seq
+        return a == b
+    }
+
+    func end(_ error: RPCError?) {
+        eventLoop.preconditionInEventLoop()
+        guard !ended else { return }
+        ended = true
+        hub.remove(self)
+        if let error { call.fail(error) }
+    }
+}
