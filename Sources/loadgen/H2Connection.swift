@@ -167,6 +167,11 @@ final class H2Connection {
     /// The last stream id of the server's GOAWAY, once one arrived: no new calls go on this connection.
     private(set) var goawayLastStreamID: Int32?
 
+    /// Server-streaming calls (`startStreaming`): their DATA goes to
+    /// `onStreamingData` (tag, bytes) as it arrives instead of being kept.
+    private var streamingIDs: Set<Int32> = []
+    var onStreamingData: ((Int, UnsafeRawBufferPointer) -> Void)?
+
     /// Whether new calls may be started here (open, and no GOAWAY received).
     var acceptsCalls: Bool { !isClosed && goawayLastStreamID == nil }
 
@@ -208,8 +213,14 @@ final class H2Connection {
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 1 << 24)
     }
 
+    /// Submits a server-streaming call; its response bytes go to `onStreamingData`.
+    func startStreaming(path: String, message: [UInt8], tag: Int) throws(ConnectionError) {
+        streamingIDs.insert(try start(path: path, message: message, tag: tag))
+    }
+
     /// Submits a unary call: `message` is the serialized request (framed here).
-    func start(path: String, message: [UInt8], tag: Int) throws(ConnectionError) {
+    @discardableResult
+    func start(path: String, message: [UInt8], tag: Int) throws(ConnectionError) -> Int32 {
         let block: HeaderBlock
         if let cached = headerBlocks[path] {
             block = cached
@@ -228,6 +239,7 @@ final class H2Connection {
         let id = nghttp2_submit_request(session, nil, block.nva, block.count, &provider, nil)
         guard id > 0 else { throw .nghttp2("nghttp2_submit_request", Int(id)) }
         streams[id] = Stream(tag: tag, startNanos: monotonicNanos(), body: body)
+        return id
     }
 
     /// The calls finished since the last call of this method.
@@ -312,6 +324,10 @@ final class H2Connection {
     private static let onData: nghttp2_on_data_chunk_recv_callback = { _, _, id, data, len, userData in
         let me = connection(userData)
         guard me.streams[id] != nil else { return 0 }
+        if me.streamingIDs.contains(id) {
+            me.onStreamingData?(me.streams[id]!.tag, UnsafeRawBufferPointer(start: data, count: len))
+            return 0
+        }
         if me.streams[id]!.data.count + len > maxResponseBytes {
             me.streams[id]!.overflow = true
             return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
@@ -332,6 +348,7 @@ final class H2Connection {
     private static let onStreamClose: nghttp2_on_stream_close_callback = { _, id, errorCode, userData in
         let me = connection(userData)
         guard let s = me.streams.removeValue(forKey: id) else { return 0 }
+        me.streamingIDs.remove(id)
         let outcome: CallOutcome
         if s.overflow {
             outcome = .reset(UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))

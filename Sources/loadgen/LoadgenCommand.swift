@@ -19,6 +19,10 @@ enum Scenario: String, ExpressibleByArgument, CaseIterable {
     case mixed
     /// Many writers on one client (--hot-client): SpendCredits, and --hot-holds percent CreateHold + CaptureHold.
     case hot
+    /// SubscribeLedger: prints the tenant's change feed from --from-seq, then live (or counts, with many streams).
+    case tail
+    /// WatchBalance: prints a client's balance after each change (or counts, with many streams).
+    case watch
 }
 
 @main
@@ -41,10 +45,18 @@ struct Loadgen: ParsableCommand {
           loadgen --scenario mixed --token T --mix read=80,spend=10,hold=5,settle=5
           loadgen --scenario hot --token T --hot-client lg-client-7 --hot-holds 10 \\
                   --streams 256 --count 20000
+          loadgen --scenario tail --token T --from-seq 0
+          loadgen --scenario tail --token T --filter-client lg-client-3 --progress-interval 2
+          loadgen --scenario watch --token T --client-prefix lg-client-3 --clients 1 \\
+                  --threshold 500
+          loadgen --scenario watch --token T --clients 1000 --connections 8 \\
+                  --streams 125 --duration 30 --json watchers.json
 
         read: GetBalance over the clients, round-robin. spend: SpendCredits of --amount with unique idempotency keys. statement: the first page (--page-size) of ListLedgerEntries, clients round-robin.
 
         mixed: --mix weights (default \(Mix.default); kinds left out weigh 0) of GetBalance (read), a ListLedgerEntries first page (statement), CreateCreditOrder of --purchase-amount (purchase), SpendCredits of --amount (spend), CreateHold of --amount (hold), and CaptureHold or ReleaseHold (settle) of a hold this run created, oldest open first: --capture-percent (default 50) are captured, the rest released; at most --max-open-holds stay open. Every write has a unique idempotency key. The summary breaks every figure down by operation (read, statement, purchase, spend, hold, capture, release).
+
+        tail: SubscribeLedger from --from-seq (default 0), optionally only --filter-client ids; prints each entry (seq, time, type, client, amount, accounts, balance after) and progress line as it arrives, then follows new commits live until the stream ends, --duration or --max-messages. watch: WatchBalance of client <client-prefix>0 (stream i watches <client-prefix>i), printing each balance snapshot, flagging --threshold crossings. With more than one stream (--connections x --streams) nothing is printed unless --print: the summary counts messages (a benchmark of many subscribers).
 
         hot: many concurrent writers on one client (--hot-client, default the first client): SpendCredits of --amount, and with --hot-holds P, P% CreateHold and P% CaptureHold of those holds.
 
@@ -129,6 +141,27 @@ struct Loadgen: ParsableCommand {
     @Option(help: "seed: about this many ledger entries in total (default 0: one credit order per client).")
     var entries: Int?
 
+    @Option(help: "tail: send entries after this seq.")
+    var fromSeq: Int64 = 0
+
+    @Option(help: "tail: only entries of this client (repeatable, at most 100).")
+    var filterClient: [String] = []
+
+    @Option(help: "tail: seconds between progress messages while idle (1…300; 0: the server's default).")
+    var progressInterval: Int32 = 0
+
+    @Option(help: "watch: flag snapshots whose available balance is below this (0: none).")
+    var threshold: Int64 = 0
+
+    @Flag(help: "watch: ask for lots, centers and open holds too.")
+    var details = false
+
+    @Option(help: "tail, watch: stop after this many messages in all.")
+    var maxMessages: Int?
+
+    @Flag(help: "tail, watch: print every message even with many streams.")
+    var print = false
+
     @Option(help: "Write the latency plot (SVG) here (default: next to --json, as .svg).")
     var plot: String?
 
@@ -184,6 +217,13 @@ struct Loadgen: ParsableCommand {
         let calls = ScenarioCalls(clients: ClientSet(prefix: clientPrefix, count: clients), centerID: center, runID: runID)
         var summary: Summary
         let result: RunResult
+        if scenario == .tail || scenario == .watch {
+            guard let token = token ?? env["LOADGEN_TOKEN"] else {
+                throw ValidationError("\(scenario.rawValue) needs --token (or LOADGEN_TOKEN)")
+            }
+            try runStreaming(token: token)
+            return
+        }
         do {
             if scenario == .seed {
                 guard let admin = adminToken ?? env["LOADGEN_ADMIN_TOKEN"] else {
@@ -214,6 +254,32 @@ struct Loadgen: ParsableCommand {
         if summary.errors > 0 && !allowErrors { throw ExitCode(1) }
     }
 
+    /// tail and watch: server-streaming calls, printed or counted.
+    private func runStreaming(token: String) throws {
+        let total = connections * streams
+        var options = StreamRunOptions(kind: scenario == .tail ? .tail : .watch, streams: total, connections: connections,
+                                       duration: duration, maxMessages: maxMessages, print: print || total == 1)
+        options.fromSeq = fromSeq
+        options.filterClients = filterClient
+        options.progressIntervalSeconds = progressInterval
+        options.details = details
+        options.thresholdMinor = threshold
+        let summary: StreamRunSummary
+        do {
+            summary = try runStreams(target: target, token: token, clients: ClientSet(prefix: clientPrefix, count: clients),
+                                     options: options) { line in
+                FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            }
+        } catch let error as ConnectionError {
+            FileHandle.standardError.write(Data("loadgen: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if !quiet { FileHandle.standardError.write(Data((summary.table + "\n").utf8)) }
+        if let json { try summary.json().write(to: URL(fileURLWithPath: json)) }
+        let failed = summary.ended.filter { $0.key != "OK" && $0.key != "CANCELLED" }.values.reduce(0, +)
+        if failed > 0 && !allowErrors { throw ExitCode(1) }
+    }
+
     /// read, spend, statement, mixed and hot: one load run with the scenario's calls.
     private func runScenario(token: String, calls c: ScenarioCalls) throws -> (Summary, RunResult) {
         let amount = amount, pageSize = pageSize
@@ -230,8 +296,8 @@ struct Loadgen: ParsableCommand {
             let w = MixedWorkload(calls: c, options: workloadOptions(clients: c.clients))
             workload = w
             make = { seq in w.makeCall(seq) }
-        case .seed:
-            preconditionFailure("seed is run by seed(adminToken:calls:)")
+        case .seed, .tail, .watch:
+            preconditionFailure("seed, tail and watch have runs of their own")
         }
         let result = try load(token: token, count: count, duration: duration ?? (count == nil ? 10 : nil), make: make,
                               onSuccess: workload.map { w in { @Sendable seq, op, body in w.onSuccess(seq, op, body) } })

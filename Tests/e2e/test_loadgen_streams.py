@@ -1,0 +1,85 @@
+"""`loadgen --scenario tail` and `--scenario watch` against a real server:
+what they print is the ledger's feed and the client's balances, live."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from credits_api import Tenant, channel_for, uid
+from test_loadgen import loadgen_binary
+
+
+def start_loadgen(server, token, *args):
+    return subprocess.Popen([str(loadgen_binary()), "--target", server.address, "--token", token, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_tail_prints_the_feed_then_follows_live(cs, start_credits_server, tmp_path):
+    srv = start_credits_server()
+    ch = channel_for(srv)
+    from credits_api import admin_actor
+    t = Tenant(cs, ch, admin_actor(cs, ch))
+    c = uid("tail-")
+    t.order(c, 500)
+    t.spend(c, 20)
+    out = tmp_path / "tail.json"
+    p = start_loadgen(srv, t.staff_key.token, "--scenario", "tail", "--from-seq", "0", "--max-messages", "5",
+                      "--duration", "20", "--json", out)
+    time.sleep(1.0)
+    t.spend(c, 30)   # live, after the replay
+    t.order(c, 7)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("seq=1 ") and " ORDER client=" + c + " amount=500 " in lines[0], lines
+    assert lines[1].startswith("seq=2 ") and " SPEND " in lines[1] and "available_after=480" in lines[1], lines
+    assert lines[2] == lines[2] and lines[2].startswith("progress seq=2 tenant_seq=2 (live)"), lines
+    assert lines[3].startswith("seq=3 ") and "available_after=450" in lines[3], lines
+    assert lines[4].startswith("seq=4 ") and " ORDER " in lines[4], lines
+    summary = json.loads(out.read_text())
+    assert summary["entries"] == 4 and summary["progress"] == 1 and summary["last_seq"] == 4
+
+
+def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tmp_path):
+    srv = start_credits_server()
+    ch = channel_for(srv)
+    from credits_api import admin_actor
+    t = Tenant(cs, ch, admin_actor(cs, ch))
+    prefix = uid("watch-")
+    c = prefix + "0"  # stream 0 watches <client-prefix>0
+    t.order(c, 1000)
+    p = start_loadgen(srv, t.app_key.token, "--scenario", "watch", "--client-prefix", prefix, "--clients", "1",
+                      "--threshold", "500", "--max-messages", "3", "--duration", "20")
+    time.sleep(1.0)
+    t.spend(c, 100)
+    t.spend(c, 600)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    lines = stdout.splitlines()
+    assert len(lines) == 3, lines
+    assert f"client={c} " in lines[0]
+    assert "total=1000 available=1000 held=0 EUR" in lines[0] and "threshold" not in lines[0], lines
+    assert "available=900" in lines[1] and "threshold" not in lines[1], lines
+    assert "available=300" in lines[2] and "CROSSED BELOW THRESHOLD" in lines[2], lines
+
+
+def test_many_watchers_are_counted(cs, start_credits_server, tmp_path):
+    srv = start_credits_server()
+    ch = channel_for(srv)
+    from credits_api import admin_actor
+    t = Tenant(cs, ch, admin_actor(cs, ch))
+    prefix = uid("many-")
+    out = tmp_path / "watchers.json"
+    p = start_loadgen(srv, t.app_key.token, "--scenario", "watch", "--client-prefix", prefix, "--clients", "50",
+                      "--connections", "2", "--streams", "25", "--duration", "4", "--json", out)
+    time.sleep(1.5)
+    for i in range(10):
+        t.order(f"{prefix}{i}", 5)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 0, stderr
+    assert stdout == "", "nothing printed with many streams"
+    summary = json.loads(out.read_text())
+    assert summary["streams"] == 50
+    assert summary["snapshots"] == 50 + 10, summary
