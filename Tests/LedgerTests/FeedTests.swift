@@ -1,0 +1,130 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import Ledger
+
+/// The ledger's side of the change feed: commit notices and feed pages.
+@Suite struct FeedTests {
+    @Test func commitNoticesNameTenantSeqsAndClientsOffTheWriterThread() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        let notices = Mutex<[CommitNotice]>([])
+        let id = fx.ledger.commits.addListener { notice in
+            let first = notices.withLock { $0.append(notice); return $0.count == 1 }
+            if first { Thread.sleep(forTimeInterval: 0.5) }  // a slow listener
+        }
+        let start = Date()
+        try fx.order("a", 100)
+        try fx.spend("a", 10)
+        try fx.order("b", 5)
+        #expect(Date().timeIntervalSince(start) < 0.4, "a slow listener does not hold up the writer")
+        let seq = fx.lastSeq
+        var waited = 0
+        while notices.withLock({ $0.last?.tenantSeqs[fx.tenant] }) != seq && waited < 500 {
+            Thread.sleep(forTimeInterval: 0.01)
+            waited += 1
+        }
+        let all = notices.withLock { $0 }
+        #expect(all.last?.tenantSeqs[fx.tenant] == seq)
+        let clients = all.reduce(into: Set<LedgerClientKey>()) { $0.formUnion($1.clients) }
+        #expect(clients == [LedgerClientKey(tenant: fx.tenant, client: "a"), LedgerClientKey(tenant: fx.tenant, client: "b")])
+        #expect(all.allSatisfy { !$0.everyClient })
+        #expect(fx.ledger.commits.latestSeq(tenant: fx.tenant) == seq)
+        fx.ledger.commits.removeListener(id)
+        let count = all.count
+        try fx.order("c", 1)
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(notices.withLock { $0.count } == count, "a removed listener hears nothing")
+    }
+
+    @Test func tooManyClientsBetweenNoticesBecomeEveryClient() {
+        let feed = CommitFeed()
+        // Not started: notices pile up as the notifier would see them.
+        var many = Set<BalanceCache.Key>()
+        for i in 0..<(CommitFeed.maxPendingClients + 1) { many.insert(BalanceCache.Key(tenant: "t", client: "c\(i)")) }
+        feed.committed(tenantSeqs: ["t": 7], clients: many)
+        let got = Mutex<CommitNotice?>(nil)
+        _ = feed.addListener { n in got.withLock { $0 = n } }
+        feed.start()
+        defer { feed.stop() }
+        var waited = 0
+        while got.withLock({ $0 }) == nil && waited < 500 {
+            Thread.sleep(forTimeInterval: 0.01)
+            waited += 1
+        }
+        let notice = got.withLock { $0 }
+        #expect(notice?.everyClient == true)
+        #expect(notice?.clients.isEmpty == true)
+        #expect(notice?.tenantSeqs == ["t": 7])
+    }
+
+    @Test func feedPagesAreGaplessPrefixesWithFilters() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        for i in 0..<30 {
+            try fx.order(i % 3 == 0 ? "x" : "y", Int64(10 + i))
+            if i % 5 == 4 { try fx.spend("y", 1) }
+        }
+        let last = fx.lastSeq
+        // Unfiltered, small pages: every seq once, in order.
+        var cursor: Int64 = 0
+        var seen: [Int64] = []
+        while cursor < last {
+            let page = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: cursor, clients: [], types: [], limit: 7)
+            #expect(page.tenantSeq == last)
+            #expect(page.scannedThrough > cursor)
+            seen += page.entries.map(\.seq)
+            cursor = page.scannedThrough
+        }
+        #expect(seen == Array(1...last))
+        // Filtered: only x's orders; the checkpoint reaches the end anyway.
+        let page = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: 0, clients: ["x"], types: [.order], limit: 100)
+        #expect(page.entries.count == 10 && page.entries.allSatisfy { $0.clientId == "x" && $0.type == .order })
+        #expect(page.scannedThrough == last)
+        // Entries carry their allocations and the balance after them.
+        let spend = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: 0, clients: ["y"], types: [.spend], limit: 1).entries[0]
+        #expect(spend.allocations.count == 1 && spend.allocations[0].remainingDeltaMinor == -1)
+        #expect(spend.availableAfterMinor == (try fx.entries("y").first { $0.seq == spend.seq }?.availableAfterMinor))
+        // Caught up: empty, checkpoint stays.
+        let end = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: last, clients: [], types: [], limit: 10)
+        #expect(end.entries.isEmpty && end.scannedThrough == last)
+    }
+
+    @Test func aNarrowFilterScansABoundedWindowPerPage() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.order("rare", 1)
+        let window = Int(LedgerReader.feedScanWindow)
+        try fx.ledger.write(BulkOrders(tenant: fx.tenant, client: "busy", count: window + 10))
+        try fx.order("rare", 2)
+        let last = fx.lastSeq
+        let first = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: 0, clients: ["rare"], types: [], limit: 100)
+        #expect(first.entries.map(\.seq) == [1])
+        #expect(first.scannedThrough == LedgerReader.feedScanWindow, "one window per page, not the whole history")
+        let second = try fx.reader.feedPage(tenant: fx.tenant, afterSeq: first.scannedThrough, clients: ["rare"], types: [], limit: 100)
+        #expect(second.entries.map(\.seq) == [last])
+        #expect(second.scannedThrough == last)
+    }
+}
+
+/// Many small orders of one client in one command (test data only).
+struct BulkOrders: LedgerCommand {
+    static let operation = "test-bulk-orders"
+    var tenant: String
+    var client: String
+    var count: Int
+    var tenantId: String { tenant }
+    var idempotencyKey: String? { nil }
+    var idempotencyFields: [(String, String)] { [] }
+    func validate() throws(LedgerError) {}
+    func apply(_ store: LedgerStore) throws -> Int {
+        for _ in 0..<count {
+            _ = try store.createLot(tenant: tenant, client: client, origin: .order, entryType: .order, fundingAccount: Account.orders,
+                                    amountMinor: 1, centerId: "c1", validFromMicros: nil, validUntilMicros: nil, scope: .any,
+                                    packageId: nil, paymentRef: nil, priceMinor: 0, note: "", reason: "test", idempotencyKey: "")
+        }
+        return count
+    }
+    func resultId(_ output: Int) -> String { "" }
+    func resultSeq(_ output: Int) -> Int64 { 0 }
+}
