@@ -60,3 +60,22 @@ def test_idle_connections_are_held_and_the_server_still_answers(start_credits_se
         holder.wait(timeout=10)
     final = json.loads(done.read_text())
     assert final["open"] == 50 and final["settings_exchanged"] == 50 and final["goaway"] == 0, final
+
+
+def test_followers_benchmark_runs_and_reports_every_phase(tmp_path):
+    """tools/bench/followers with tiny figures on the debug binaries: the
+    report has the three phases and the streams received messages."""
+    from test_loadgen import loadgen_binary
+    from conftest import credits_binary
+
+    out = tmp_path / "followers.md"
+    r = subprocess.run([str(ROOT / "tools/bench/followers"), "--watchers", "20", "--feeds", "3", "--seconds", "1",
+                        "--clients", "40", "--credits-bin", str(credits_binary()), "--loadgen-bin", str(loadgen_binary()),
+                        "--markdown", str(out)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| spends")]
+    assert len(rows) == 3, out.read_text()
+    assert "20 WatchBalance streams" in rows[1] and "3 SubscribeLedger streams" in rows[2]
+    for row in rows[1:]:
+        received = int(row.rstrip(" |").split("|")[-1].split()[0])
+        assert received > 0, row
