@@ -14,6 +14,9 @@ public struct StreamLimits: Sendable {
     public var stallTimeout: TimeAmount = .seconds(60)
     /// Progress messages of an idle feed, when the request sets none.
     public var defaultProgressInterval: TimeAmount = .seconds(5)
+    /// How often an open stream's key is checked again: a revoked key's
+    /// streams end (UNAUTHENTICATED) within this, plus the key cache's TTL.
+    public var reauthInterval: TimeAmount = .seconds(10)
     public init() {}
 }
 
@@ -223,6 +226,7 @@ final class FeedSubscription: @unchecked Sendable {
     private var ended = false
     private var progressTask: RepeatedTask?
     private var stallTask: Scheduled<Void>?
+    private var reauthTask: RepeatedTask?
 
     init(call: ProtoCall<Message>, core: APICore, hub: StreamHub, tenant: String, fromSeq: Int64, clients: [String],
          types: Set<EntryType>, progressInterval: TimeAmount) {
@@ -242,6 +246,7 @@ final class FeedSubscription: @unchecked Sendable {
         // Registered before the first read: a commit after it wakes the pump.
         hub.add(self)
         progressTask = eventLoop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { [self] _ in tick() }
+        reauthTask = StreamAuth.schedule(call, core: core, every: hub.limits.reauthInterval) { [self] in end(nil) }
         pump()
     }
 
@@ -346,6 +351,8 @@ final class FeedSubscription: @unchecked Sendable {
         progressTask = nil
         stallTask?.cancel()
         stallTask = nil
+        reauthTask?.cancel()
+        reauthTask = nil
         call.call.onWritable = nil
         hub.remove(self)
         guard let error else { return }
@@ -373,6 +380,7 @@ final class BalanceWatch: @unchecked Sendable {
     private var waitingDrain = false
     private var ended = false
     private var lastSent: BalanceSnapshot?
+    private var reauthTask: RepeatedTask?
 
     init(call: ProtoCall<Message>, core: APICore, hub: StreamHub, tenant: String, currency: String, client: String,
          details: Bool, threshold: Int64) {
@@ -389,6 +397,7 @@ final class BalanceWatch: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         call.call.onCancelled { [self] in end(nil) }
         hub.add(self)  // before the first read: no change is missed
+        reauthTask = StreamAuth.schedule(call, core: core, every: hub.limits.reauthInterval) { [self] in end(nil) }
         sendLatest()
     }
 
@@ -439,7 +448,26 @@ final class BalanceWatch: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         guard !ended else { return }
         ended = true
+        reauthTask?.cancel()
+        reauthTask = nil
         hub.remove(self)
         if let error { call.fail(error) }
+    }
+}
+
+/// Long-lived streams check their caller's key again from time to time.
+enum StreamAuth {
+    /// Every `interval`: if the key is no longer valid (revoked, tenant
+    /// gone), the call is answered UNAUTHENTICATED / PERMISSION_DENIED and
+    /// `ended` runs.
+    static func schedule<Response>(_ call: ProtoCall<Response>, core: APICore, every interval: TimeAmount,
+                                   ended: @escaping () -> Void) -> RepeatedTask {
+        call.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            guard !call.call.isFinished else { return task.cancel() }
+            if core.context(call, .read) == nil {
+                task.cancel()
+                ended()
+            }
+        }
     }
 }

@@ -82,6 +82,9 @@ struct Serve: ParsableCommand {
     @Option(help: "End a SubscribeLedger stream whose client has read nothing for this many seconds (RESOURCE_EXHAUSTED, SUBSCRIBER_STALLED; the client resumes from its last seq).")
     var feedStallTimeoutSeconds = 60
 
+    @Option(help: "How often the key of an open feed or watch stream is checked again (a revoked key's streams end UNAUTHENTICATED).")
+    var streamReauthSeconds = 10
+
     @Option(help: "On SIGTERM/SIGINT, how long open calls may run on before connections are closed.")
     var shutdownGraceSeconds = 10
 
@@ -118,6 +121,7 @@ struct Serve: ParsableCommand {
         guard maxWriteQueue >= 1 && maxWriteQueue <= 1_000_000 else { throw ValidationError("--max-write-queue must be 1…1000000") }
         guard maxWriteBatch >= 1 && maxWriteBatch <= 10_000 else { throw ValidationError("--max-write-batch must be 1…10000") }
         guard balanceCacheEntries >= 0 && balanceCacheEntries <= 10_000_000 else { throw ValidationError("--balance-cache-entries must be 0…10000000") }
+        guard streamReauthSeconds >= 1 && streamReauthSeconds <= 3600 else { throw ValidationError("--stream-reauth-seconds must be 1…3600") }
         guard maxFeedStreams >= 1 && maxFeedStreams <= 1_000_000 else { throw ValidationError("--max-feed-streams must be 1…1000000") }
         guard feedStallTimeoutSeconds >= 1 && feedStallTimeoutSeconds <= 86_400 else { throw ValidationError("--feed-stall-timeout-seconds must be 1…86400") }
         guard balanceCacheRows >= 0 && balanceCacheRows <= 10_000_000 else { throw ValidationError("--balance-cache-rows must be 0…10000000") }
@@ -149,6 +153,7 @@ struct Serve: ParsableCommand {
         var streamLimits = StreamLimits()
         streamLimits.maxStreams = maxFeedStreams
         streamLimits.stallTimeout = .seconds(Int64(feedStallTimeoutSeconds))
+        streamLimits.reauthInterval = .seconds(Int64(streamReauthSeconds))
         let api = CreditsAPI(ledger: ledger, adminToken: adminToken, streams: streamLimits)
         router.add(contentsOf: api.routes)
         if enableTestService { router.add(contentsOf: TestService.routes) }

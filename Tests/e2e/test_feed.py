@@ -480,3 +480,28 @@ def test_shutdown_ends_streams_with_unavailable(cs, start_credits_server):
     feed.done.wait(5)
     assert feed.error is not None and feed.error.code() == grpc.StatusCode.UNAVAILABLE
     ch.close()
+
+
+def test_revoked_key_ends_its_open_streams(cs, start_credits_server):
+    srv = start_credits_server("--stream-reauth-seconds", "1")
+    ch = channel_for(srv)
+    from credits_api import admin_actor
+    adm = admin_actor(cs, ch)
+    t = Tenant(cs, ch, adm)
+    feed = Collector(t.app, cs, from_seq=0)
+    watch = t.app.feed.WatchBalance(cs.feed.WatchBalanceRequest(client_id="r"), timeout=FEED_TIMEOUT)
+    assert next(watch).balance.summary.total_minor == 0
+    assert feed.wait_for(lambda f: f.progress)
+    adm.admin.RevokeApiKey(cs.admin.RevokeApiKeyRequest(key_id=t.app_key.key.id))
+    t0 = time.time()
+    with pytest.raises(grpc.RpcError) as e:
+        next(watch)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert feed.done.wait(5)
+    assert feed.error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert time.time() - t0 < 5
+    # The staff key's streams go on.
+    other = Collector(t.staff, cs, from_seq=0)
+    assert other.wait_for(lambda f: f.progress)
+    other.cancel()
+    ch.close()
