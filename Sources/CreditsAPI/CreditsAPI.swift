@@ -10,7 +10,7 @@ public final class CreditsAPI: Sendable {
 
     public init(ledger: Ledger, adminToken: String?, streams: StreamLimits = StreamLimits()) {
         core = APICore(ledger: ledger, auth: Authenticator(adminToken: adminToken))
-        let hub = StreamHub(limits: streams)
+        let hub = StreamHub(limits: streams, makeReader: { try ledger.makeReader() })
         self.hub = hub
         listener = ledger.commits.addListener { hub.notice($0) }
     }

@@ -30,13 +30,19 @@ final class StreamHub: @unchecked Sendable {
     let limits: StreamLimits
     private let lock = NIOLock()
     private var feeds: [String: [ObjectIdentifier: FeedSubscription]] = [:]
+    /// Per tenant with feeds: its newest entries, read and encoded once.
+    private var tails: [String: FeedTail] = [:]
+    /// Reads new entries for the tails (the notifier thread only).
+    private var tailReader: LedgerReader?
+    private let makeReader: () throws -> LedgerReader
     private var watches: [LedgerClientKey: [ObjectIdentifier: BalanceWatch]] = [:]
     private var open = 0
     private var closed = false
 
-    init(limits: StreamLimits) {
+    init(limits: StreamLimits, makeReader: @escaping () throws -> LedgerReader) {
         precondition(limits.maxStreams > 0 && limits.stallTimeout > .zero && limits.defaultProgressInterval > .zero)
         self.limits = limits
+        self.makeReader = makeReader
     }
 
     /// Counts a new stream in; false when the server has as many as it may.
@@ -50,8 +56,17 @@ final class StreamHub: @unchecked Sendable {
 
     var openStreams: Int { lock.withLock { open } }
 
-    func add(_ feed: FeedSubscription) {
-        lock.withLock { feeds[feed.tenant, default: [:]][ObjectIdentifier(feed)] = feed }
+    /// Registers a feed; returns its tenant's shared tail (created at
+    /// `committedSeq`, a seq known committed, by the tenant's first feed).
+    func add(_ feed: FeedSubscription, committedSeq: Int64) -> FeedTail {
+        lock.withLock {
+            feeds[feed.tenant, default: [:]][ObjectIdentifier(feed)] = feed
+            if let tail = tails[feed.tenant] { return tail }
+            let tail = FeedTail(startingAfter: committedSeq)
+            tails[feed.tenant] = tail
+            for other in tails.values { other.share(of: tails.count) }
+            return tail
+        }
     }
 
     func add(_ watch: BalanceWatch) {
@@ -62,7 +77,10 @@ final class StreamHub: @unchecked Sendable {
     func remove(_ feed: FeedSubscription) {
         lock.withLock {
             guard feeds[feed.tenant]?.removeValue(forKey: ObjectIdentifier(feed)) != nil else { return }
-            if feeds[feed.tenant]?.isEmpty == true { feeds[feed.tenant] = nil }
+            if feeds[feed.tenant]?.isEmpty == true {
+                feeds[feed.tenant] = nil
+                tails[feed.tenant] = nil
+            }
             open -= 1
             assert(open >= 0)
         }
@@ -85,8 +103,14 @@ final class StreamHub: @unchecked Sendable {
         }
     }
 
-    /// Called on the ledger's notifier thread.
+    /// Called on the ledger's notifier thread: first the tails of tenants
+    /// with feeds take in the new entries (one read and one encoding per
+    /// entry, whatever the number of feeds), then the streams are woken.
     func notice(_ notice: CommitNotice) {
+        let toFill: [(FeedTail, String, Int64)] = lock.withLock {
+            notice.tenantSeqs.compactMap { tenant, seq in tails[tenant].map { ($0, tenant, seq) } }
+        }
+        for (tail, tenant, seq) in toFill { fill(tail, tenant: tenant, through: seq) }
         var wake: [ObjectIdentifier: (EventLoop, [() -> Void])] = [:]
         func add(_ loop: EventLoop, _ task: @escaping () -> Void) {
             wake[ObjectIdentifier(loop), default: (loop, [])].1.append(task)
@@ -114,6 +138,33 @@ final class StreamHub: @unchecked Sendable {
         }
     }
 
+    /// Reads the tenant's entries after the tail's end through `seq` (at
+    /// most `FeedTail.maxItems`: older ones are left to the feeds' own reads).
+    private func fill(_ tail: FeedTail, tenant: String, through seq: Int64) {
+        do {
+            if tailReader == nil { tailReader = try makeReader() }
+            guard let reader = tailReader else { return }
+            if seq - tail.end > Int64(FeedTail.maxItems) { tail.restart(after: seq - Int64(FeedTail.maxItems)) }
+            while tail.end < seq {
+                let page = try reader.feedPage(tenant: tenant, afterSeq: tail.end, clients: [], types: [], limit: LedgerLimits.maxPageSize)
+                let items = page.entries.map { entry -> FeedTail.Item in
+                    var message = Credits_V1_LedgerFeedMessage()
+                    message.message = .entry(Convert.entry(entry))
+                    var buffer = ByteBufferAllocator().buffer(capacity: 256)
+                    _ = message.serialize(into: &buffer)
+                    return FeedTail.Item(seq: entry.seq, clientId: entry.clientId, type: entry.type, payload: buffer,
+                                         bytes: buffer.readableBytes)
+                }
+                tail.append(items, through: page.scannedThrough)
+                if page.scannedThrough >= page.tenantSeq { break }
+            }
+        } catch {
+            // The feeds read SQLite themselves meanwhile; start over later.
+            tail.restart(after: seq)
+            tailReader = nil
+        }
+    }
+
     /// Server shutdown: no new streams; every open one ends UNAVAILABLE.
     func shutdown() {
         let (allFeeds, allWatches) = lock.withLock {
@@ -125,6 +176,9 @@ final class StreamHub: @unchecked Sendable {
         for watch in allWatches { watch.eventLoop.execute { watch.end(status) } }
     }
 }
+
+/// A tenant's newest entries, each encoded once as a `LedgerFeedMessage`.
+typealias FeedTail = EntryTail<ByteBuffer>
 
 /// `credits.v1.LedgerFeedService`.
 struct FeedServiceRoutes {
@@ -169,11 +223,12 @@ struct FeedServiceRoutes {
             return
         }
         guard hub.admit() else { return call.fail(Self.tooManyStreams) }
+        let committed = (try? ctx.reader.tenantSeq(ctx.tenantId)) ?? req.fromSeq
         let feed = FeedSubscription(
             call: call, core: core, hub: hub, tenant: ctx.tenantId, fromSeq: req.fromSeq,
             clients: Array(Set(req.clientIds)).sorted(), types: types,
             progressInterval: interval == 0 ? hub.limits.defaultProgressInterval : .seconds(Int64(interval)))
-        feed.start()
+        feed.start(committedSeq: committed)
     }
 
     func watch(_ req: Credits_V1_WatchBalanceRequest, _ call: ProtoCall<Credits_V1_BalanceUpdate>, _ ctx: CallContext) {
@@ -227,9 +282,12 @@ final class FeedSubscription: @unchecked Sendable {
     private var progressTask: RepeatedTask?
     private var stallTask: Scheduled<Void>?
     private var reauthTask: RepeatedTask?
+    private var tail: FeedTail?
+    private let clientSet: Set<String>
 
     init(call: ProtoCall<Message>, core: APICore, hub: StreamHub, tenant: String, fromSeq: Int64, clients: [String],
          types: Set<EntryType>, progressInterval: TimeAmount) {
+        self.clientSet = Set(clients)
         self.call = call
         self.core = core
         self.hub = hub
@@ -240,11 +298,12 @@ final class FeedSubscription: @unchecked Sendable {
         self.progressInterval = progressInterval
     }
 
-    func start() {
+    /// `committedSeq`: the tenant's seq read when the call was accepted.
+    func start(committedSeq: Int64) {
         eventLoop.preconditionInEventLoop()
         call.call.onCancelled { [self] in end(nil) }
         // Registered before the first read: a commit after it wakes the pump.
-        hub.add(self)
+        tail = hub.add(self, committedSeq: committedSeq)
         progressTask = eventLoop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { [self] _ in tick() }
         reauthTask = StreamAuth.schedule(call, core: core, every: hub.limits.reauthInterval) { [self] in end(nil) }
         pump()
@@ -270,6 +329,24 @@ final class FeedSubscription: @unchecked Sendable {
         guard !ended, !call.call.isFinished, !waitingWritable else { return }
         for _ in 0..<Self.pagesPerTurn {
             guard call.call.isWritable else { return waitForWritable() }
+            if let (items, through) = tail?.read(after: cursor, limit: Self.pageSize) {
+                // Caught up: the entries are already encoded in the tenant's tail.
+                for item in items where (clientSet.isEmpty || clientSet.contains(item.clientId)) && (types.isEmpty || types.contains(item.type)) {
+                    assert(item.seq > cursor, "each entry once, in seq order")
+                    call.call.sendMessage(item.payload)
+                    sentSinceTick = true
+                }
+                cursor = through
+                if through > tip { tip = through }
+                if cursor >= tip {
+                    if !announcedLive {
+                        announcedLive = true
+                        sendProgress()
+                    }
+                    return
+                }
+                continue
+            }
             let page: LedgerReader.FeedPage
             do {
                 page = try core.readers.reader().feedPage(tenant: tenant, afterSeq: cursor, clients: clients, types: types, limit: Self.pageSize)

@@ -128,3 +128,44 @@ struct BulkOrders: LedgerCommand {
     func resultId(_ output: Int) -> String { "" }
     func resultSeq(_ output: Int) -> Int64 { 0 }
 }
+
+@Suite struct EntryTailTests {
+    typealias Tail = EntryTail<Int>
+
+    func items(_ seqs: ClosedRange<Int64>, bytes: Int = 10) -> [Tail.Item] {
+        seqs.map { Tail.Item(seq: $0, clientId: "c\($0 % 3)", type: .spend, payload: Int($0), bytes: bytes) }
+    }
+
+    @Test func readsContiguousSlicesAndSaysWhenToReadTheDatabase() {
+        let tail = Tail(startingAfter: 100)
+        #expect(tail.read(after: 100, limit: 10) == nil, "nothing newer")
+        tail.append(items(101...120), through: 120)
+        let first = tail.read(after: 100, limit: 5)!
+        #expect(first.items.map(\.seq) == [101, 102, 103, 104, 105] && first.through == 105)
+        let rest = tail.read(after: 105, limit: 100)!
+        #expect(rest.items.map(\.seq) == Array(106...120) && rest.through == 120)
+        #expect(tail.read(after: 120, limit: 10) == nil)
+        #expect(tail.read(after: 99, limit: 10) == nil, "before the start: read the database")
+    }
+
+    @Test func dropsTheOldestPastItsBoundsAndRestarts() {
+        let tail = Tail(startingAfter: 0)
+        let n = Int64(Tail.maxItems)
+        tail.append(items(1...(n + 10)), through: n + 10)
+        #expect(tail.count == Tail.maxItems && tail.start == 10 && tail.end == n + 10)
+        #expect(tail.read(after: 5, limit: 1) == nil)
+        #expect(tail.read(after: 10, limit: 1)?.items.first?.seq == 11)
+        // Bytes: a small share keeps fewer entries.
+        tail.share(of: 100_000)
+        tail.append(items((n + 11)...(n + 11), bytes: Tail.minBytes), through: n + 11)
+        #expect(tail.bytes <= Tail.minBytes && tail.count == 1 && tail.start == n + 10)
+        tail.restart(after: 5_000)
+        #expect(tail.count == 0 && tail.start == 5_000 && tail.end == 5_000 && tail.bytes == 0)
+        tail.append(items(5_001...5_003), through: 5_003)
+        #expect(tail.read(after: 5_000, limit: 10)?.items.map(\.payload) == [5_001, 5_002, 5_003])
+    }
+}
+
+extension EntryTail<Int>.Item: Equatable {
+    public static func == (a: Self, b: Self) -> Bool { a.seq == b.seq && a.payload == b.payload }
+}
