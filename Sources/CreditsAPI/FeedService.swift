@@ -331,9 +331,12 @@ final class FeedSubscription: @unchecked Sendable {
             guard call.call.isWritable else { return waitForWritable() }
             if let (items, through) = tail?.read(after: cursor, limit: Self.pageSize) {
                 // Caught up: the entries are already encoded in the tenant's tail.
-                for item in items where (clientSet.isEmpty || clientSet.contains(item.clientId)) && (types.isEmpty || types.contains(item.type)) {
-                    assert(item.seq > cursor, "each entry once, in seq order")
-                    call.call.sendMessage(item.payload)
+                let matching = items.lazy.filter { [clientSet, types] item in
+                    (clientSet.isEmpty || clientSet.contains(item.clientId)) && (types.isEmpty || types.contains(item.type))
+                }.map(\.payload)
+                assert(items.first.map { $0.seq == cursor + 1 } ?? true, "each entry once, in seq order")
+                if !matching.isEmpty {
+                    call.call.sendMessages(Array(matching))
                     sentSinceTick = true
                 }
                 cursor = through

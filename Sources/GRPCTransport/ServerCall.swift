@@ -201,6 +201,24 @@ public final class ServerCall: @unchecked Sendable {
         enqueue(MessageFramer.frame(body, compressed: compressed, allocator: allocator))
     }
 
+    /// Sends several serialized response messages, framed into one buffer
+    /// (one queue entry, one copy) unless gzip is negotiated. Event loop only.
+    public func sendMessages<Payloads: Collection<ByteBuffer>>(_ payloads: Payloads) {
+        precondition(eventLoop.inEventLoop, "sendMessages(_:) runs on the call's event loop")
+        guard !isFinished, !payloads.isEmpty else { return }
+        if responseEncoding == .gzip || payloads.count == 1 {
+            for payload in payloads { sendMessage(payload) }
+            return
+        }
+        var out = allocator.buffer(capacity: payloads.reduce(0) { $0 + MessageDeframer.prefixLength + $1.readableBytes })
+        for var payload in payloads {
+            out.writeInteger(UInt8(0))
+            out.writeInteger(UInt32(payload.readableBytes), endianness: .big)
+            out.writeBuffer(&payload)
+        }
+        enqueue(out)
+    }
+
     /// Sends one response message serialized in place by `write`, when its
     /// size is not known in advance (the frame grows as `write` appends):
     /// encoders then run once. With gzip negotiated the message is

@@ -147,6 +147,9 @@ struct Loadgen: ParsableCommand {
     @Option(help: "tail: only entries of this client (repeatable, at most 100).")
     var filterClient: [String] = []
 
+    @Flag(help: "tail: stream i follows only client <client-prefix>i (many filtered feeds).")
+    var filterPerStream = false
+
     @Option(help: "tail: seconds between progress messages while idle (1…300; 0: the server's default).")
     var progressInterval: Int32 = 0
 
@@ -261,6 +264,7 @@ struct Loadgen: ParsableCommand {
                                        duration: duration, maxMessages: maxMessages, print: print || total == 1)
         options.fromSeq = fromSeq
         options.filterClients = filterClient
+        options.filterPerStream = filterPerStream
         options.progressIntervalSeconds = progressInterval
         options.details = details
         options.thresholdMinor = threshold

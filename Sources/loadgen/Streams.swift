@@ -25,6 +25,8 @@ struct StreamRunOptions {
     // tail
     var fromSeq: Int64 = 0
     var filterClients: [String] = []
+    /// Stream i follows only client <prefix>i (instead of filterClients).
+    var filterPerStream = false
     var types: [Credits_V1_EntryType] = []
     var progressIntervalSeconds: Int32 = 0
     // watch: stream i watches clients.id(i)
@@ -168,7 +170,7 @@ func runStreams(target: String, token: String, clients: ClientSet, options o: St
         case .tail:
             var r = Credits_V1_SubscribeLedgerRequest()
             r.fromSeq = o.fromSeq
-            r.clientIds = o.filterClients
+            r.clientIds = o.filterPerStream ? [clients.id(i)] : o.filterClients
             r.types = o.types
             r.progressIntervalSeconds = o.progressIntervalSeconds
             try connection.startStreaming(path: "/credits.v1.LedgerFeedService/SubscribeLedger", message: r.serializedBytes(), tag: i)

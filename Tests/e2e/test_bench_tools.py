@@ -69,13 +69,15 @@ def test_followers_benchmark_runs_and_reports_every_phase(tmp_path):
     from conftest import credits_binary
 
     out = tmp_path / "followers.md"
-    r = subprocess.run([str(ROOT / "tools/bench/followers"), "--watchers", "20", "--feeds", "3", "--seconds", "1",
+    r = subprocess.run([str(ROOT / "tools/bench/followers"), "--watchers", "20", "--feeds", "3", "--client-feeds", "10",
+                        "--seconds", "1",
                         "--clients", "40", "--credits-bin", str(credits_binary()), "--loadgen-bin", str(loadgen_binary()),
                         "--markdown", str(out)], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| spends")]
-    assert len(rows) == 3, out.read_text()
+    assert len(rows) == 4, out.read_text()
     assert "20 WatchBalance streams" in rows[1] and "3 SubscribeLedger streams" in rows[2]
+    assert "10 SubscribeLedger streams (one client each)" in rows[3]
     for row in rows[1:]:
         received = int(row.rstrip(" |").split("|")[-1].split()[0])
         assert received > 0, row
