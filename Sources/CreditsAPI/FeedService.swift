@@ -304,6 +304,9 @@ final class FeedSubscription: @unchecked Sendable {
         call.call.onCancelled { [self] in end(nil) }
         // Registered before the first read: a commit after it wakes the pump.
         tail = hub.add(self, committedSeq: committedSeq)
+        // Committed when the call was accepted: the feed is not caught up
+        // before it has sent through here (however far the tail reaches).
+        tip = max(tip, committedSeq)
         progressTask = eventLoop.scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { [self] _ in tick() }
         reauthTask = StreamAuth.schedule(call, core: core, every: hub.limits.reauthInterval) { [self] in end(nil) }
         pump()
@@ -358,14 +361,23 @@ final class FeedSubscription: @unchecked Sendable {
             }
             assert(page.scannedThrough >= cursor, "the feed never goes back")
             if page.tenantSeq > tip { tip = page.tenantSeq }
+            // One queue entry for the page: the call was writable before it,
+            // so the whole page is admitted (never cut off half-way).
+            var payloads: [ByteBuffer] = []
+            payloads.reserveCapacity(page.entries.count)
             for entry in page.entries {
                 assert(entry.seq > cursor, "each entry once, in seq order")
                 var message = Message()
                 message.message = .entry(Convert.entry(entry))
-                call.send(message)
+                var buffer = call.call.allocator.buffer(capacity: 256)
+                _ = message.serialize(into: &buffer)
+                payloads.append(buffer)
                 cursor = entry.seq
             }
-            if !page.entries.isEmpty { sentSinceTick = true }
+            if !payloads.isEmpty {
+                call.call.sendMessages(payloads)
+                sentSinceTick = true
+            }
             cursor = page.scannedThrough
             if cursor >= page.tenantSeq {
                 // Caught up with what is committed: say so once, then follow live.

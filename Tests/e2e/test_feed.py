@@ -505,3 +505,43 @@ def test_revoked_key_ends_its_open_streams(cs, start_credits_server):
     assert other.wait_for(lambda f: f.progress)
     other.cancel()
     ch.close()
+
+
+@pytest.mark.parametrize("per_thread,note", [(100, 400), (300, 1000)], ids=["from-the-tail", "from-sqlite-then-the-tail"])
+def test_a_replay_larger_than_the_connection_buffer_is_never_cut_off(cs, start_credits_server, per_thread, note):
+    """The connection's response buffer (64 KiB here) is smaller than a page
+    of the replay: pages wait for it to drain, no entry is dropped and the
+    stream is not failed; two more feeds share the connection, live. The
+    history is either within the tenant's shared tail (800 entries of
+    ~0.5 KB) or larger than it (2,400 of ~1.1 KB: the replay reads its first
+    pages from SQLite, then the tail)."""
+    srv = start_credits_server("--max-response-buffer-bytes-per-connection", "65536")
+    ch = channel_for(srv)
+    from credits_api import admin_actor
+    t = Tenant(cs, ch, admin_actor(cs, ch))
+    live = [Collector(t.staff, cs, from_seq=0) for _ in range(2)]
+    for f in live:
+        assert f.wait_for(lambda f: f.progress)
+    clients = [uid("m-") for _ in range(8)]
+
+    def fill(i):
+        for _ in range(per_thread):
+            t.order(clients[i], 1, note="n" * note)
+
+    ws = [threading.Thread(target=fill, args=(i,)) for i in range(8)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    last = tenant_seq(t)
+    assert last == 8 * per_thread
+    ch2 = channel_for(srv)
+    replay = Collector(type(t.staff)(cs, ch2, t.staff_key.token), cs, from_seq=0)
+    for f in live + [replay]:
+        assert f.wait_for(lambda f: len(f.entries) >= last, timeout=60), (len(f.entries), f.error)
+        assert f.error is None
+        assert f.seqs() == list(range(1, last + 1))
+    for f in live + [replay]:
+        f.cancel()
+    ch.close()
+    ch2.close()
