@@ -29,9 +29,14 @@ public struct StreamLimits: Sendable {
 final class StreamHub: @unchecked Sendable {
     let limits: StreamLimits
     private let lock = NIOLock()
+    /// Feeds of whole tenants, woken by every commit of their tenant.
     private var feeds: [String: [ObjectIdentifier: FeedSubscription]] = [:]
-    /// Per tenant with feeds: its newest entries, read and encoded once.
-    private var tails: [String: FeedTail] = [:]
+    /// Feeds filtered on clients, woken only by commits touching one of
+    /// them (their checkpoint moves on at each progress tick).
+    private var clientFeeds: [LedgerClientKey: [ObjectIdentifier: FeedSubscription]] = [:]
+    /// Per tenant with feeds: its newest entries, read and encoded once,
+    /// and how many feeds use it.
+    private var tails: [String: (tail: FeedTail, users: Int)] = [:]
     /// Reads new entries for the tails (the notifier thread only).
     private var tailReader: LedgerReader?
     private let makeReader: () throws -> LedgerReader
@@ -60,11 +65,20 @@ final class StreamHub: @unchecked Sendable {
     /// `committedSeq`, a seq known committed, by the tenant's first feed).
     func add(_ feed: FeedSubscription, committedSeq: Int64) -> FeedTail {
         lock.withLock {
-            feeds[feed.tenant, default: [:]][ObjectIdentifier(feed)] = feed
-            if let tail = tails[feed.tenant] { return tail }
+            if feed.clients.isEmpty {
+                feeds[feed.tenant, default: [:]][ObjectIdentifier(feed)] = feed
+            } else {
+                for client in feed.clients {
+                    clientFeeds[LedgerClientKey(tenant: feed.tenant, client: client), default: [:]][ObjectIdentifier(feed)] = feed
+                }
+            }
+            if let existing = tails[feed.tenant] {
+                tails[feed.tenant]!.users = existing.users + 1
+                return existing.tail
+            }
             let tail = FeedTail(startingAfter: committedSeq)
-            tails[feed.tenant] = tail
-            for other in tails.values { other.share(of: tails.count) }
+            tails[feed.tenant] = (tail, 1)
+            for other in tails.values { other.tail.share(of: tails.count) }
             return tail
         }
     }
@@ -76,10 +90,20 @@ final class StreamHub: @unchecked Sendable {
     /// Forgets a stream that ended (and lets another in).
     func remove(_ feed: FeedSubscription) {
         lock.withLock {
-            guard feeds[feed.tenant]?.removeValue(forKey: ObjectIdentifier(feed)) != nil else { return }
-            if feeds[feed.tenant]?.isEmpty == true {
-                feeds[feed.tenant] = nil
-                tails[feed.tenant] = nil
+            var found = false
+            if feed.clients.isEmpty {
+                found = feeds[feed.tenant]?.removeValue(forKey: ObjectIdentifier(feed)) != nil
+                if feeds[feed.tenant]?.isEmpty == true { feeds[feed.tenant] = nil }
+            } else {
+                for client in feed.clients {
+                    let key = LedgerClientKey(tenant: feed.tenant, client: client)
+                    found = clientFeeds[key]?.removeValue(forKey: ObjectIdentifier(feed)) != nil || found
+                    if clientFeeds[key]?.isEmpty == true { clientFeeds[key] = nil }
+                }
+            }
+            guard found else { return }
+            if let entry = tails[feed.tenant] {
+                tails[feed.tenant] = entry.users > 1 ? (entry.tail, entry.users - 1) : nil
             }
             open -= 1
             assert(open >= 0)
@@ -108,7 +132,7 @@ final class StreamHub: @unchecked Sendable {
     /// entry, whatever the number of feeds), then the streams are woken.
     func notice(_ notice: CommitNotice) {
         let toFill: [(FeedTail, String, Int64)] = lock.withLock {
-            notice.tenantSeqs.compactMap { tenant, seq in tails[tenant].map { ($0, tenant, seq) } }
+            notice.tenantSeqs.compactMap { tenant, seq in tails[tenant].map { ($0.tail, tenant, seq) } }
         }
         for (tail, tenant, seq) in toFill { fill(tail, tenant: tenant, through: seq) }
         var wake: [ObjectIdentifier: (EventLoop, [() -> Void])] = [:]
@@ -125,10 +149,17 @@ final class StreamHub: @unchecked Sendable {
                 for (key, group) in watches where notice.tenantSeqs[key.tenant] != nil {
                     for watch in group.values { add(watch.eventLoop) { watch.changed() } }
                 }
-            } else if !watches.isEmpty {
+                for (key, group) in clientFeeds {
+                    guard let seq = notice.tenantSeqs[key.tenant] else { continue }
+                    for feed in group.values { add(feed.eventLoop) { feed.committed(seq) } }
+                }
+            } else if !watches.isEmpty || !clientFeeds.isEmpty {
                 for key in notice.clients {
                     for watch in watches[key]?.values ?? [:].values {
                         add(watch.eventLoop) { watch.changed() }
+                    }
+                    if let group = clientFeeds[key], let seq = notice.tenantSeqs[key.tenant] {
+                        for feed in group.values { add(feed.eventLoop) { feed.committed(seq) } }
                     }
                 }
             }
@@ -169,7 +200,10 @@ final class StreamHub: @unchecked Sendable {
     func shutdown() {
         let (allFeeds, allWatches) = lock.withLock {
             closed = true
-            return (feeds.values.flatMap(\.values), watches.values.flatMap(\.values))
+            var unique: [ObjectIdentifier: FeedSubscription] = [:]  // a feed of several clients is listed under each
+            for group in feeds.values { unique.merge(group) { first, _ in first } }
+            for group in clientFeeds.values { unique.merge(group) { first, _ in first } }
+            return (Array(unique.values), watches.values.flatMap(\.values))
         }
         let status = RPCError(.unavailable, "the server is shutting down: resume from the last seq processed", reason: "SHUTTING_DOWN")
         for feed in allFeeds { feed.eventLoop.execute { feed.end(status) } }
@@ -260,6 +294,8 @@ final class FeedSubscription: @unchecked Sendable {
     static let pageSize = 256
     /// Pages per event-loop turn before yielding to other work on the loop.
     static let pagesPerTurn = 4
+    /// Tail entries a filtered feed looks at per page at most.
+    static let tailScan = 4_096
 
     let call: ProtoCall<Message>
     let core: APICore
@@ -332,14 +368,13 @@ final class FeedSubscription: @unchecked Sendable {
         guard !ended, !call.call.isFinished, !waitingWritable else { return }
         for _ in 0..<Self.pagesPerTurn {
             guard call.call.isWritable else { return waitForWritable() }
-            if let (items, through) = tail?.read(after: cursor, limit: Self.pageSize) {
+            if let (matching, through) = tail?.read(after: cursor, limit: Self.pageSize, scanning: Self.tailScan, where: { [clientSet, types] item in
+                (clientSet.isEmpty || clientSet.contains(item.clientId)) && (types.isEmpty || types.contains(item.type))
+            }) {
                 // Caught up: the entries are already encoded in the tenant's tail.
-                let matching = items.lazy.filter { [clientSet, types] item in
-                    (clientSet.isEmpty || clientSet.contains(item.clientId)) && (types.isEmpty || types.contains(item.type))
-                }.map(\.payload)
-                assert(items.first.map { $0.seq == cursor + 1 } ?? true, "each entry once, in seq order")
+                assert(matching.first.map { $0.seq > cursor } ?? true, "each entry once, in seq order")
                 if !matching.isEmpty {
-                    call.call.sendMessages(Array(matching))
+                    call.call.sendMessages(matching.lazy.map(\.payload))
                     sentSinceTick = true
                 }
                 cursor = through
@@ -408,6 +443,9 @@ final class FeedSubscription: @unchecked Sendable {
     private func tick() {
         guard !ended, !call.call.isFinished else { return }
         defer { sentSinceTick = false }
+        // A filtered feed is woken only by its clients' commits: catch up
+        // with the others' first, so the checkpoint is current.
+        if !clients.isEmpty && announcedLive && !waitingWritable { pump() }
         guard !sentSinceTick, call.call.isWritable, announcedLive else { return }
         sendProgress()
     }

@@ -94,6 +94,29 @@ public final class EntryTail<Payload>: @unchecked Sendable {
         }
     }
 
+    /// Of the entries with seq > `after` (looking at `scanning` of them at
+    /// most), those `matching`, at most `limit`, and the seq the look covered
+    /// through; nil as for `read(after:limit:)`.
+    public func read(after: Int64, limit: Int, scanning: Int, where matching: (Item) -> Bool) -> (items: [Item], through: Int64)? {
+        precondition(limit > 0 && scanning > 0)
+        return state.withLock { s in
+            guard after >= s.start, after < s.end else { return nil }
+            let from = s.head + Int(after - s.start)
+            let stop = min(s.items.count, from + scanning)
+            var out: [Item] = []
+            var index = from
+            while index < stop {
+                let item = s.items[index]
+                index += 1
+                if matching(item) {
+                    out.append(item)
+                    if out.count == limit { break }
+                }
+            }
+            return (out, index == s.items.count ? s.end : s.items[index - 1].seq)
+        }
+    }
+
     /// The entries with seq > `after`, at most `limit`, and the seq they
     /// cover through; nil when `after` is before the tail's start (read the
     /// database instead) or nothing is newer.

@@ -148,6 +148,19 @@ struct BulkOrders: LedgerCommand {
         #expect(tail.read(after: 99, limit: 10) == nil, "before the start: read the database")
     }
 
+    @Test func filteredReadsScanABoundedSpanAndSayHowFarTheyLooked() {
+        let tail = Tail(startingAfter: 0)
+        tail.append(items(1...100), through: 100)
+        // Every third entry is c1's (seq % 3 == 1).
+        let c1 = tail.read(after: 0, limit: 5, scanning: 1_000) { $0.clientId == "c1" }!
+        #expect(c1.items.map(\.seq) == [1, 4, 7, 10, 13] && c1.through == 13, "stops at the limit")
+        let scan = tail.read(after: 13, limit: 100, scanning: 10) { $0.clientId == "c1" }!
+        #expect(scan.items.map(\.seq) == [16, 19, 22] && scan.through == 23, "stops after scanning 10")
+        let none = tail.read(after: 23, limit: 10, scanning: 1_000) { $0.clientId == "nobody" }!
+        #expect(none.items.isEmpty && none.through == 100, "a checkpoint through the end")
+        #expect(tail.read(after: 100, limit: 1, scanning: 1) { _ in true } == nil)
+    }
+
     @Test func dropsTheOldestPastItsBoundsAndRestarts() {
         let tail = Tail(startingAfter: 0)
         let n = Int64(Tail.maxItems)

@@ -170,6 +170,19 @@ def test_filters_and_progress_checkpoints(cs, cchan, admin):
     assert feed.wait_for(lambda f: len(f.entries) == 3)
     assert feed.entries[-1].seq == last + 2
     feed.cancel()
+    # Two clients: each of their entries once, in order, even when one commit touches both.
+    both = Collector(t.staff, cs, from_seq=last + 2, client_ids=[a, b])
+    assert both.wait_for(lambda f: f.progress)
+    threads = [threading.Thread(target=lambda c=c: [t.order(c, 1) for _ in range(30)]) for c in (a, b, a, b)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    end = tenant_seq(t)
+    assert both.wait_for(lambda f: len(f.entries) >= end - last - 2)
+    time.sleep(0.3)
+    assert both.seqs() == list(range(last + 3, end + 1))
+    both.cancel()
     # Bad filters: INVALID_ARGUMENT naming them.
     err = rpc_error(lambda: list(t.staff.feed.SubscribeLedger(cs.feed.SubscribeLedgerRequest(
         client_ids=["bad id"], types=[99], progress_interval_seconds=301), timeout=5)))
