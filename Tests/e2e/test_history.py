@@ -197,3 +197,21 @@ def test_tenant_isolation(cs, cchan, admin, t):
     assert as_of(other, "a", time_=far).summary.total_minor == 0
     # The app key reads as-of balances too.
     assert as_of(t, "a", seq=1, actor=t.app).summary.available_minor == 700
+
+
+def test_loadgen_read_as_of_seq(start_credits_server, credits_stubs, tmp_path):
+    """loadgen read --as-of-seq-max N asks GetBalance for as_of_seq in 1…N (the benchmark's as-of run)."""
+    from test_loadgen import loadgen, loadgen_usage_error, seed_tenant
+
+    srv = start_credits_server(name="loadgen-asof")
+    token = seed_tenant(srv, tmp_path, clients=4, amount=100)  # 4 credit orders: seqs 1…4
+    ok = loadgen(srv, tmp_path, "asof", "--scenario", "read", "--token", token, "--clients", 4, "--client-prefix", "lg-",
+                 "--as-of-seq-max", 4, "--count", 40)
+    assert ok["requests"] == 40 and ok["ok"] == 40 and ok["errors"] == 0, ok
+    # Seqs past the tenant's latest: every call is INVALID_ARGUMENT, so the seqs were really sent.
+    bad = loadgen(srv, tmp_path, "asof-bad", "--scenario", "read", "--token", token, "--clients", 4, "--client-prefix", "lg-",
+                  "--as-of-seq-max", 1_000_000, "--count", 40, "--allow-errors")
+    assert bad["errors"] >= 35 and set(bad["errors_by_status"]) == {"INVALID_ARGUMENT"}, bad
+    assert "--as-of-seq-max applies to --scenario read only" in loadgen_usage_error(
+        "--scenario", "statement", "--token", "t", "--as-of-seq-max", 5)
+    assert "--as-of-seq-max must be ≥ 1" in loadgen_usage_error("--scenario", "read", "--token", "t", "--as-of-seq-max", 0)
