@@ -20,7 +20,9 @@
 /// those balances: every lot or hold not yet met held nothing after S. The
 /// work is the client's entries between S and the last time the oldest lot
 /// still active at S was touched (a few, typically), not the tenant's nor the
-/// client's whole history. All of it runs in one read snapshot.
+/// client's whole history. All of it runs in one read snapshot. Each lot's
+/// state after S is one range of the covering index `allocations_by_lot`
+/// (migration 4).
 public enum BalanceAsOf: Sendable, Equatable {
     /// Right after the tenant's entry with this seq (1…the tenant's latest).
     case seq(Int64)
@@ -77,13 +79,21 @@ struct BalanceHistory {
     let tenant: String
     let client: String
 
+    /// Migration 4: `allocations_by_lot` also carries seq and the deltas, so
+    /// a lot's remaining and held credit after a seq is one range of this
+    /// index (no lookup of each allocation row). Same name and leading
+    /// columns: every query that used it reads it as before.
+    static let schemaSQL = """
+        DROP INDEX allocations_by_lot;
+        CREATE INDEX allocations_by_lot ON allocations (tenant_id, lot_id, seq, remaining_delta_minor, held_delta_minor);
+        """
+
     /// Most lots and holds an as-of balance carries, like today's balance read.
     static let maxLots = LedgerLimits.maxLotsPerDraw
     static let maxHolds = 1_000
 
     func entryTime(seq: Int64) throws -> Int64? {
-        try db.statement("SELECT time_micros FROM entries WHERE tenant_id = ? AND seq = ?")
-            .bind(.text(tenant), .int(seq)).first { $0.int(0) }
+        try db.statement(SQL.entryTime).bind(.text(tenant), .int(seq)).first { $0.int(0) }
     }
 
     /// The seq of the client's last entry whose time is at or before `micros`.
@@ -91,18 +101,13 @@ struct BalanceHistory {
     /// entries newest first (one index, no scan of the tenant) until one is
     /// at or before the time: its cost grows with the client's entries after it.
     func lastClientSeq(atOrBeforeMicros micros: Int64) throws -> Int64? {
-        try db.statement("""
-            SELECT seq FROM entries INDEXED BY entries_by_client
-            WHERE tenant_id = ? AND client_id = ? AND time_micros <= ? ORDER BY seq DESC LIMIT 1
-            """).bind(.text(tenant), .text(client), .int(micros)).first { $0.int(0) }
+        try db.statement(SQL.lastClientSeqAtTime).bind(.text(tenant), .text(client), .int(micros)).first { $0.int(0) }
     }
 
     /// The client's active lots and open holds as they were right after entry `seq`.
     func state(afterSeq seq: Int64) throws -> ClientBalanceState {
-        guard let last = try db.statement("""
-            SELECT available_after_minor, held_after_minor FROM entries INDEXED BY entries_by_client
-            WHERE tenant_id = ? AND client_id = ? AND seq <= ? ORDER BY seq DESC LIMIT 1
-            """).bind(.text(tenant), .text(client), .int(seq)).first({ (available: $0.int(0), held: $0.int(1)) }) else {
+        guard let last = try db.statement(SQL.lastClientEntry).bind(.text(tenant), .text(client), .int(seq))
+            .first({ (available: $0.int(0), held: $0.int(1)) }) else {
             return ClientBalanceState(lots: [], holds: [])
         }
         precondition(last.available >= 0 && last.held >= 0, "negative balance stored after an entry")
@@ -130,12 +135,7 @@ struct BalanceHistory {
         var foundMinor: Int64 = 0
         var seen: Set<String> = []
         guard total > 0 else { return [] }
-        // The client's allocations, newest entry first (entries_by_client, then the allocations' primary key).
-        try db.statement("""
-            SELECT a.lot_id FROM entries e INDEXED BY entries_by_client
-            JOIN allocations a ON a.tenant_id = e.tenant_id AND a.seq = e.seq
-            WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq <= ? ORDER BY e.seq DESC
-            """).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
+        try db.statement(SQL.allocationWalk).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
             let lotId = row.text(0)
             guard seen.insert(lotId).inserted else { return true }
             guard let lot = try lot(lotId, afterSeq: seq) else { return true }
@@ -150,14 +150,11 @@ struct BalanceHistory {
 
     /// The lot as it was right after `seq`, or nil when nothing was left in it.
     private func lot(_ id: String, afterSeq seq: Int64) throws -> Lot? {
-        let (remaining, held) = try db.statement("""
-            SELECT COALESCE(SUM(remaining_delta_minor), 0), COALESCE(SUM(held_delta_minor), 0)
-            FROM allocations INDEXED BY allocations_by_lot WHERE tenant_id = ? AND lot_id = ? AND seq <= ?
-            """).bind(.text(tenant), .text(id), .int(seq)).first { ($0.int(0), $0.int(1)) } ?? (0, 0)
+        let (remaining, held) = try db.statement(SQL.lotSums).bind(.text(tenant), .text(id), .int(seq))
+            .first { ($0.int(0), $0.int(1)) } ?? (0, 0)
         precondition(held >= 0 && held <= remaining, "lot \(id) after seq \(seq): held \(held), remaining \(remaining)")
         guard remaining > 0 else { return nil }
-        guard var lot = try db.statement("SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?")
-            .bind(.text(tenant), .text(id)).first(LedgerStore.readLot) else {
+        guard var lot = try db.statement(SQL.lot).bind(.text(tenant), .text(id)).first(LedgerStore.readLot) else {
             preconditionFailure("allocation to unknown lot \(id)")
         }
         lot.remainingMinor = remaining
@@ -175,16 +172,9 @@ struct BalanceHistory {
         guard total > 0 else { return [] }
         var found: [Hold] = []
         var foundMinor: Int64 = 0
-        let released = try db.statement("""
-            SELECT COALESCE(SUM(amount_minor), 0) FROM entries INDEXED BY entries_by_ref
-            WHERE tenant_id = ? AND ref_id = ? AND seq > ? AND seq <= ? AND type = 'release'
-            """)
-        let captured = try db.statement("SELECT amount_minor FROM spends WHERE tenant_id = ? AND id = ? AND seq <= ?")
-        try db.statement("""
-            SELECT \(Self.holdColumns) FROM entries e INDEXED BY entries_by_client
-            JOIN holds h ON h.tenant_id = e.tenant_id AND h.id = e.ref_id
-            WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq <= ? AND e.type = 'hold' ORDER BY e.seq DESC
-            """).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
+        let released = try db.statement(SQL.released)
+        let captured = try db.statement(SQL.captured)
+        try db.statement(SQL.holdWalk).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
             var hold = HoldRows.read(row)
             var settledMinor = try released.bind(.text(tenant), .text(hold.id), .int(hold.seq), .int(seq)).first { $0.int(0) } ?? 0
             if let spendId = hold.spendId {
@@ -204,6 +194,43 @@ struct BalanceHistory {
         return found
     }
 
-    /// `HoldRows.columns` of the `holds` table aliased `h`.
-    static let holdColumns = "h." + HoldRows.columns.replacing(", ", with: ", h.")
+    /// The statements, each one index search or range (tests check their plans).
+    enum SQL {
+        static let entryTime = "SELECT time_micros FROM entries WHERE tenant_id = ? AND seq = ?"
+        static let lastClientSeqAtTime = """
+            SELECT seq FROM entries INDEXED BY entries_by_client
+            WHERE tenant_id = ? AND client_id = ? AND time_micros <= ? ORDER BY seq DESC LIMIT 1
+            """
+        static let lastClientEntry = """
+            SELECT available_after_minor, held_after_minor FROM entries INDEXED BY entries_by_client
+            WHERE tenant_id = ? AND client_id = ? AND seq <= ? ORDER BY seq DESC LIMIT 1
+            """
+        /// The client's allocations, newest entry first (entries_by_client, then the allocations' primary key).
+        static let allocationWalk = """
+            SELECT a.lot_id FROM entries e INDEXED BY entries_by_client
+            JOIN allocations a ON a.tenant_id = e.tenant_id AND a.seq = e.seq
+            WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq <= ? ORDER BY e.seq DESC
+            """
+        /// A lot's remaining and held credit after a seq: a range of the covering allocations_by_lot.
+        static let lotSums = """
+            SELECT COALESCE(SUM(remaining_delta_minor), 0), COALESCE(SUM(held_delta_minor), 0)
+            FROM allocations INDEXED BY allocations_by_lot WHERE tenant_id = ? AND lot_id = ? AND seq <= ?
+            """
+        static let lot = "SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?"
+        /// The client's HOLD entries newest first, with their holds.
+        static let holdWalk = """
+            SELECT \(holdColumns) FROM entries e INDEXED BY entries_by_client
+            JOIN holds h ON h.tenant_id = e.tenant_id AND h.id = e.ref_id
+            WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq <= ? AND e.type = 'hold' ORDER BY e.seq DESC
+            """
+        static let released = """
+            SELECT COALESCE(SUM(amount_minor), 0) FROM entries INDEXED BY entries_by_ref
+            WHERE tenant_id = ? AND ref_id = ? AND seq > ? AND seq <= ? AND type = 'release'
+            """
+        static let captured = "SELECT amount_minor FROM spends WHERE tenant_id = ? AND id = ? AND seq <= ?"
+        static let all = [entryTime, lastClientSeqAtTime, lastClientEntry, allocationWalk, lotSums, lot, holdWalk, released, captured]
+
+        /// `HoldRows.columns` of the `holds` table aliased `h`.
+        static let holdColumns = "h." + HoldRows.columns.replacing(", ", with: ", h.")
+    }
 }

@@ -192,3 +192,25 @@ import Testing
         }
     }
 }
+
+/// The as-of reads are index searches and ranges only (EXPLAIN QUERY PLAN
+/// with the planner statistics every start installs), and a lot's sums come
+/// from the covering allocations_by_lot of migration 4 alone.
+@Suite struct BalanceHistoryPlanTests {
+    @Test func everyStatementSearchesAnIndexAndLotSumsAreCovered() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        var plans: [String: [String]] = [:]
+        for sql in BalanceHistory.SQL.all {
+            let plan = try fx.reader.db.statement("EXPLAIN QUERY PLAN " + sql).rows { $0.text(3) }
+            #expect(!plan.isEmpty)
+            #expect(plan.allSatisfy { $0.hasPrefix("SEARCH ") }, "\(plan) for \(sql)")
+            plans[sql] = plan
+        }
+        #expect(plans[BalanceHistory.SQL.lotSums] == ["SEARCH allocations USING COVERING INDEX allocations_by_lot (tenant_id=? AND lot_id=? AND seq<?)"])
+        #expect(plans[BalanceHistory.SQL.allocationWalk] == [
+            "SEARCH e USING COVERING INDEX entries_by_client (tenant_id=? AND client_id=? AND seq<?)",
+            "SEARCH a USING PRIMARY KEY (tenant_id=? AND seq=?)",
+        ])
+    }
+}
