@@ -79,9 +79,20 @@ struct CreditServiceRoutes {
 
     func getBalance(_ req: Credits_V1_GetBalanceRequest, _ call: ProtoCall<Credits_V1_Balance>, _ ctx: CallContext) {
         core.read(call, ctx) { ctx in
-            try requireId(req.clientID, "client_id")
-            let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
+            var check = RequestCheck()
+            check.id(req.clientID, "client_id")
+            let asOf = Self.balanceAsOf(req, &check)
+            try check.finish()
             var r = Credits_V1_Balance()
+            let snapshot: BalanceSnapshot
+            if let asOf {
+                // As-of reads go to SQLite (the balance cache holds only the present).
+                let historic = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, asOf: asOf, details: req.includeDetails)
+                snapshot = historic.balance
+                r.asOfTime = Convert.timestamp(historic.asOfMicros)
+            } else {
+                snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
+            }
             r.summary = Convert.summary(snapshot.summary, currency: ctx.currency)
             r.pendingExpiryMinor = snapshot.pendingExpiryMinor
             if req.includeDetails {
@@ -96,6 +107,19 @@ struct CreditServiceRoutes {
             }
             return r
         }
+    }
+
+    /// as_of_seq (> 0) or as_of_time, not both; nil: the balance now. The
+    /// upper bound of as_of_seq (the tenant's latest seq) is the ledger's check.
+    static func balanceAsOf(_ req: Credits_V1_GetBalanceRequest, _ check: inout RequestCheck) -> BalanceAsOf? {
+        if req.asOfSeq < 0 { check.add("as_of_seq", "must be > 0 (or 0: not set)") }
+        let time = check.optionalTime(req.asOfTime, "as_of_time")
+        if req.asOfSeq != 0 && req.asOfTime != nil {
+            check.add("as_of_time", "cannot be set together with as_of_seq")
+            return nil
+        }
+        if req.asOfSeq > 0 { return .seq(req.asOfSeq) }
+        return time.map { .time(micros: $0) }
     }
 
     func listBalances(_ req: Credits_V1_ListBalancesRequest, _ call: ProtoCall<Credits_V1_ListBalancesResponse>, _ ctx: CallContext) {

@@ -267,6 +267,15 @@ public final class PreparedStatement {
         return out
     }
 
+    /// Steps row by row while `body` returns true: rows after the one that
+    /// returns false are never computed (a walk that stops early).
+    public func forEachRow(_ body: (Row) throws -> Bool) throws {
+        defer { sqlite3_reset(stmt) }
+        while try step() {
+            guard try body(Row(stmt: stmt)) else { return }
+        }
+    }
+
     /// The first row, or nil.
     public func first<T>(_ read: (Row) throws -> T) throws -> T? {
         defer { sqlite3_reset(stmt) }

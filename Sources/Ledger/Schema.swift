@@ -181,6 +181,7 @@ enum Schema {
         """),
         (2, CouponSchema.sql),
         (3, SessionSchema.sql),
+        (4, BalanceHistory.schemaSQL),
     ]
 
     /// Brings the database to the latest schema; returns the versions applied.

@@ -52,7 +52,7 @@ struct Loadgen: ParsableCommand {
           loadgen --scenario watch --token T --clients 1000 --connections 8 \\
                   --streams 125 --duration 30 --json watchers.json
 
-        read: GetBalance over the clients, round-robin. spend: SpendCredits of --amount with unique idempotency keys. statement: the first page (--page-size) of ListLedgerEntries, clients round-robin.
+        read: GetBalance over the clients, round-robin (with --as-of-seq-max N: as of a pseudo-random seq in 1…N). spend: SpendCredits of --amount with unique idempotency keys. statement: the first page (--page-size) of ListLedgerEntries, clients round-robin.
 
         mixed: --mix weights (default \(Mix.default); kinds left out weigh 0) of GetBalance (read), a ListLedgerEntries first page (statement), CreateCreditOrder of --purchase-amount (purchase), SpendCredits of --amount (spend), CreateHold of --amount (hold), and CaptureHold or ReleaseHold (settle) of a hold this run created, oldest open first: --capture-percent (default 50) are captured, the rest released; at most --max-open-holds stay open. Every write has a unique idempotency key. The summary breaks every figure down by operation (read, statement, purchase, spend, hold, capture, release).
 
@@ -165,6 +165,9 @@ struct Loadgen: ParsableCommand {
     @Flag(help: "tail, watch: print every message even with many streams.")
     var print = false
 
+    @Option(help: "read: each GetBalance asks for the balance as of a pseudo-random tenant seq in 1…N (as_of_seq; N at most the tenant's latest seq).")
+    var asOfSeqMax: Int64?
+
     @Option(help: "Write the latency plot (SVG) here (default: next to --json, as .svg).")
     var plot: String?
 
@@ -190,6 +193,10 @@ struct Loadgen: ParsableCommand {
         guard amount > 0, seedAmount > 0 else { throw ValidationError("--amount and --seed-amount must be > 0") }
         guard requestTimeout > 0 else { throw ValidationError("--request-timeout must be > 0") }
         guard purchaseAmount > 0 else { throw ValidationError("--purchase-amount must be > 0") }
+        if let asOfSeqMax {
+            guard asOfSeqMax >= 1 else { throw ValidationError("--as-of-seq-max must be ≥ 1") }
+            guard scenario == .read else { throw ValidationError("--as-of-seq-max applies to --scenario read only") }
+        }
         guard (1...1_000).contains(pageSize) else { throw ValidationError("--page-size must be 1…1000") }
         guard maxOpenHolds >= 1 else { throw ValidationError("--max-open-holds must be ≥ 1") }
         if let capturePercent, !(0...100).contains(capturePercent) { throw ValidationError("--capture-percent must be 0…100") }
@@ -291,7 +298,8 @@ struct Loadgen: ParsableCommand {
         let make: @Sendable (Int) -> PlannedCall
         switch scenario {
         case .read:
-            make = { seq in c.getBalance(seq) }
+            let asOfSeqMax = asOfSeqMax
+            make = { seq in c.getBalance(seq, asOfSeq: asOfSeqMax.map { ScenarioCalls.spread(seq, over: $0) } ?? 0) }
         case .spend:
             make = { seq in c.spend(seq, amountMinor: amount) }
         case .statement:

@@ -53,8 +53,19 @@ struct ScenarioCalls: Sendable {
     var centerID: String
     var runID: String
 
-    func getBalance(_ seq: Int) -> PlannedCall {
-        getBalance(seq, clientID: clients.id(seq))
+    /// `asOfSeq` > 0: the balance as of that tenant seq (GetBalance as_of_seq).
+    func getBalance(_ seq: Int, asOfSeq: Int64 = 0) -> PlannedCall {
+        getBalance(seq, clientID: clients.id(seq), asOfSeq: asOfSeq)
+    }
+
+    /// 1…max, spread evenly and reproducibly over call numbers (SplitMix64 of `seq`).
+    static func spread(_ seq: Int, over max: Int64) -> Int64 {
+        precondition(max >= 1)
+        var z = UInt64(truncatingIfNeeded: seq) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return 1 + Int64(z % UInt64(max))
     }
 
     func spend(_ seq: Int, amountMinor: Int64) -> PlannedCall {
@@ -97,9 +108,10 @@ struct ScenarioCalls: Sendable {
         return PlannedCall(path: Method.listLedgerEntries, message: m.serializedBytes(), operation: .statement)
     }
 
-    func getBalance(_ seq: Int, clientID: String) -> PlannedCall {
+    func getBalance(_ seq: Int, clientID: String, asOfSeq: Int64 = 0) -> PlannedCall {
         var m = Credits_V1_GetBalanceRequest()
         m.clientID = clientID
+        m.asOfSeq = asOfSeq
         return PlannedCall(path: Method.getBalance, message: m.serializedBytes(), operation: .read)
     }
 

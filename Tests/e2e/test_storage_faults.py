@@ -74,13 +74,14 @@ def tmpfs(tmp_path):
 
 
 def fill(path, chunk=64 * 1024):
-    """Writes zeros to `path` until the file system is full."""
-    with open(path, "wb") as f:
+    """Writes zeros to `path` until the file system is full. Unbuffered: with a
+    buffer, the bytes a failed write left in it made close() raise ENOSPC again
+    whenever the free space was not a multiple of the chunk."""
+    with open(path, "wb", buffering=0) as f:
         block = b"\0" * chunk
         try:
             while True:
                 f.write(block)
-                f.flush()
         except OSError:
             pass
         try:

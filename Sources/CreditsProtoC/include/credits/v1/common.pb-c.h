@@ -281,7 +281,16 @@ struct  Credits__V1__LedgerEntry
   char *debit_account;
   char *credit_account;
   /*
-   * The client's balance right after this entry.
+   * The statement's running balance: the client's monetary balance (minor
+   * units) right after this entry, i.e. the sum over the client's entries up
+   * to and including this one of +amount_minor when credit_account is
+   * "client:<id>:available" and -amount_minor when debit_account is (and the
+   * same with "client:<id>:held" for held_after_minor). Entries that move no
+   * money of the client (coupon, session, revenue) repeat the balance before
+   * them. available_after_minor still counts credit of lots past valid_until
+   * whose EXPIRY entry is not written yet; GetBalance(as_of_seq = seq)
+   * reports that part as pending_expiry_minor instead (otherwise its summary
+   * equals these two fields).
    */
   int64_t available_after_minor;
   int64_t held_after_minor;

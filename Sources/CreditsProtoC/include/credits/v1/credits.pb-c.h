@@ -191,12 +191,20 @@ struct  Credits__V1__GetBalanceRequest
   protobuf_c_boolean include_details;
   /*
    * > 0: the balance as it was right after the tenant's entry with this seq
-   * (at most the tenant's latest seq), instead of now.
+   * (at most the tenant's latest seq), instead of now: the same computation
+   * as today's GetBalance applied to the lots and open holds as they were
+   * then, at the time of that entry (credit of lots past valid_until at that
+   * time counts as pending expiry). summary.seq = as_of_seq. A client without
+   * entries by then has a zero balance. Read from the ledger, never from the
+   * balance cache. INVALID_ARGUMENT: negative, beyond the tenant's latest
+   * seq, or set together with as_of_time.
    */
   int64_t as_of_seq;
   /*
    * Set: the balance as it was at this time (right after the client's last
-   * entry at or before it). Not together with as_of_seq.
+   * entry at or before it; summary.seq is that entry's seq, 0 when there is
+   * none). Not together with as_of_seq. Cost grows with the client's entries
+   * after this time (entry times are not indexed).
    */
   Google__Protobuf__Timestamp *as_of_time;
 };
