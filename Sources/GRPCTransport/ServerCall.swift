@@ -50,6 +50,16 @@ public final class ServerCall: @unchecked Sendable {
     var outboundBytes = 0
     var dataDeferred = false
     var requestEnded = false
+    /// The handler was told of the request's end (or never will be).
+    var requestEndDelivered = false
+    /// Set by `pauseRequests`: no messages (nor the end) reach the handler
+    /// and the stream's receive window is not given back.
+    var requestsPaused = false
+    /// DATA bytes received on the stream and not yet given back to its
+    /// receive window (those the deframer holds while paused).
+    var unconsumedRequestBytes = 0
+    /// The connection is handing messages to the handler now.
+    var deliveringRequests = false
     var handlerEnded = false
     public private(set) var isCancelled = false
     var deadlineTask: Scheduled<Void>?
@@ -122,6 +132,32 @@ public final class ServerCall: @unchecked Sendable {
         if case .streaming = responseState { return isCancelled }
         return true
     }
+
+    // MARK: Request flow control
+
+    /// Stops handing request messages (and the request's end) to the
+    /// handler until `resumeRequests`. The bytes already received wait in the
+    /// call, and their part of the stream's receive window is not given back:
+    /// the client can send at most one stream window (SETTINGS_INITIAL_WINDOW_SIZE)
+    /// more, then HTTP/2 flow control holds it. Other streams of the
+    /// connection are not affected. Event loop only; may be called from
+    /// `handleMessage` (no further message follows it).
+    public func pauseRequests() {
+        eventLoop.preconditionInEventLoop()
+        requestsPaused = true
+    }
+
+    /// Hands on what arrived while paused and gives the stream's window back.
+    /// Event loop only.
+    public func resumeRequests() {
+        eventLoop.preconditionInEventLoop()
+        guard requestsPaused else { return }
+        requestsPaused = false
+        connection?.resumeRequests(self)
+    }
+
+    /// True between `pauseRequests` and `resumeRequests`.
+    public var isPaused: Bool { requestsPaused }
 
     // MARK: Answering
 
