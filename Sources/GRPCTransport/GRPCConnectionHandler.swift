@@ -469,6 +469,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 self.failCall(call, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
             }
         }
+        if draining { call.notifyServerShutdown() }  // (before the handler: it hears of it when it asks)
         call.handler = route.makeHandler(call)
     }
 
@@ -883,6 +884,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard !draining, let session, let context else { return }
         draining = true
         session.submitShutdownNotice()
+        for call in calls.values { call.notifyServerShutdown() }
         flush()
         // The final GOAWAY after a round trip's grace, so that streams the
         // client opened meanwhile are still served.

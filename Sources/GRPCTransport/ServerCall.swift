@@ -81,6 +81,8 @@ public final class ServerCall: @unchecked Sendable {
     /// Told it was not writable because the connection's buffer was full.
     var waitingForConnectionBuffer = false
     private var cancelCallbacks: [() -> Void] = []
+    private var shutdownCallbacks: [() -> Void] = []
+    private var shutdownNotified = false
     private var cancelNotified = false
     /// Set by a handler that must decide what the deadline means for it.
     var deadlineHandler: (() -> DeadlineAction)?
@@ -312,6 +314,7 @@ public final class ServerCall: @unchecked Sendable {
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
+        if !shutdownCallbacks.isEmpty { shutdownCallbacks.removeAll() }  // (they may hold the handler)
         // (NIO's removeAll allocates a fresh ring even when empty.)
         if !outbound.isEmpty { outbound.removeAll() }
         if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
@@ -339,6 +342,28 @@ public final class ServerCall: @unchecked Sendable {
     public func onDeadline(_ body: @escaping () -> DeadlineAction) {
         eventLoop.preconditionInEventLoop()
         deadlineHandler = body
+    }
+
+    /// Runs `body` on the event loop once the server begins a graceful
+    /// shutdown (at once if it has begun): the call may run on for the grace
+    /// period, then its connection is closed. For a long call that can end
+    /// early with a useful answer. Event loop only.
+    public func onServerShutdown(_ body: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        if shutdownNotified {
+            body()
+        } else {
+            shutdownCallbacks.append(body)
+        }
+    }
+
+    func notifyServerShutdown() {
+        guard !shutdownNotified else { return }
+        shutdownNotified = true
+        let callbacks = shutdownCallbacks
+        shutdownCallbacks.removeAll()
+        guard !isFinished else { return }
+        for callback in callbacks { callback() }
     }
 
     /// Runs `body` on the event loop if the call is cancelled (client reset,

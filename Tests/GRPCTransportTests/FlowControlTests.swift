@@ -103,3 +103,45 @@ import Testing
         #expect(r.grpcStatus == 0 && r.messages == [[80]])
     }
 }
+
+/// `onServerShutdown`: a long call hears when the server begins to drain.
+@Suite struct ServerShutdownNoticeTests {
+    @Test func openCallsHearOfTheDrainAndLaterOnesAtOnce() throws {
+        let h = try FlowControlTests.harness()
+        let id = h.client.request(path: "/test.Svc/Pausing", body: FlowControlTests.body(1), endStream: false)
+        h.pump()
+        let first = try #require(h.observed.pausing.withLockedValue { $0.first })
+        var heard: [String] = []
+        h.loop.execute { first.call.onServerShutdown { heard.append("first") } }
+        h.pump()
+        #expect(heard.isEmpty)
+        h.channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+        h.pump()
+        #expect(heard == ["first"])
+        // Registered after the drain began: called at once.
+        h.loop.execute { first.call.onServerShutdown { heard.append("late") } }
+        h.pump()
+        #expect(heard == ["first", "late"])
+        // The call itself goes on until it ends.
+        h.client.send(streamID: id, [], end: true)
+        h.pump()
+        #expect(h.client.responses[id]?.messages == [[1]])
+    }
+
+    @Test func aFinishedCallIsNotTold() throws {
+        let h = try FlowControlTests.harness()
+        let id = h.client.request(path: "/test.Svc/Pausing", body: FlowControlTests.body(1), endStream: false)
+        h.pump()
+        let call = try #require(h.observed.pausing.withLockedValue { $0.first }).call
+        var heard = 0
+        h.loop.execute {
+            call.onServerShutdown { heard += 1 }
+            call.finish(.ok)
+        }
+        h.pump()
+        h.channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+        h.pump()
+        #expect(heard == 0)
+        #expect(h.client.responses[id]?.grpcStatus == 0)
+    }
+}
