@@ -34,12 +34,17 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
     typealias Request = Credits_V1_ImportLotRecord
     typealias Response = Credits_V1_ImportLotsResponse
 
-    /// Records submitted and not yet answered, at most.
+    /// Records taken and not yet counted (submitted and not answered, or
+    /// answered behind one that is), at most.
     static let maxInFlight = 512
-    /// A paused call resumes reading once this few are in flight.
+    /// A paused call resumes reading once this few are left.
     static let resumeInFlight = 384
-    /// Failures listed in the response (`failed` counts all).
+    /// Failures listed in the response (`failed` counts all). With the
+    /// bounds below a failure takes at most ~2 KiB, so the response stays
+    /// under 4 MiB (grpcio's default receive limit) whatever the records hold.
     static let maxListedFailures = 1_000
+    static let maxViolationsPerFailure = 8
+    static let maxFailureTextBytes = 256
 
     private enum Outcome {
         case applied(seq: Int64)
@@ -98,6 +103,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         switch request {
         case .failure(let error):
             slots.append(Slot(recordKey: "", ticket: nil, outcome: .failed(Self.undecodable(error))))
+            pauseIfFull()
             countReady()
         case .success(let record):
             submit(record, index: index)
@@ -111,10 +117,12 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
 
     func handleCancel() {
         // The client went (or the transport ended the call): withdraw what
-        // the writer has not taken; what it took completes unseen.
+        // the writer has not taken; what it took completes unseen. Last
+        // first: the writer takes from the front, so where the two meet
+        // splits the stream into a prefix applied and a rest withdrawn.
         finished = true
         stopped = true
-        for slot in slots { _ = slot.ticket?.withdraw() }
+        for slot in slots.reversed() { _ = slot.ticket?.withdraw() }
         slots.removeAll()
     }
 
@@ -130,13 +138,14 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
             externalRef: record.externalRef, legacyOrigin: record.legacyOrigin, priceMinor: record.priceMinor, note: record.note)
         if !check.violations.isEmpty {
             slots.append(Slot(recordKey: record.recordKey, ticket: nil, outcome: .failed(check.merged(with: command))))
+            pauseIfFull()
             countReady()
             return
         }
         let ticket = WriteTicket()
         slots.append(Slot(recordKey: record.recordKey, ticket: ticket, outcome: nil))
         inFlight += 1
-        if inFlight >= Self.maxInFlight { call.call.pauseRequests() }
+        pauseIfFull()
         let loop = call.eventLoop
         // No write deadline: a record taken is always waited for (see deadlinePassed).
         core.ledger.submit(command, ticket: ticket) { [self] result in
@@ -166,7 +175,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         }
         slots[slots.index(slots.startIndex, offsetBy: offset)].outcome = outcome
         countReady()
-        if !stopped && call.call.isPaused && inFlight <= Self.resumeInFlight {
+        if !stopped && call.call.isPaused && slots.count <= Self.resumeInFlight {
             call.call.resumeRequests()  // may deliver records (and the end) right here
         }
         finishIfDone()
@@ -197,6 +206,12 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
             }
         }
         finishIfDone()
+    }
+
+    /// Records taken and not yet counted (in flight, or answered behind one
+    /// that is) are bounded: at the bound, stop reading until some are counted.
+    private func pauseIfFull() {
+        if slots.count >= Self.maxInFlight { call.call.pauseRequests() }
     }
 
     // MARK: Ending
@@ -239,13 +254,17 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         failure.index = index
         failure.recordKey = recordKey
         failure.reason = error.reason ?? "\(error.code)"
-        failure.message = error.message
-        // Bounded like the violations of a status (RPCError.status).
-        failure.fieldViolations = error.fieldViolations.prefix(RPCError.maxListedViolations).map {
+        failure.message = GRPCStatus.bounded(error.message, maxBytes: maxFailureTextBytes)
+        failure.fieldViolations = error.fieldViolations.prefix(maxViolationsPerFailure).map {
             var v = Google_Rpc_BadRequest.FieldViolation()
-            v.field = GRPCStatus.bounded($0.field, maxBytes: 200)
-            v.description_p = GRPCStatus.bounded($0.description, maxBytes: 200)
+            v.field = GRPCStatus.bounded($0.field, maxBytes: 100)
+            v.description_p = GRPCStatus.bounded($0.description, maxBytes: 100)
             return v
+        }
+        if error.fieldViolations.count > maxViolationsPerFailure {
+            var more = Google_Rpc_BadRequest.FieldViolation()
+            more.description_p = "\(error.fieldViolations.count - maxViolationsPerFailure) more invalid fields are not listed"
+            failure.fieldViolations.append(more)
         }
         return failure
     }

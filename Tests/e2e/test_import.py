@@ -331,12 +331,12 @@ def key_indices(keys, prefix: str):
 
 def test_client_cancel_stops_the_import_and_keeps_the_ledger_whole(cs, cchan, admin, credits_server):
     t = Tenant(cs, cchan, admin)
-    clients = [uid("cx-") for _ in range(4)]
+    clients = [uid("cx-") for _ in range(40)]  # (GetBalance reads at most 1,000 lots a client)
     prefix = uid("cx-")
 
     def records():
         for i in range(1_000_000):
-            yield record(cs, f"{prefix}:{i}", clients[i % 4], 1)
+            yield record(cs, f"{prefix}:{i}", clients[i % 40], 1)
 
     future = t.staff.credit.ImportLots.future(records(), timeout=60)
     time.sleep(1.0)
@@ -376,3 +376,19 @@ def test_server_shutdown_ends_the_import_ok_and_incomplete(cs, start_credits_ser
     db.close()
     assert key_indices(keys, prefix) == list(range(r.processed))
     verify_ok(srv.db)
+
+
+def test_at_most_1000_failures_are_listed_and_failed_counts_all(cs, cchan, admin):
+    t = Tenant(cs, cchan, admin)
+    c = uid("many-")
+    prefix = uid("many-")
+    bad = [record(cs, f"{prefix}:{i}", c, 0, scope=cs.common.Scope(centers=["bad id"] * 20)) for i in range(1200)]
+    r = import_lots(t.staff, bad + [record(cs, f"{prefix}:good", c, 5)])
+    assert (r.processed, r.applied, r.failed, r.complete) == (1201, 1, 1200, True)
+    assert [f.index for f in r.failures] == list(range(1000))
+    # Each failure bounded: 8 violations listed and a count of the rest.
+    f = r.failures[0]
+    assert f.reason == "INVALID_ARGUMENT" and len(f.field_violations) == 9
+    assert f.field_violations[-1].description == "13 more invalid fields are not listed"
+    assert r.ByteSize() < 4 << 20
+    assert t.summary(c) == (5, 5, 0)
