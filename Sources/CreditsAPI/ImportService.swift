@@ -102,7 +102,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         nextIndex += 1
         switch request {
         case .failure(let error):
-            slots.append(Slot(recordKey: "", ticket: nil, outcome: .failed(Self.undecodable(error))))
+            slots.append(Slot(recordKey: "", ticket: nil, outcome: .failed(ProtoRoute.undecodable(Request.self, error, noun: "record"))))
             pauseIfFull()
             countReady()
         case .success(let record):
@@ -239,15 +239,6 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
     }
 
     // MARK: Failures
-
-    private static func undecodable(_ error: ProtoDecodingError) -> RPCError {
-        switch error {
-        case .malformed:
-            return RPCError(.invalidArgument, "record is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST")
-        case .invalidStrings(let violations):
-            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) })
-        }
-    }
 
     private static func failure(index: Int64, recordKey: String, _ error: RPCError) -> Credits_V1_ImportRecordFailure {
         var failure = Credits_V1_ImportRecordFailure()

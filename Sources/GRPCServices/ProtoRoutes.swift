@@ -221,11 +221,19 @@ public enum ProtoRoute {
 
     /// The answer to a request message that does not decode.
     static func refusal<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError) -> GRPCStatus {
+        undecodable(Request.self, error).status
+    }
+
+    /// What is wrong with a message that does not decode: MALFORMED_REQUEST,
+    /// or INVALID_ARGUMENT naming each bad string field. `noun` names the
+    /// message to people ("request", "record").
+    public static func undecodable<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError,
+                                                          noun: String = "request") -> RPCError {
         switch error {
         case .malformed:
-            return RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST").status
+            return RPCError(.invalidArgument, "\(noun) is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST")
         case .invalidStrings(let violations):
-            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) }).status
+            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) })
         }
     }
 }
