@@ -60,3 +60,14 @@ def test_idle_connections_are_held_and_the_server_still_answers(start_credits_se
         holder.wait(timeout=10)
     final = json.loads(done.read_text())
     assert final["open"] == 50 and final["settings_exchanged"] == 50 and final["goaway"] == 0, final
+
+
+def test_import_bench_runs_with_a_tiny_count():
+    from conftest import credits_binary
+
+    r = subprocess.run([str(ROOT / "tools/bench/import"), "--records", "300", "--clients", "7", "--bin", str(credits_binary())],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert "| records | 300 (applied 300, failed 0, complete True) |" in r.stdout, r.stdout
+    assert "| records/s |" in r.stdout and "| server peak RSS (VmHWM) |" in r.stdout, r.stdout
+    assert "1 tenants, 300 entries" in r.stdout and ": OK |" in r.stdout, r.stdout
