@@ -234,7 +234,9 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
     private func finishIfDone() {
         guard !finished, inFlight == 0, slots.isEmpty, requestEnded || stopped else { return }
         finished = true
-        response.complete = requestEnded && !stopped
+        // The end is delivered after every record: all of them were read
+        // (a stop after it cut nothing), and taken unless one was not.
+        response.complete = requestEnded && !countingClosed
         call.respond(response)
     }
 
