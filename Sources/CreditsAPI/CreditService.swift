@@ -27,6 +27,7 @@ struct CreditServiceRoutes {
             core.unary(S.adjustBalance, .staff) { req, call, ctx in adjust(req, call, ctx) },
             core.unary(S.listLedgerEntries, .read) { req, call, ctx in listEntries(req, call, ctx) },
             core.unary(S.getOperation, .read) { req, call, ctx in getOperation(req, call, ctx) },
+            importLots,
         ]
     }
 

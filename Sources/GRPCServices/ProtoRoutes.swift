@@ -133,6 +133,16 @@ public protocol ProtoStreamHandler: AnyObject {
     func handleCancel()
 }
 
+/// Receives the requests of a client-streaming call one by one, each as the
+/// result of decoding it: a message that does not decode is the handler's
+/// to answer (e.g. as a failed record), and the stream goes on.
+public protocol ProtoRecordStreamHandler: AnyObject {
+    associatedtype Request: ProtoMessage
+    func handle(_ request: Result<Request, ProtoDecodingError>)
+    func handleEnd()
+    func handleCancel()
+}
+
 /// Routes for methods described by the generated `ProtoMethod`s.
 public enum ProtoRoute {
     public static func unary<Request, Response>(
@@ -196,6 +206,23 @@ public enum ProtoRoute {
         }
     }
 
+    /// A client-streaming method whose caller is authorized when the call
+    /// starts, before any request is decoded (`authorize` answers the call
+    /// itself and returns nil when the caller may not call it; the requests
+    /// that follow are then dropped). Each request reaches the handler as
+    /// its decode result.
+    public static func streaming<Request, Response, Context, Handler: ProtoRecordStreamHandler>(
+        _ method: ProtoMethod<Request, Response>,
+        authorize: @escaping @Sendable (ProtoCall<Response>) -> Context?,
+        _ makeHandler: @escaping @Sendable (ProtoCall<Response>, Context) -> Handler
+    ) -> RPCRoute where Handler.Request == Request {
+        precondition(method.clientStreaming && !method.serverStreaming, "\(method.path) is not client-streaming")
+        return RPCRoute(path: method.path, kind: .clientStreaming) { call in
+            let typed = ProtoCall<Response>(call)
+            return RecordStreamAdapter(handler: authorize(typed).map { makeHandler(typed, $0) })
+        }
+    }
+
     private static func decodeThen<Request: ProtoMessage, Response>(
         _ call: ServerCall, _ bytes: ByteBuffer, _ body: (Request, ProtoCall<Response>) -> Void
     ) {
@@ -209,11 +236,19 @@ public enum ProtoRoute {
 
     /// The answer to a request message that does not decode.
     static func refusal<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError) -> GRPCStatus {
+        undecodable(Request.self, error).status
+    }
+
+    /// What is wrong with a message that does not decode: MALFORMED_REQUEST,
+    /// or INVALID_ARGUMENT naming each bad string field. `noun` names the
+    /// message to people ("request", "record").
+    public static func undecodable<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError,
+                                                          noun: String = "request") -> RPCError {
         switch error {
         case .malformed:
-            return RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST").status
+            return RPCError(.invalidArgument, "\(noun) is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST")
         case .invalidStrings(let violations):
-            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) }).status
+            return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) })
         }
     }
 }
@@ -236,6 +271,34 @@ final class TypedStreamAdapter<Handler: ProtoStreamHandler>: ServerCallHandler {
             self.handler = nil
             call.finish(ProtoRoute.refusal(Handler.Request.self, error))
             handler.handleCancel()
+        }
+    }
+
+    func handleEnd() {
+        handler?.handleEnd()
+    }
+
+    func handleCancel() {
+        handler?.handleCancel()
+        handler = nil
+    }
+}
+
+/// Decodes each request message for a record stream handler; without a
+/// handler (the caller was refused) drops everything.
+final class RecordStreamAdapter<Handler: ProtoRecordStreamHandler>: ServerCallHandler {
+    private var handler: Handler?
+
+    init(handler: Handler?) {
+        self.handler = handler
+    }
+
+    func handleMessage(_ message: ByteBuffer) {
+        guard let handler else { return }
+        do {
+            handler.handle(.success(try Handler.Request(buffer: message)))
+        } catch {
+            handler.handle(.failure(error))
         }
     }
 

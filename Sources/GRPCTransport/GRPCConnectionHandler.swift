@@ -316,13 +316,21 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func sessionDidReceiveData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        // The connection window comes back at once, whatever the stream: one
+        // paused or refused stream never stalls the others. The stream's own
+        // window comes back when its call took the bytes (`receiveData`).
+        session?.consumeConnection(bytes.count)
         if let discarded = refusedStreams[streamID] {
+            session?.consumeStream(streamID, bytes.count)
             discardRefusedBody(streamID: streamID, discarded: discarded + bytes.count)
             return
         }
         // The call may not exist yet (its HEADERS are in the same read); drop
         // only what a finished call would throw away anyway.
-        if let call = calls[streamID], call.isFinished { return }
+        if let call = calls[streamID], call.isFinished {
+            session?.consumeStream(streamID, bytes.count)
+            return
+        }
         var buffer = context!.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         events.append(.data(streamID: streamID, buffer))
@@ -461,6 +469,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 self.failCall(call, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
             }
         }
+        if draining { call.notifyServerShutdown() }  // (before the handler: it hears of it when it asks)
         call.handler = route.makeHandler(call)
     }
 
@@ -488,9 +497,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {
-        guard let call = calls[streamID], !call.isFinished else { return }
+        guard let call = calls[streamID], !call.isFinished else {
+            // No call takes them (refused, reset, finished): the window comes back now.
+            session?.consumeStream(streamID, bytes.readableBytes)
+            return
+        }
         let before = call.deframer.bufferedBytes
         call.deframer.append(bytes)
+        call.unconsumedRequestBytes += bytes.readableBytes
         inboundBytesBuffered(call.deframer.bufferedBytes - before)
         if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
             failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
@@ -501,10 +515,34 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             return
         }
         drainMessages(call)
+        giveBackWindow(call)
+    }
+
+    /// Gives the stream's receive window back for the bytes its call took:
+    /// all of them, except, while the call is paused, those still waiting
+    /// in its deframer (so what waits is bounded by the stream window).
+    private func giveBackWindow(_ call: ServerCall) {
+        let waiting = call.requestsPaused && !call.isFinished ? call.deframer.bufferedBytes : 0
+        let taken = call.unconsumedRequestBytes - waiting
+        guard taken > 0 else { return }
+        call.unconsumedRequestBytes -= taken
+        session?.consumeStream(call.streamID, taken)
+        scheduleFlush()
+    }
+
+    /// A paused call resumed: hands on the messages (and the end) that
+    /// waited, then gives the window back.
+    func resumeRequests(_ call: ServerCall) {
+        guard calls[call.streamID] === call, !call.deliveringRequests else { return }  // (a running drain goes on by itself)
+        drainMessages(call)
+        if call.requestEnded && !call.requestsPaused { deliverEnd(call) }
+        giveBackWindow(call)
     }
 
     private func drainMessages(_ call: ServerCall) {
-        while !call.isFinished {
+        call.deliveringRequests = true
+        defer { call.deliveringRequests = false }
+        while !call.isFinished && !call.requestsPaused {
             let before = call.deframer.bufferedBytes
             let next: FramedMessage?
             do {
@@ -554,6 +592,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func endOfRequest(streamID: Int32) {
         guard let call = calls[streamID], !call.requestEnded else { return }
         call.requestEnded = true
+        // A paused call hears of the end after the messages that wait.
+        guard !call.requestsPaused else { return }
+        deliverEnd(call)
+    }
+
+    private func deliverEnd(_ call: ServerCall) {
+        guard !call.requestEndDelivered else { return }
+        call.requestEndDelivered = true
         guard !call.isFinished else { return }
         if call.deframer.hasPartialMessage {
             failCall(call, GRPCStatus(.internalError, "stream ended inside a message"))
@@ -584,6 +630,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.notifyHandlerCancelled()
         inboundBytesBuffered(-call.deframer.bufferedBytes)
         call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
+        giveBackWindow(call)  // finished: all of it
     }
 
     /// Notes a stream answered before its request was read: see `refusedStreams`.
@@ -845,6 +892,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard !draining, let session, let context else { return }
         draining = true
         session.submitShutdownNotice()
+        for call in calls.values { call.notifyServerShutdown() }
         flush()
         // The final GOAWAY after a round trip's grace, so that streams the
         // client opened meanwhile are still served.

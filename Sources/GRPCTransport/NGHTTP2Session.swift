@@ -128,6 +128,10 @@ final class NGHTTP2Session {
         nghttp2_option_set_max_outbound_ack(option, limits.maxOutboundAcks)
         nghttp2_option_set_max_settings(option, limits.maxSettingsEntries)
         nghttp2_option_set_max_send_header_block_length(option, 64 * 1024)
+        // Receive windows are given back by the connection (`consumeConnection`
+        // at once, `consumeStream` once a call took the bytes): a paused call
+        // holds its stream's window, so its sender stops (request flow control).
+        nghttp2_option_set_no_auto_window_update(option, 1)
 
         let me = Unmanaged.passUnretained(self).toOpaque()
         precondition(nghttp2_session_server_new2(&session, callbacks, me, option) == 0, "nghttp2 out of memory")
@@ -212,6 +216,22 @@ final class NGHTTP2Session {
             return nghttp2_submit_response(session, streamID, nva, count, nil)
         }
         return rv == 0
+    }
+
+    /// Gives `bytes` of received DATA back to the connection's receive
+    /// window (WINDOW_UPDATE on stream 0 once enough have been given back).
+    func consumeConnection(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        let rv = nghttp2_session_consume_connection(session, bytes)
+        assert(rv == 0, "nghttp2_session_consume_connection: \(rv)")
+    }
+
+    /// Gives `bytes` of DATA received on `streamID` back to that stream's
+    /// receive window. A stream nghttp2 has closed already is ignored.
+    func consumeStream(_ streamID: Int32, _ bytes: Int) {
+        guard bytes > 0 else { return }
+        let rv = nghttp2_session_consume_stream(session, streamID, bytes)
+        assert(rv == 0, "nghttp2_session_consume_stream: \(rv)")
     }
 
     /// Tells nghttp2 that a deferred data source has data again.

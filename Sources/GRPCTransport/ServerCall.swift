@@ -50,6 +50,16 @@ public final class ServerCall: @unchecked Sendable {
     var outboundBytes = 0
     var dataDeferred = false
     var requestEnded = false
+    /// The handler was told of the request's end (or never will be).
+    var requestEndDelivered = false
+    /// Set by `pauseRequests`: no messages (nor the end) reach the handler
+    /// and the stream's receive window is not given back.
+    var requestsPaused = false
+    /// DATA bytes received on the stream and not yet given back to its
+    /// receive window (those the deframer holds while paused).
+    var unconsumedRequestBytes = 0
+    /// The connection is handing messages to the handler now.
+    var deliveringRequests = false
     var handlerEnded = false
     public private(set) var isCancelled = false
     var deadlineTask: Scheduled<Void>?
@@ -74,6 +84,8 @@ public final class ServerCall: @unchecked Sendable {
     /// Told it was not writable because the connection's buffer was full.
     var waitingForConnectionBuffer = false
     private var cancelCallbacks: [() -> Void] = []
+    private var shutdownCallbacks: [() -> Void] = []
+    private var shutdownNotified = false
     private var cancelNotified = false
     /// Set by a handler that must decide what the deadline means for it.
     var deadlineHandler: (() -> DeadlineAction)?
@@ -169,6 +181,32 @@ public final class ServerCall: @unchecked Sendable {
         if case .streaming = responseState { return isCancelled }
         return true
     }
+
+    // MARK: Request flow control
+
+    /// Stops handing request messages (and the request's end) to the
+    /// handler until `resumeRequests`. The bytes already received wait in the
+    /// call, and their part of the stream's receive window is not given back:
+    /// the client can send at most one stream window (SETTINGS_INITIAL_WINDOW_SIZE)
+    /// more, then HTTP/2 flow control holds it. Other streams of the
+    /// connection are not affected. Event loop only; may be called from
+    /// `handleMessage` (no further message follows it).
+    public func pauseRequests() {
+        eventLoop.preconditionInEventLoop()
+        requestsPaused = true
+    }
+
+    /// Hands on what arrived while paused and gives the stream's window back.
+    /// Event loop only.
+    public func resumeRequests() {
+        eventLoop.preconditionInEventLoop()
+        guard requestsPaused else { return }
+        requestsPaused = false
+        connection?.resumeRequests(self)
+    }
+
+    /// True between `pauseRequests` and `resumeRequests`.
+    public var isPaused: Bool { requestsPaused }
 
     // MARK: Answering
 
@@ -345,6 +383,7 @@ public final class ServerCall: @unchecked Sendable {
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
+        if !shutdownCallbacks.isEmpty { shutdownCallbacks.removeAll() }  // (they may hold the handler)
         // (NIO's removeAll allocates a fresh ring even when empty.)
         if !outbound.isEmpty { outbound.removeAll() }
         if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
@@ -373,6 +412,28 @@ public final class ServerCall: @unchecked Sendable {
     public func onDeadline(_ body: @escaping () -> DeadlineAction) {
         eventLoop.preconditionInEventLoop()
         deadlineHandler = body
+    }
+
+    /// Runs `body` on the event loop once the server begins a graceful
+    /// shutdown (at once if it has begun): the call may run on for the grace
+    /// period, then its connection is closed. For a long call that can end
+    /// early with a useful answer. Event loop only.
+    public func onServerShutdown(_ body: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        if shutdownNotified {
+            body()
+        } else {
+            shutdownCallbacks.append(body)
+        }
+    }
+
+    func notifyServerShutdown() {
+        guard !shutdownNotified else { return }
+        shutdownNotified = true
+        let callbacks = shutdownCallbacks
+        shutdownCallbacks.removeAll()
+        guard !isFinished else { return }
+        for callback in callbacks { callback() }
     }
 
     /// Runs `body` on the event loop if the call is cancelled (client reset,

@@ -330,10 +330,13 @@ public final class LedgerStore {
         for lot in due { try expire(tenant: tenant, lot: lot) }
     }
 
-    func expire(tenant: String, lot: Lot) throws {
+    /// Returns the EXPIRY entry, if the lot had free credit to write off.
+    @discardableResult
+    func expire(tenant: String, lot: Lot) throws -> LedgerEntry? {
         touch(tenant: tenant, client: lot.clientId)
+        var entry: LedgerEntry?
         if lot.freeMinor > 0 {
-            try appendEntry(tenant: tenant, type: .expiry, client: lot.clientId, amountMinor: lot.freeMinor,
+            entry = try appendEntry(tenant: tenant, type: .expiry, client: lot.clientId, amountMinor: lot.freeMinor,
                             debit: Account.available(lot.clientId), credit: Account.breakage, refId: lot.id,
                             centerId: lot.centerId, reason: "expired",
                             allocations: [Allocation(lotId: lot.id, remainingDeltaMinor: -lot.freeMinor, heldDeltaMinor: 0)])
@@ -341,6 +344,7 @@ public final class LedgerStore {
         if lot.heldMinor == 0 {
             try db.statement("UPDATE lots SET state = 'expired' WHERE tenant_id = ? AND id = ?").bind(.text(tenant), .text(lot.id)).run()
         }
+        return entry
     }
 
     // MARK: Drawing

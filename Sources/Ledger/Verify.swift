@@ -115,10 +115,46 @@ enum Verifier {
             problem("spend \(id): amount \(amount), reversed \(reversed), reversal entries \(reversals)")
         }
 
-        // 6. Coupon customer credits (CouponVerify.swift).
+        // 6. Imported lots (ImportLots): each funded by one IMPORT entry.
+        try verifyImports(db: db, tenant: tenant, problem: problem)
+
+        // 7. Coupon customer credits (CouponVerify.swift).
         try CouponVerifier.verify(db: db, tenant: tenant) { problem($0) }
 
-        // 7. Session packages (SessionVerify.swift).
+        // 8. Session packages (SessionVerify.swift).
         try verifySessions(db: db, tenant: tenant, problem: problem)
+    }
+
+    /// Each lot of origin IMPORT is funded by exactly one IMPORT entry of its
+    /// amount, from funding:import to the client's available account; every
+    /// IMPORT entry funds such a lot; nothing else moves funding:import; and
+    /// funding:import holds minus the sum of the imported amounts.
+    static func verifyImports(db: SQLiteConnection, tenant: String, problem: (String) -> Void) throws {
+        let badLots = try db.statement("""
+            SELECT l.id, l.amount_minor,
+              (SELECT COUNT(*) FROM entries e WHERE e.tenant_id = l.tenant_id AND e.ref_id = l.id AND e.type = 'import'),
+              (SELECT COUNT(*) FROM entries e WHERE e.tenant_id = l.tenant_id AND e.ref_id = l.id AND e.type = 'import'
+                 AND e.amount_minor = l.amount_minor AND e.client_id = l.client_id AND e.debit_account = ?
+                 AND e.credit_account = 'client:' || l.client_id || ':available')
+            FROM lots l WHERE l.tenant_id = ? AND l.origin = 'import'
+            """).bind(.text(Account.imports), .text(tenant)).rows { ($0.text(0), $0.int(1), $0.int(2), $0.int(3)) }
+        for (id, amount, entries, matching) in badLots where entries != 1 || matching != 1 {
+            problem("import lot \(id) of \(amount): \(entries) IMPORT entries, \(matching) of its amount from \(Account.imports) to its client")
+        }
+        let orphans = try db.statement("""
+            SELECT e.seq, e.ref_id FROM entries e WHERE e.tenant_id = ? AND e.type = 'import'
+              AND NOT EXISTS (SELECT 1 FROM lots l WHERE l.tenant_id = e.tenant_id AND l.id = e.ref_id AND l.origin = 'import')
+            LIMIT 100
+            """).bind(.text(tenant)).rows { ($0.int(0), $0.text(1)) }
+        for (seq, ref) in orphans { problem("IMPORT entry \(seq) funds no import lot ('\(ref)')") }
+        let foreign = try db.statement("""
+            SELECT COUNT(*) FROM entries WHERE tenant_id = ?1 AND type <> 'import' AND (debit_account = ?2 OR credit_account = ?2)
+            """).bind(.text(tenant), .text(Account.imports)).first { $0.int(0) }!
+        if foreign != 0 { problem("\(foreign) entries other than IMPORT move \(Account.imports)") }
+        let imported = try db.statement("SELECT COALESCE(SUM(amount_minor), 0) FROM lots WHERE tenant_id = ? AND origin = 'import'")
+            .bind(.text(tenant)).first { $0.int(0) }!
+        let funding = try db.statement("SELECT balance_minor FROM accounts WHERE tenant_id = ? AND account = ?")
+            .bind(.text(tenant), .text(Account.imports)).first { $0.int(0) } ?? 0
+        if funding != -imported { problem("account \(Account.imports) holds \(funding), imported lots total \(imported)") }
     }
 }

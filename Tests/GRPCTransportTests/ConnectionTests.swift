@@ -9,6 +9,32 @@ import Testing
 final class Observed: Sendable {
     let cancels = NIOLockedValueBox(0)
     let messages = NIOLockedValueBox<[[UInt8]]>([])
+    let pausing = NIOLockedValueBox<[PausingHandler]>([])
+}
+
+/// Pauses its requests after `pauseAfter` messages; the test resumes it.
+/// Answers with the count of messages it got once the request ended.
+final class PausingHandler: ServerCallHandler, @unchecked Sendable {
+    let call: ServerCall
+    let pauseAfter: Int
+    var received: [[UInt8]] = []
+    var ended = false
+    init(call: ServerCall, pauseAfter: Int) {
+        self.call = call
+        self.pauseAfter = pauseAfter
+    }
+    func handleMessage(_ message: ByteBuffer) {
+        precondition(!call.isPaused, "a message reached a paused call")
+        received.append(Array(message.readableBytesView))
+        if received.count == pauseAfter { call.pauseRequests() }
+    }
+    func handleEnd() {
+        precondition(!call.isPaused, "the end reached a paused call")
+        ended = true
+        call.sendMessage(buffer([UInt8(truncatingIfNeeded: received.count)]))
+        call.finish(.ok)
+    }
+    func handleCancel() {}
 }
 
 private func buffer(_ bytes: [UInt8]) -> ByteBuffer {
@@ -118,6 +144,12 @@ final class Harness {
                 Streamer(call: call, left: Int(request.readableBytesView.first ?? 0)).next()
             },
             RPCRoute(path: "/test.Svc/Bidi", kind: .bidirectionalStreaming) { BidiEchoHandler(call: $0) },
+            // Pauses after (x-pause-after) messages.
+            RPCRoute(path: "/test.Svc/Pausing", kind: .clientStreaming) { call in
+                let handler = PausingHandler(call: call, pauseAfter: Int(call.metadata["x-pause-after"] ?? "") ?? 3)
+                observed.pausing.withLockedValue { $0.append(handler) }
+                return handler
+            },
         ])
         var logger = Logger(label: "test")
         logger.logLevel = .critical

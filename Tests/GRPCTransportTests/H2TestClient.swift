@@ -135,6 +135,17 @@ final class H2TestClient {
         nghttp2_submit_window_update(session, 0, 0, bytes)
     }
 
+    /// What the server's window still lets this client send on `streamID`.
+    func streamSendWindow(_ streamID: Int32) -> Int {
+        Int(nghttp2_session_get_stream_remote_window_size(session, streamID))
+    }
+
+    /// Request body bytes of `streamID` not sent yet.
+    func unsentBodyBytes(_ streamID: Int32) -> Int {
+        guard let body = bodies[streamID] else { return 0 }
+        return body.bytes.count - body.offset
+    }
+
     func ping() {
         nghttp2_submit_ping(session, 0, nil)
     }

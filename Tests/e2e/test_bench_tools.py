@@ -81,3 +81,14 @@ def test_followers_benchmark_runs_and_reports_every_phase(tmp_path):
     for row in rows[1:]:
         received = int(row.rstrip(" |").split("|")[-1].split()[0])
         assert received > 0, row
+
+
+def test_import_bench_runs_with_a_tiny_count():
+    from conftest import credits_binary
+
+    r = subprocess.run([str(ROOT / "tools/bench/import"), "--records", "300", "--clients", "7", "--bin", str(credits_binary())],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert "| records | 300 (applied 300, failed 0, complete True) |" in r.stdout, r.stdout
+    assert "| records/s |" in r.stdout and "| server peak RSS (VmHWM) |" in r.stdout, r.stdout
+    assert "1 tenants, 300 entries" in r.stdout and ": OK |" in r.stdout, r.stdout
