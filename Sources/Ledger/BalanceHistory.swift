@@ -59,6 +59,10 @@ extension LedgerReader {
                 guard let timeMicros = try history.entryTime(seq: seq) else {
                     preconditionFailure("tenant \(tenant): no entry \(seq) at or below last_seq \(tenantRow.lastSeq)")
                 }
+                if !details, let summary = try history.summaryWithoutExpiry(afterSeq: seq, nowMicros: timeMicros) {
+                    return HistoricBalance(balance: BalanceSnapshot(summary: summary, lots: [], centers: [], openHolds: [], pendingExpiryMinor: 0),
+                                           asOfMicros: timeMicros)
+                }
                 let state = try history.state(afterSeq: seq)
                 return HistoricBalance(balance: state.snapshot(client: client, seq: seq, nowMicros: timeMicros, details: details),
                                        asOfMicros: timeMicros)
@@ -102,6 +106,22 @@ struct BalanceHistory {
     /// at or before the time: its cost grows with the client's entries after it.
     func lastClientSeq(atOrBeforeMicros micros: Int64) throws -> Int64? {
         try db.statement(SQL.lastClientSeqAtTime).bind(.text(tenant), .text(client), .int(micros)).first { $0.int(0) }
+    }
+
+    /// The summary after `seq` straight from the client's last entry at or
+    /// before it, when no lot of the client created by then was past its
+    /// valid_until at `nowMicros` (then nothing was pending expiry, and the
+    /// stored after-balances are the answer: two index searches instead of
+    /// the walk); nil when some was (the walk decides).
+    func summaryWithoutExpiry(afterSeq seq: Int64, nowMicros: Int64) throws -> BalanceSummary? {
+        let due = try db.statement(SQL.anyLotDue).bind(.text(tenant), .text(client), .int(nowMicros), .int(seq)).first { _ in true } ?? false
+        guard !due else { return nil }
+        guard let last = try db.statement(SQL.lastClientEntry).bind(.text(tenant), .text(client), .int(seq))
+            .first({ (available: $0.int(0), held: $0.int(1)) }) else {
+            return BalanceSummary(clientId: client, availableMinor: 0, heldMinor: 0, seq: seq)
+        }
+        precondition(last.available >= 0 && last.held >= 0, "negative balance stored after an entry")
+        return BalanceSummary(clientId: client, availableMinor: last.available, heldMinor: last.held, seq: seq)
     }
 
     /// The client's active lots and open holds as they were right after entry `seq`.
@@ -217,6 +237,12 @@ struct BalanceHistory {
             FROM allocations INDEXED BY allocations_by_lot WHERE tenant_id = ? AND lot_id = ? AND seq <= ?
             """
         static let lot = "SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?"
+        /// Whether any lot of the client created by a seq has a valid_until at or before a time (valid_until never changes).
+        static let anyLotDue = """
+            SELECT 1 FROM lots INDEXED BY lots_by_client
+            WHERE tenant_id = ? AND client_id = ? AND state IN ('active', 'exhausted', 'expired')
+              AND valid_until_micros <= ? AND created_seq <= ? LIMIT 1
+            """
         /// The client's HOLD entries newest first, with their holds.
         static let holdWalk = """
             SELECT \(holdColumns) FROM entries e INDEXED BY entries_by_client
@@ -228,7 +254,7 @@ struct BalanceHistory {
             WHERE tenant_id = ? AND ref_id = ? AND seq > ? AND seq <= ? AND type = 'release'
             """
         static let captured = "SELECT amount_minor FROM spends WHERE tenant_id = ? AND id = ? AND seq <= ?"
-        static let all = [entryTime, lastClientSeqAtTime, lastClientEntry, allocationWalk, lotSums, lot, holdWalk, released, captured]
+        static let all = [entryTime, lastClientSeqAtTime, lastClientEntry, allocationWalk, lotSums, lot, anyLotDue, holdWalk, released, captured]
 
         /// `HoldRows.columns` of the `holds` table aliased `h`.
         static let holdColumns = "h." + HoldRows.columns.replacing(", ", with: ", h.")
