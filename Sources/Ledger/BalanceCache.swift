@@ -7,9 +7,34 @@ import Synchronization
 struct ClientBalanceState: Sendable {
     var lots: [Lot]
     var holds: [Hold]
+    /// Set when `lots` (or `holds`) is only the first part of the client's:
+    /// the totals of all of them, computed in the same read for one time.
+    var overflow: Overflow? = nil
+
+    /// The summary and per-center credit of all the client's lots at
+    /// `nowMicros`, for a client with more lots than one read lists.
+    struct Overflow: Sendable {
+        var nowMicros: Int64
+        /// The client's available balance in the books (lots past valid_until included).
+        var availableBookMinor: Int64
+        var heldMinor: Int64
+        /// Free credit of active lots past valid_until at `nowMicros`.
+        var pastDueFreeMinor: Int64
+        var centers: [CenterBalance]
+    }
 
     /// The balance at `nowMicros`: lots past valid_until count for nothing.
     func snapshot(client: String, seq: Int64, nowMicros now: Int64, details: Bool) -> BalanceSnapshot {
+        if let overflow {
+            precondition(overflow.nowMicros == now, "overflow totals are for the read's own time")
+            let live = details ? lots.filter { lot in lot.validUntilMicros.map { $0 > now } ?? true } : []
+            let available = overflow.availableBookMinor - overflow.pastDueFreeMinor
+            assert(available >= 0 && overflow.heldMinor >= 0 && overflow.pastDueFreeMinor >= 0)
+            return BalanceSnapshot(
+                summary: BalanceSummary(clientId: client, availableMinor: available, heldMinor: overflow.heldMinor, seq: seq),
+                lots: live, centers: details ? overflow.centers : [], openHolds: details ? holds : [],
+                pendingExpiryMinor: overflow.pastDueFreeMinor)
+        }
         var available: Int64 = 0, held: Int64 = 0, pending: Int64 = 0
         var centers: [String: Int64] = [:]
         var live: [Lot] = []

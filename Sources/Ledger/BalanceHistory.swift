@@ -64,12 +64,12 @@ extension LedgerReader {
                                            asOfMicros: timeMicros)
                 }
                 let state = try history.state(afterSeq: seq)
-                return HistoricBalance(balance: state.snapshot(client: client, seq: seq, nowMicros: timeMicros, details: details),
+                return HistoricBalance(balance: BalanceHistory.listed(state.snapshot(client: client, seq: seq, nowMicros: timeMicros, details: details)),
                                        asOfMicros: timeMicros)
             case .time(let micros):
                 let seq = try history.lastClientSeq(atOrBeforeMicros: micros) ?? 0
                 let state = seq == 0 ? ClientBalanceState(lots: [], holds: []) : try history.state(afterSeq: seq)
-                return HistoricBalance(balance: state.snapshot(client: client, seq: seq, nowMicros: micros, details: details),
+                return HistoricBalance(balance: BalanceHistory.listed(state.snapshot(client: client, seq: seq, nowMicros: micros, details: details)),
                                        asOfMicros: micros)
             }
         }
@@ -124,6 +124,15 @@ struct BalanceHistory {
         return BalanceSummary(clientId: client, availableMinor: last.available, heldMinor: last.held, seq: seq)
     }
 
+    /// The snapshot with its lists cut to what one read lists (the summary
+    /// and centers were computed from all the lots).
+    static func listed(_ snapshot: BalanceSnapshot) -> BalanceSnapshot {
+        var s = snapshot
+        if s.lots.count > maxLots { s.lots = Array(s.lots.prefix(maxLots)) }
+        if s.openHolds.count > maxHolds { s.openHolds = Array(s.openHolds.prefix(maxHolds)) }
+        return s
+    }
+
     /// The client's active lots and open holds as they were right after entry `seq`.
     func state(afterSeq seq: Int64) throws -> ClientBalanceState {
         guard let last = try db.statement(SQL.lastClientEntry).bind(.text(tenant), .text(client), .int(seq))
@@ -133,9 +142,10 @@ struct BalanceHistory {
         precondition(last.available >= 0 && last.held >= 0, "negative balance stored after an entry")
         let lots = try lots(afterSeq: seq, remainingMinor: last.available + last.held)
         let holds = try openHolds(afterSeq: seq, heldMinor: last.held)
-        // The same rows, in the same order, as today's read of the lots and holds tables.
-        return ClientBalanceState(lots: Array(lots.sorted(by: Self.drawOrder).prefix(Self.maxLots)),
-                                  holds: Array(holds.sorted { $0.seq < $1.seq }.prefix(Self.maxHolds)))
+        // The same rows, in the same order, as today's read of the lots and
+        // holds tables; all of them (the walk found them all): the caller
+        // lists at most maxLots and maxHolds of them.
+        return ClientBalanceState(lots: lots.sorted(by: Self.drawOrder), holds: holds.sorted { $0.seq < $1.seq })
     }
 
     /// `lots_by_client` order: soonest expiry first, no expiry last, then oldest (then id).

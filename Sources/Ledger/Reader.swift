@@ -42,20 +42,27 @@ public final class LedgerReader {
             return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: details)
         case .miss(let ticket):
             // The ticket is taken before the read transaction opens (see BalanceCache).
-            let (rows, seq) = try balanceRows(tenant: tenant, client: client)
-            cache.store(key, rows, tenantSeq: seq, ticket: ticket)
-            return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: details)
+            let now = clock.nowMicros()
+            let (rows, seq) = try balanceRows(tenant: tenant, client: client, nowMicros: now)
+            if rows.overflow == nil { cache.store(key, rows, tenantSeq: seq, ticket: ticket) }
+            return rows.snapshot(client: client, seq: seq, nowMicros: now, details: details)
         }
     }
 
     /// The same, always from SQLite (tests compare the two).
     func balanceUncached(tenant: String, client: String) throws -> BalanceSnapshot {
-        let (rows, seq) = try balanceRows(tenant: tenant, client: client)
-        return rows.snapshot(client: client, seq: seq, nowMicros: clock.nowMicros(), details: true)
+        let now = clock.nowMicros()
+        let (rows, seq) = try balanceRows(tenant: tenant, client: client, nowMicros: now)
+        return rows.snapshot(client: client, seq: seq, nowMicros: now, details: true)
     }
 
+    /// Lots and holds one balance read lists at most; a client with more
+    /// gets its summary and per-center credit from SQL totals instead.
+    static let maxListedLots = LedgerLimits.maxLotsPerDraw
+    static let maxListedHolds = 1_000
+
     /// The rows a balance is computed from, and the tenant seq, in one snapshot.
-    private func balanceRows(tenant: String, client: String) throws -> (ClientBalanceState, Int64) {
+    private func balanceRows(tenant: String, client: String, nowMicros now: Int64) throws -> (ClientBalanceState, Int64) {
         try snapshot {
             guard let tenantRow = try LedgerStore(db: db, clock: clock).tenant(tenant) else {
                 throw LedgerError.notFound(kind: "tenant", id: tenant)
@@ -63,11 +70,31 @@ public final class LedgerReader {
             let lots = try db.statement("""
                 SELECT \(LedgerStore.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
                 ORDER BY valid_until_micros IS NULL, valid_until_micros, created_seq LIMIT ?
-                """).bind(.text(tenant), .text(client), .int(Int64(LedgerLimits.maxLotsPerDraw))).rows(LedgerStore.readLot)
-            let holds = try db.statement("SELECT \(HoldRows.columns) FROM holds WHERE tenant_id = ? AND client_id = ? AND state = 'held' ORDER BY seq LIMIT 1000")
-                .bind(.text(tenant), .text(client)).rows(HoldRows.read)
-            return (ClientBalanceState(lots: lots, holds: holds), tenantRow.lastSeq)
+                """).bind(.text(tenant), .text(client), .int(Int64(Self.maxListedLots + 1))).rows(LedgerStore.readLot)
+            let holds = try db.statement("SELECT \(HoldRows.columns) FROM holds WHERE tenant_id = ? AND client_id = ? AND state = 'held' ORDER BY seq LIMIT ?")
+                .bind(.text(tenant), .text(client), .int(Int64(Self.maxListedHolds + 1))).rows(HoldRows.read)
+            var state = ClientBalanceState(lots: Array(lots.prefix(Self.maxListedLots)), holds: Array(holds.prefix(Self.maxListedHolds)))
+            if lots.count > Self.maxListedLots || holds.count > Self.maxListedHolds {
+                state.overflow = try overflowTotals(tenant: tenant, client: client, nowMicros: now)
+            }
+            return (state, tenantRow.lastSeq)
         }
+    }
+
+    /// The totals of all of a client's lots (in the caller's snapshot).
+    private func overflowTotals(tenant: String, client: String, nowMicros now: Int64) throws -> ClientBalanceState.Overflow {
+        let book = try LedgerStore(db: db, clock: clock).clientBalance(tenant: tenant, client: client)
+        let pastDue = try db.statement("""
+            SELECT COALESCE(SUM(remaining_minor - held_minor), 0) FROM lots INDEXED BY lots_by_client
+            WHERE tenant_id = ? AND client_id = ? AND state = 'active' AND valid_until_micros IS NOT NULL AND valid_until_micros <= ?
+            """).bind(.text(tenant), .text(client), .int(now)).first { $0.int(0) } ?? 0
+        let centers = try db.statement("""
+            SELECT center_id, SUM(CASE WHEN valid_until_micros IS NULL OR valid_until_micros > ?1 THEN remaining_minor ELSE held_minor END)
+            FROM lots INDEXED BY lots_by_client WHERE tenant_id = ?2 AND client_id = ?3 AND state = 'active'
+            GROUP BY center_id ORDER BY center_id
+            """).bind(.int(now), .text(tenant), .text(client)).rows { CenterBalance(centerId: $0.text(0), remainingMinor: $0.int(1)) }
+        return ClientBalanceState.Overflow(nowMicros: now, availableBookMinor: book.availableMinor, heldMinor: book.heldMinor,
+                                           pastDueFreeMinor: pastDue, centers: centers.filter { $0.remainingMinor > 0 })
     }
 
     public struct ClientBalanceRow: Sendable, Equatable {

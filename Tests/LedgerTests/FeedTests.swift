@@ -182,3 +182,29 @@ struct BulkOrders: LedgerCommand {
 extension EntryTail<Int>.Item: Equatable {
     public static func == (a: Self, b: Self) -> Bool { a.seq == b.seq && a.payload == b.payload }
 }
+
+/// A client with more lots than one read lists: the balance is still exact.
+@Suite struct ManyLotsBalanceTests {
+    @Test func summaryAndCentersCountEveryLotBeyondTheListedThousand() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.ledger.write(BulkOrders(tenant: fx.tenant, client: "big", count: 1_100))
+        try fx.order("big", 50, validDays: 1)
+        let now = try fx.balance("big")
+        #expect(now.summary.availableMinor == 1_150 && now.summary.heldMinor == 0)
+        #expect(now.lots.count == LedgerReader.maxListedLots)
+        #expect(now.centers == [CenterBalance(centerId: "c1", remainingMinor: 1_150)])
+        // The 1-day lot passes valid_until: pending expiry, not available.
+        fx.clock.advance(seconds: 2 * 86_400)
+        let later = try fx.balance("big")
+        #expect(later.summary.availableMinor == 1_100 && later.pendingExpiryMinor == 50)
+        #expect(later.centers == [CenterBalance(centerId: "c1", remainingMinor: 1_100)])
+        // As of the last entry (the walk finds every lot), with and without details.
+        let seq = fx.lastSeq
+        let asOf = try fx.reader.balance(tenant: fx.tenant, client: "big", asOf: .seq(seq), details: true).balance
+        #expect(asOf.summary.availableMinor == 1_150 && asOf.lots.count == LedgerReader.maxListedLots)
+        #expect(asOf.centers == [CenterBalance(centerId: "c1", remainingMinor: 1_150)])
+        let summaryOnly = try fx.reader.balance(tenant: fx.tenant, client: "big", asOf: .seq(seq), details: false).balance
+        #expect(summaryOnly.summary.availableMinor == 1_150)
+    }
+}
