@@ -235,7 +235,8 @@ struct  Credits__V1__Balance
   ProtobufCMessage base;
   Credits__V1__BalanceSummary *summary;
   /*
-   * Lots with credit left, soonest expiry first (with include_details).
+   * Lots with credit left, soonest expiry first (with include_details); at
+   * most 1000 are listed (summary and centers count every lot).
    */
   size_t n_lots;
   Credits__V1__Lot **lots;
@@ -245,7 +246,7 @@ struct  Credits__V1__Balance
   size_t n_centers;
   Credits__V1__CenterBalance **centers;
   /*
-   * Open holds (with include_details).
+   * Open holds (with include_details), oldest first; at most 1000 listed.
    */
   size_t n_open_holds;
   Credits__V1__Hold **open_holds;
