@@ -91,6 +91,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
             stop()
             finishIfDone()
         }
+        call.call.onRequestFailure { [self] _ in requestBroke() }
     }
 
     // MARK: Stream events
@@ -220,6 +221,18 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
     private func stop() {
         stopped = true
         call.call.pauseRequests()
+    }
+
+    /// The transport could not read the rest of the client's stream (a
+    /// record over the message limit, a stream ending inside a record, …):
+    /// with nothing applied and nothing in flight its status is true;
+    /// otherwise the call answers what was done, complete = false.
+    private func requestBroke() -> Bool {
+        guard !finished else { return false }
+        if response.applied == 0 && inFlight == 0 { return false }
+        stopped = true  // records in flight are still counted; complete stays false
+        finishIfDone()
+        return true
     }
 
     private func deadlinePassed() -> ServerCall.DeadlineAction {

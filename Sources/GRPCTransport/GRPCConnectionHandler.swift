@@ -497,8 +497,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {
-        guard let call = calls[streamID], !call.isFinished else {
-            // No call takes them (refused, reset, finished): the window comes back now.
+        guard let call = calls[streamID], !call.isFinished, !call.requestBroken else {
+            // No call takes them (refused, reset, finished, request given up): the window comes back now.
             session?.consumeStream(streamID, bytes.readableBytes)
             return
         }
@@ -507,11 +507,11 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.unconsumedRequestBytes += bytes.readableBytes
         inboundBytesBuffered(call.deframer.bufferedBytes - before)
         if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
-            failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
+            failRequest(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this connection"))
             return
         }
         if call.deframer.bufferedBytes > before && configuration.requestBudget.isExhausted {
-            failCall(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this server"))
+            failRequest(call, GRPCStatus(.resourceExhausted, "too many partly received bytes on this server"))
             return
         }
         drainMessages(call)
@@ -542,7 +542,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func drainMessages(_ call: ServerCall) {
         call.deliveringRequests = true
         defer { call.deliveringRequests = false }
-        while !call.isFinished && !call.requestsPaused {
+        while !call.isFinished && !call.requestsPaused && !call.requestBroken {
             let before = call.deframer.bufferedBytes
             let next: FramedMessage?
             do {
@@ -550,9 +550,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             } catch {
                 switch error {
                 case .messageTooLarge(let length, let limit):
-                    failCall(call, GRPCStatus(.resourceExhausted, "request message of \(length) bytes is larger than the limit of \(limit)"))
+                    failRequest(call, GRPCStatus(.resourceExhausted, "request message of \(length) bytes is larger than the limit of \(limit)"))
                 case .invalidCompressedFlag(let flag):
-                    failCall(call, GRPCStatus(.internalError, "invalid compressed flag \(flag)"))
+                    failRequest(call, GRPCStatus(.internalError, "invalid compressed flag \(flag)"))
                 }
                 return
             }
@@ -561,7 +561,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             var payload = message.payload
             if message.compressed {
                 guard call.requestEncoding == .gzip else {
-                    failCall(call, GRPCStatus(.internalError, "compressed message without a grpc-encoding"))
+                    failRequest(call, GRPCStatus(.internalError, "compressed message without a grpc-encoding"))
                     return
                 }
                 do {
@@ -569,9 +569,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 } catch {
                     switch error {
                     case .tooLarge(let limit):
-                        failCall(call, GRPCStatus(.resourceExhausted, "decompressed request message is larger than the limit of \(limit)"))
+                        failRequest(call, GRPCStatus(.resourceExhausted, "decompressed request message is larger than the limit of \(limit)"))
                     case .corrupt:
-                        failCall(call, GRPCStatus(.internalError, "corrupt gzip message"))
+                        failRequest(call, GRPCStatus(.internalError, "corrupt gzip message"))
                     }
                     return
                 }
@@ -600,9 +600,9 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func deliverEnd(_ call: ServerCall) {
         guard !call.requestEndDelivered else { return }
         call.requestEndDelivered = true
-        guard !call.isFinished else { return }
+        guard !call.isFinished, !call.requestBroken else { return }
         if call.deframer.hasPartialMessage {
-            failCall(call, GRPCStatus(.internalError, "stream ended inside a message"))
+            failRequest(call, GRPCStatus(.internalError, "stream ended inside a message"))
             return
         }
         guard !call.handlerEnded, let handler = call.handler else { return }
@@ -624,6 +624,30 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     /// Ends a call for a reason of the transport's (deadline, bad framing,
     /// limits): the client gets `status`, the handler a cancel.
+    /// The request stream broke (a message over a limit, bad compression, a
+    /// stream ending inside a message, request buffer budgets): the call
+    /// fails with `status`, unless its handler asked to answer such a call
+    /// itself (`ServerCall.onRequestFailure`); then it gets no more messages
+    /// (what the client still sends is discarded) and answers when it can.
+    private func failRequest(_ call: ServerCall, _ status: GRPCStatus) {
+        guard !call.isFinished else { return }
+        if let hook = call.requestFailureHandler {
+            call.requestFailureHandler = nil
+            if hook(status) {
+                call.requestBroken = true
+                inboundBytesBuffered(-call.deframer.bufferedBytes)
+                call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
+                if call.unconsumedRequestBytes > 0 {
+                    session?.consumeStream(call.streamID, call.unconsumedRequestBytes)
+                    call.unconsumedRequestBytes = 0
+                    scheduleFlush()
+                }
+                return
+            }
+        }
+        failCall(call, status)
+    }
+
     private func failCall(_ call: ServerCall, _ status: GRPCStatus) {
         guard !call.isFinished else { return }
         call.finish(status)

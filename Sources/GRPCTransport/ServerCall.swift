@@ -390,6 +390,7 @@ public final class ServerCall: @unchecked Sendable {
         outboundBytes = 0
         onWritable = nil
         drainWaiter = nil
+        requestFailureHandler = nil
         if !wasFinished { notifyHandlerCancelled() }
     }
 
@@ -405,6 +406,24 @@ public final class ServerCall: @unchecked Sendable {
         let callbacks = cancelCallbacks
         cancelCallbacks.removeAll()
         for callback in callbacks { callback() }
+    }
+
+    /// The handler answers a broken request stream itself (see `onRequestFailure`).
+    var requestFailureHandler: ((GRPCStatus) -> Bool)?
+    /// The request stream broke and the handler took over: nothing more is delivered.
+    var requestBroken = false
+
+    /// Asks `body` what a broken request stream means for this call (a
+    /// message over the size limit, bad compression, a stream ending inside
+    /// a message, request buffer budgets), instead of failing the call with
+    /// the transport's status at once. `body` gets that status; true: the
+    /// handler answers the call itself and gets no further messages (nor an
+    /// end); false: the call fails with that status. For a handler whose work
+    /// so far cannot be undone (a status would claim nothing was applied).
+    /// Event loop only; replaces an earlier one.
+    public func onRequestFailure(_ body: @escaping (GRPCStatus) -> Bool) {
+        eventLoop.preconditionInEventLoop()
+        requestFailureHandler = body
     }
 
     /// Asks `body` what to do when the deadline passes, instead of failing

@@ -12,6 +12,7 @@ import threading
 import time
 
 import grpc
+import pytest
 import h2.config
 import h2.connection
 import h2.events
@@ -392,3 +393,28 @@ def test_at_most_1000_failures_are_listed_and_failed_counts_all(cs, cchan, admin
     assert f.field_violations[-1].description == "13 more invalid fields are not listed"
     assert r.ByteSize() < 4 << 20
     assert t.summary(c) == (5, 5, 0)
+
+
+def test_a_record_over_the_message_limit_after_applied_ones_ends_ok_and_incomplete(cs, start_credits_server):
+    """The transport cannot read a record (larger than --max-message-bytes):
+    with records already applied or in flight the call is not failed (that
+    would claim nothing was applied) but answers what was done, complete =
+    false; with nothing applied, RESOURCE_EXHAUSTED as before."""
+    srv = start_credits_server("--max-message-bytes", "65536", name="import-toolarge")
+    ch = channel_for(srv)
+    t = Tenant(cs, ch, admin_actor(cs, ch))
+    prefix = uid("big-")
+    good = [record(cs, f"{prefix}:{i}", "big-client", 1).SerializeToString() for i in range(50)]
+    huge = record(cs, f"{prefix}:huge", "big-client", 1, note="x" * 100_000).SerializeToString()
+    after = [record(cs, f"{prefix}:after{i}", "big-client", 1).SerializeToString() for i in range(5)]
+    r = raw_import(cs, ch, t.staff_key.token, good + [huge] + after)
+    assert not r.complete and r.processed == 50 and r.applied == 50 and r.failed == 0
+    assert t.summary("big-client") == (50, 50, 0), "the 50 before it, nothing after"
+    # Nothing applied before the bad record: the transport's status stands.
+    with pytest.raises(grpc.RpcError) as e:
+        raw_import(cs, ch, t.staff_key.token, [huge] + after)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert t.summary("big-client") == (50, 50, 0)
+    ch.close()
+    srv.terminate()
+    verify_ok(srv.db)
