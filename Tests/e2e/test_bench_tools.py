@@ -64,7 +64,8 @@ def test_idle_connections_are_held_and_the_server_still_answers(start_credits_se
 
 def test_followers_benchmark_runs_and_reports_every_phase(tmp_path):
     """tools/bench/followers with tiny figures on the debug binaries: the
-    report has the three phases and the streams received messages."""
+    report has each followed phase after a run alone, and the streams
+    received messages."""
     from test_loadgen import loadgen_binary
     from conftest import credits_binary
 
@@ -74,11 +75,13 @@ def test_followers_benchmark_runs_and_reports_every_phase(tmp_path):
                         "--clients", "40", "--credits-bin", str(credits_binary()), "--loadgen-bin", str(loadgen_binary()),
                         "--markdown", str(out)], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| spends")]
-    assert len(rows) == 4, out.read_text()
-    assert "20 WatchBalance streams" in rows[1] and "3 SubscribeLedger streams" in rows[2]
-    assert "10 SubscribeLedger streams (one client each)" in rows[3]
-    for row in rows[1:]:
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 1 | spends")]
+    assert len(rows) == 6, out.read_text()
+    followed = rows[1::2]
+    assert all("spends alone" in row for row in rows[0::2])
+    assert "20 WatchBalance streams" in followed[0] and "3 SubscribeLedger streams (whole tenant)" in followed[1]
+    assert "10 SubscribeLedger streams (one client each)" in followed[2]
+    for row in followed:
         received = int(row.rstrip(" |").split("|")[-1].split()[0])
         assert received > 0, row
 
