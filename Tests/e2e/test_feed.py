@@ -22,6 +22,15 @@ from credits_api import Tenant, channel_for, rpc_error, uid, ts
 FEED_TIMEOUT = 60.0
 
 
+def dedicated_tenant(cs, start_credits_server, *args):
+    """A server of the test's own (started with `args`), a channel to it and a fresh tenant."""
+    from credits_api import admin_actor
+
+    srv = start_credits_server(*args)
+    ch = channel_for(srv)
+    return srv, ch, Tenant(cs, ch, admin_actor(cs, ch))
+
+
 def tenant_seq(t: Tenant) -> int:
     """The tenant's latest committed seq."""
     return t.staff.credit.GetBalance(t.cs.credits.GetBalanceRequest(client_id="nobody")).summary.seq
@@ -394,10 +403,7 @@ def rss_kib(pid: int) -> int:
 
 
 def test_subscriber_that_never_reads_is_ended_and_costs_bounded_memory(cs, start_credits_server):
-    srv = start_credits_server("--feed-stall-timeout-seconds", "4")
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server, "--feed-stall-timeout-seconds", "4")
     clients = [uid("s-") for _ in range(8)]
 
     def fill(i):
@@ -438,10 +444,7 @@ def test_subscriber_that_never_reads_is_ended_and_costs_bounded_memory(cs, start
 
 
 def test_slow_watcher_gets_the_latest_snapshot_not_a_backlog(cs, start_credits_server):
-    srv = start_credits_server()
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server)
     c = uid("slow-")
     t.order(c, 100000)
     # A window of 10 bytes: the first snapshot does not even fit.
@@ -461,10 +464,7 @@ def test_slow_watcher_gets_the_latest_snapshot_not_a_backlog(cs, start_credits_s
 
 
 def test_too_many_streams_are_refused(cs, start_credits_server):
-    srv = start_credits_server("--max-feed-streams", "2")
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server, "--max-feed-streams", "2")
     a = t.staff.feed.WatchBalance(cs.feed.WatchBalanceRequest(client_id="a"), timeout=FEED_TIMEOUT)
     next(a)
     b = Collector(t.staff, cs, from_seq=0)
@@ -481,10 +481,7 @@ def test_too_many_streams_are_refused(cs, start_credits_server):
 
 
 def test_shutdown_ends_streams_with_unavailable(cs, start_credits_server):
-    srv = start_credits_server()
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server)
     feed = Collector(t.staff, cs, from_seq=0)
     assert feed.wait_for(lambda f: f.progress)
     t0 = time.time()
@@ -528,10 +525,7 @@ def test_a_replay_larger_than_the_connection_buffer_is_never_cut_off(cs, start_c
     history is either within the tenant's shared tail (800 entries of
     ~0.5 KB) or larger than it (2,400 of ~1.1 KB: the replay reads its first
     pages from SQLite, then the tail)."""
-    srv = start_credits_server("--max-response-buffer-bytes-per-connection", "65536")
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server, "--max-response-buffer-bytes-per-connection", "65536")
     live = [Collector(t.staff, cs, from_seq=0) for _ in range(2)]
     for f in live:
         assert f.wait_for(lambda f: f.progress)

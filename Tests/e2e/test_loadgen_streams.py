@@ -7,7 +7,8 @@ import json
 import subprocess
 import time
 
-from credits_api import Tenant, channel_for, uid
+from credits_api import uid
+from test_feed import dedicated_tenant
 from test_loadgen import loadgen_binary
 
 
@@ -17,10 +18,7 @@ def start_loadgen(server, token, *args):
 
 
 def test_tail_prints_the_feed_then_follows_live(cs, start_credits_server, tmp_path):
-    srv = start_credits_server()
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server)
     c = uid("tail-")
     t.order(c, 500)
     t.spend(c, 20)
@@ -43,10 +41,7 @@ def test_tail_prints_the_feed_then_follows_live(cs, start_credits_server, tmp_pa
 
 
 def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tmp_path):
-    srv = start_credits_server()
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server)
     prefix = uid("watch-")
     c = prefix + "0"  # stream 0 watches <client-prefix>0
     t.order(c, 1000)
@@ -66,10 +61,7 @@ def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tm
 
 
 def test_many_watchers_are_counted(cs, start_credits_server, tmp_path):
-    srv = start_credits_server()
-    ch = channel_for(srv)
-    from credits_api import admin_actor
-    t = Tenant(cs, ch, admin_actor(cs, ch))
+    srv, ch, t = dedicated_tenant(cs, start_credits_server)
     prefix = uid("many-")
     out = tmp_path / "watchers.json"
     p = start_loadgen(srv, t.app_key.token, "--scenario", "watch", "--client-prefix", prefix, "--clients", "50",
