@@ -89,6 +89,10 @@ enum ErrorMapping {
             return RPCError(.deadlineExceeded, "deadline passed before the write was applied; nothing changed", reason: "DEADLINE_EXCEEDED")
         case .withdrawn:
             return RPCError(.cancelled, "the call ended before the write was applied; nothing changed", reason: "CANCELLED")
+        case .inconsistent:
+            // The details (ids, amounts) go to the operator's verify, not to the caller.
+            return RPCError(.dataLoss, "the ledger's records for this read do not add up; nothing was changed (run credits verify)",
+                            reason: "LEDGER_INCONSISTENT")
         case .overloaded(let limit):
             return RPCError(.unavailable, "write queue full (\(limit)); retry with the same idempotency key", reason: "OVERLOADED")
         case .unavailable:

@@ -120,7 +120,7 @@ struct BalanceHistory {
             .first({ (available: $0.int(0), held: $0.int(1)) }) else {
             return BalanceSummary(clientId: client, availableMinor: 0, heldMinor: 0, seq: seq)
         }
-        precondition(last.available >= 0 && last.held >= 0, "negative balance stored after an entry")
+        guard last.available >= 0 && last.held >= 0 else { throw LedgerError.inconsistent("negative balance stored after an entry of \(client)") }
         return BalanceSummary(clientId: client, availableMinor: last.available, heldMinor: last.held, seq: seq)
     }
 
@@ -139,7 +139,7 @@ struct BalanceHistory {
             .first({ (available: $0.int(0), held: $0.int(1)) }) else {
             return ClientBalanceState(lots: [], holds: [])
         }
-        precondition(last.available >= 0 && last.held >= 0, "negative balance stored after an entry")
+        guard last.available >= 0 && last.held >= 0 else { throw LedgerError.inconsistent("negative balance stored after an entry of \(client)") }
         let lots = try lots(afterSeq: seq, remainingMinor: last.available + last.held)
         let holds = try openHolds(afterSeq: seq, heldMinor: last.held)
         // The same rows, in the same order, as today's read of the lots and
@@ -171,10 +171,14 @@ struct BalanceHistory {
             guard let lot = try lot(lotId, afterSeq: seq) else { return true }
             found.append(lot)
             foundMinor += lot.remainingMinor
-            precondition(foundMinor <= total, "lots of \(client) after seq \(seq) hold \(foundMinor), more than the balance \(total)")
+            guard foundMinor <= total else {
+                throw LedgerError.inconsistent("lots of \(client) after seq \(seq) hold \(foundMinor), more than the balance \(total)")
+            }
             return foundMinor < total
         }
-        precondition(foundMinor == total, "lots of \(client) after seq \(seq) hold \(foundMinor), the balance then is \(total)")
+        guard foundMinor == total else {
+            throw LedgerError.inconsistent("lots of \(client) after seq \(seq) hold \(foundMinor), the balance then is \(total)")
+        }
         return found
     }
 
@@ -182,10 +186,12 @@ struct BalanceHistory {
     private func lot(_ id: String, afterSeq seq: Int64) throws -> Lot? {
         let (remaining, held) = try db.statement(SQL.lotSums).bind(.text(tenant), .text(id), .int(seq))
             .first { ($0.int(0), $0.int(1)) } ?? (0, 0)
-        precondition(held >= 0 && held <= remaining, "lot \(id) after seq \(seq): held \(held), remaining \(remaining)")
+        guard held >= 0 && held <= remaining else {
+            throw LedgerError.inconsistent("lot \(id) after seq \(seq): held \(held), remaining \(remaining)")
+        }
         guard remaining > 0 else { return nil }
         guard var lot = try db.statement(SQL.lot).bind(.text(tenant), .text(id)).first(LedgerStore.readLot) else {
-            preconditionFailure("allocation to unknown lot \(id)")
+            throw LedgerError.inconsistent("allocation to unknown lot \(id)")
         }
         lot.remainingMinor = remaining
         lot.heldMinor = held
@@ -210,17 +216,23 @@ struct BalanceHistory {
             if let spendId = hold.spendId {
                 settledMinor += try captured.bind(.text(tenant), .text(spendId), .int(seq)).first { $0.int(0) } ?? 0
             }
-            precondition(settledMinor >= 0 && settledMinor <= hold.amountMinor, "hold \(hold.id) settled \(settledMinor) of \(hold.amountMinor)")
+            guard settledMinor >= 0 && settledMinor <= hold.amountMinor else {
+                throw LedgerError.inconsistent("hold \(hold.id) settled \(settledMinor) of \(hold.amountMinor)")
+            }
             guard settledMinor < hold.amountMinor else { return true }
             hold.state = .held
             hold.capturedMinor = 0
             hold.spendId = nil
             found.append(hold)
             foundMinor += hold.amountMinor - settledMinor
-            precondition(foundMinor <= total, "holds of \(client) open after seq \(seq) hold \(foundMinor), more than \(total)")
+            guard foundMinor <= total else {
+                throw LedgerError.inconsistent("holds of \(client) open after seq \(seq) hold \(foundMinor), more than \(total)")
+            }
             return foundMinor < total
         }
-        precondition(foundMinor == total, "holds of \(client) open after seq \(seq) hold \(foundMinor), the held balance then is \(total)")
+        guard foundMinor == total else {
+            throw LedgerError.inconsistent("holds of \(client) open after seq \(seq) hold \(foundMinor), the held balance then is \(total)")
+        }
         return found
     }
 

@@ -56,6 +56,9 @@ public enum LedgerError: Error, Equatable, Sendable {
     /// The caller withdrew the write (stream cancelled, deadline) before the
     /// writer took it; nothing changed.
     case withdrawn
+    /// Stored records that must agree do not (a read found it; nothing was
+    /// changed): `credits verify` names what is wrong.
+    case inconsistent(String)
     /// The write queue is full; retry later.
     case overloaded(queueLimit: Int)
     /// The ledger is shutting down.

@@ -208,3 +208,27 @@ extension EntryTail<Int>.Item: Equatable {
         #expect(summaryOnly.summary.availableMinor == 1_150)
     }
 }
+
+@Suite struct AsOfInconsistencyTests {
+    /// Records that do not add up make an as-of read fail (`inconsistent`,
+    /// DATA_LOSS to the caller), not stop the process.
+    @Test func aTamperedAfterBalanceIsReportedNotFatal() throws {
+        let fx = try Fixture()
+        defer { fx.finish() }
+        try fx.order("c", 100, validDays: 1)
+        try fx.spend("c", 10)
+        let seq = fx.lastSeq
+        let db = try SQLiteConnection(path: fx.path)
+        try db.execute("UPDATE entries SET available_after_minor = available_after_minor + 5 WHERE seq = \(seq)")
+        #expect(throws: LedgerError.self) {
+            _ = try fx.reader.balance(tenant: fx.tenant, client: "c", asOf: .seq(seq), details: true)
+        }
+        do {
+            _ = try fx.reader.balance(tenant: fx.tenant, client: "c", asOf: .seq(seq), details: true)
+        } catch let error as LedgerError {
+            guard case .inconsistent = error else { Issue.record("expected inconsistent, got \(error)"); return }
+        }
+        // Put it back: verify at finish stays clean.
+        try db.execute("UPDATE entries SET available_after_minor = available_after_minor - 5 WHERE seq = \(seq)")
+    }
+}
