@@ -183,6 +183,7 @@ struct Serve: ParsableCommand {
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         health.setStatus(.serving, for: "")
         logger.info("serving", metadata: [
+            "version": "\(CreditsVersion.number)",
             "address": "\(address)", "db": "\(dbURL.path)", "sync": "\(sync.rawValue)", "threads": "\(threads)",
             "services": "\(router.serviceNames.joined(separator: ","))",
         ])
