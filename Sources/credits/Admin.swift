@@ -1,6 +1,7 @@
 import ArgumentParser
 import CreditsAPI
 import Foundation
+import NIOCore
 import Ledger
 
 enum SyncMode: String, ExpressibleByArgument, CaseIterable {
@@ -8,11 +9,36 @@ enum SyncMode: String, ExpressibleByArgument, CaseIterable {
     case normal
 }
 
+/// An error for people at a shell: one line, no Foundation or NIO internals.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+
+    /// The plain reason of a file or socket error ("No such file or directory").
+    static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        return ns.localizedDescription
+    }
+}
+
 enum AdminToken {
     /// From the file, else CREDITS_ADMIN_KEY; nil when neither is set.
     static func load(file: String?) throws -> String? {
         if let file {
-            let text = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard access(file, R_OK) == 0 else {
+                throw CLIError("cannot read the admin key file \(file): \(String(cString: strerror(errno)))")
+            }
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw CLIError("cannot read the admin key file \(file): \(CLIError.reason(error))")
+            }
             guard text.utf8.count >= 16 else { throw ValidationError("the admin key in \(file) must be at least 16 characters") }
             return text
         }

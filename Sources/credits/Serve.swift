@@ -179,7 +179,13 @@ struct Serve: ParsableCommand {
         configuration.logger = Logger(label: "credits.transport")
 
         let server = GRPCServer(configuration: configuration, router: router)
-        let address = try server.start()
+        let address: SocketAddress
+        do {
+            address = try server.start()
+        } catch {
+            ledger.close()
+            throw CLIError("cannot listen on \(host):\(port): \(CLIError.reason(error))")
+        }
         for service in router.serviceNames { health.setStatus(.serving, for: service) }
         health.setStatus(.serving, for: "")
         logger.info("serving", metadata: [

@@ -38,3 +38,18 @@ def test_json_log_lines_have_millisecond_utc_times_and_the_version(start_credits
         assert re.fullmatch(STAMP, o["time"]), o
     serving = [o for o in objects if o["message"] == "serving"]
     assert len(serving) == 1 and re.fullmatch(r"\d+\.\d+\.\d+", serving[0]["version"]), serving
+
+
+def test_cli_errors_are_one_readable_line(start_credits_server, tmp_path):
+    binary = str(credits_binary())
+    r = subprocess.run([binary, "serve", "--admin-key-file", str(tmp_path / "missing.key"), "--db", str(tmp_path / "a.sqlite"),
+                        "--port", "1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert f"Error: cannot read the admin key file {tmp_path / 'missing.key'}: No such file or directory" in r.stderr, r.stderr
+    assert "NSCocoaErrorDomain" not in r.stderr
+    srv = start_credits_server()
+    r = subprocess.run([binary, "serve", "--port", str(srv.port), "--db", str(tmp_path / "b.sqlite")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert f"Error: cannot listen on 127.0.0.1:{srv.port}: Address already in use" in r.stderr, r.stderr
+    assert "errno" not in r.stderr and "bind(" not in r.stderr
