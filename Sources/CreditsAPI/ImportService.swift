@@ -262,13 +262,13 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         failure.reason = error.reason ?? "\(error.code)"
         failure.message = GRPCStatus.bounded(error.message, maxBytes: maxFailureTextBytes)
         failure.fieldViolations = error.fieldViolations.prefix(maxViolationsPerFailure).map {
-            var v = Google_Rpc_BadRequest.FieldViolation()
+            var v = Credits_V1_FieldViolation()
             v.field = GRPCStatus.bounded($0.field, maxBytes: 100)
             v.description_p = GRPCStatus.bounded($0.description, maxBytes: 100)
             return v
         }
         if error.fieldViolations.count > maxViolationsPerFailure {
-            var more = Google_Rpc_BadRequest.FieldViolation()
+            var more = Credits_V1_FieldViolation()
             more.description_p = "\(error.fieldViolations.count - maxViolationsPerFailure) more invalid fields are not listed"
             failure.fieldViolations.append(more)
         }

@@ -35,3 +35,23 @@ def test_every_error_reason_the_server_sends_is_documented():
         elif not re.search(rf"\b{reason}\b", protos):
             missing.append(f"{reason} not in proto/credits/v1")
     assert not missing, missing
+
+
+def test_the_contract_imports_only_well_known_types():
+    """proto/credits/v1 needs nothing a stock protoc lacks (README: "A client
+    in another language"), and stock grpc_tools generates importable stubs."""
+    import subprocess
+    import sys
+    import tempfile
+
+    for path in (ROOT / "proto" / "credits" / "v1").glob("*.proto"):
+        for imported in re.findall(r'^import "([^"]+)";', path.read_text(), flags=re.M):
+            assert imported.startswith(("credits/v1/", "google/protobuf/")), f"{path.name} imports {imported}"
+    with tempfile.TemporaryDirectory() as out:
+        files = sorted(str(p) for p in (ROOT / "proto" / "credits" / "v1").glob("*.proto"))
+        r = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
+                            f"--grpc_python_out={out}", *files], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([sys.executable, "-c", "import credits.v1.credits_pb2_grpc, credits.v1.feed_pb2_grpc"],
+                           cwd=out, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr

@@ -45,6 +45,7 @@ extension ProtoRegistry {
         Credits_V1_DeactivateCreditPackageRequest.self,
         Credits_V1_DisableMembershipCreditRuleRequest.self,
         Credits_V1_FeedProgress.self,
+        Credits_V1_FieldViolation.self,
         Credits_V1_GetBalanceRequest.self,
         Credits_V1_GetClientPackageRequest.self,
         Credits_V1_GetCouponRequest.self,

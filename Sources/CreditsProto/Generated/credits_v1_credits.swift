@@ -496,7 +496,17 @@ public struct Credits_V1_ImportRecordFailure: ProtoMessage, Hashable {
     public var recordKey: String = ""
     public var reason: String = ""
     public var message: String = ""
-    public var fieldViolations: [Google_Rpc_BadRequest.FieldViolation] = []
+    public var fieldViolations: [Credits_V1_FieldViolation] = []
+
+    public init() {}
+}
+
+/// `credits.v1.FieldViolation`
+public struct Credits_V1_FieldViolation: ProtoMessage, Hashable {
+    public static let protoMessageName = "credits.v1.FieldViolation"
+
+    public var field: String = ""
+    public var description_p: String = ""
 
     public init() {}
 }
@@ -1300,6 +1310,22 @@ extension Credits_V1_ImportRecordFailure {
         w.value(2, reason)
         w.value(3, message)
         if !fieldViolations.isEmpty { w.repeated(4, fieldViolations) }
+    }
+}
+
+extension Credits_V1_FieldViolation: _ProtoCValue {}
+
+extension Credits_V1_FieldViolation {
+    public static let _protoDescriptor = ProtoDescriptor(credits_desc_credits__v1__field_violation(), fieldNumbers: [1, 2])
+
+    public init(_protoReader r: ProtoReader) {
+        field = r.value(0)
+        description_p = r.value(1)
+    }
+
+    public func _protoWrite(to w: ProtoWriter) {
+        w.value(0, field)
+        w.value(1, description_p)
     }
 }
 

@@ -202,6 +202,10 @@ const ProtobufCMessageDescriptor *credits_desc_credits__v1__feed_progress(void) 
   return &credits__v1__feed_progress__descriptor;
 }
 
+const ProtobufCMessageDescriptor *credits_desc_credits__v1__field_violation(void) {
+  return &credits__v1__field_violation__descriptor;
+}
+
 const ProtobufCMessageDescriptor *credits_desc_credits__v1__get_balance_request(void) {
   return &credits__v1__get_balance_request__descriptor;
 }

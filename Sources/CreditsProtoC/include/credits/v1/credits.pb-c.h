@@ -16,7 +16,6 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "credits/v1/common.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "google/rpc/error_details.pb-c.h"
 
 typedef struct Credits__V1__PurchaseCreditPackageRequest Credits__V1__PurchaseCreditPackageRequest;
 typedef struct Credits__V1__PurchaseCreditPackageResponse Credits__V1__PurchaseCreditPackageResponse;
@@ -50,6 +49,7 @@ typedef struct Credits__V1__ListLedgerEntriesRequest Credits__V1__ListLedgerEntr
 typedef struct Credits__V1__ListLedgerEntriesResponse Credits__V1__ListLedgerEntriesResponse;
 typedef struct Credits__V1__ImportLotRecord Credits__V1__ImportLotRecord;
 typedef struct Credits__V1__ImportRecordFailure Credits__V1__ImportRecordFailure;
+typedef struct Credits__V1__FieldViolation Credits__V1__FieldViolation;
 typedef struct Credits__V1__ImportLotsResponse Credits__V1__ImportLotsResponse;
 typedef struct Credits__V1__GetOperationRequest Credits__V1__GetOperationRequest;
 typedef struct Credits__V1__Operation Credits__V1__Operation;
@@ -768,14 +768,37 @@ struct  Credits__V1__ImportRecordFailure
   char *reason;
   char *message;
   /*
-   * For INVALID_ARGUMENT: each bad field of the record.
+   * For INVALID_ARGUMENT: each bad field of the record (at most 8, then one
+   * saying how many more).
    */
   size_t n_field_violations;
-  Google__Rpc__BadRequest__FieldViolation **field_violations;
+  Credits__V1__FieldViolation **field_violations;
 };
 #define CREDITS__V1__IMPORT_RECORD_FAILURE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&credits__v1__import_record_failure__descriptor) \
     , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+/*
+ * One invalid field of a record: the same fields and numbers as
+ * google.rpc.BadRequest.FieldViolation, so that this file needs no import
+ * beyond the well-known types.
+ */
+struct  Credits__V1__FieldViolation
+{
+  ProtobufCMessage base;
+  /*
+   * A path to the field, e.g. "amount_minor" or "scope.centers[1]".
+   */
+  char *field;
+  /*
+   * Why the value is not valid.
+   */
+  char *description;
+};
+#define CREDITS__V1__FIELD_VIOLATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&credits__v1__field_violation__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -1466,6 +1489,25 @@ Credits__V1__ImportRecordFailure *
 void   credits__v1__import_record_failure__free_unpacked
                      (Credits__V1__ImportRecordFailure *message,
                       ProtobufCAllocator *allocator);
+/* Credits__V1__FieldViolation methods */
+void   credits__v1__field_violation__init
+                     (Credits__V1__FieldViolation         *message);
+size_t credits__v1__field_violation__get_packed_size
+                     (const Credits__V1__FieldViolation   *message);
+size_t credits__v1__field_violation__pack
+                     (const Credits__V1__FieldViolation   *message,
+                      uint8_t             *out);
+size_t credits__v1__field_violation__pack_to_buffer
+                     (const Credits__V1__FieldViolation   *message,
+                      ProtobufCBuffer     *buffer);
+Credits__V1__FieldViolation *
+       credits__v1__field_violation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   credits__v1__field_violation__free_unpacked
+                     (Credits__V1__FieldViolation *message,
+                      ProtobufCAllocator *allocator);
 /* Credits__V1__ImportLotsResponse methods */
 void   credits__v1__import_lots_response__init
                      (Credits__V1__ImportLotsResponse         *message);
@@ -1620,6 +1662,9 @@ typedef void (*Credits__V1__ImportLotRecord_Closure)
                   void *closure_data);
 typedef void (*Credits__V1__ImportRecordFailure_Closure)
                  (const Credits__V1__ImportRecordFailure *message,
+                  void *closure_data);
+typedef void (*Credits__V1__FieldViolation_Closure)
+                 (const Credits__V1__FieldViolation *message,
                   void *closure_data);
 typedef void (*Credits__V1__ImportLotsResponse_Closure)
                  (const Credits__V1__ImportLotsResponse *message,
@@ -1845,6 +1890,7 @@ extern const ProtobufCMessageDescriptor credits__v1__list_ledger_entries_request
 extern const ProtobufCMessageDescriptor credits__v1__list_ledger_entries_response__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__import_lot_record__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__import_record_failure__descriptor;
+extern const ProtobufCMessageDescriptor credits__v1__field_violation__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__import_lots_response__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__get_operation_request__descriptor;
 extern const ProtobufCMessageDescriptor credits__v1__operation__descriptor;

@@ -1447,6 +1447,51 @@ void   credits__v1__import_record_failure__free_unpacked
   assert(message->base.descriptor == &credits__v1__import_record_failure__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   credits__v1__field_violation__init
+                     (Credits__V1__FieldViolation         *message)
+{
+  static const Credits__V1__FieldViolation init_value = CREDITS__V1__FIELD_VIOLATION__INIT;
+  *message = init_value;
+}
+size_t credits__v1__field_violation__get_packed_size
+                     (const Credits__V1__FieldViolation *message)
+{
+  assert(message->base.descriptor == &credits__v1__field_violation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t credits__v1__field_violation__pack
+                     (const Credits__V1__FieldViolation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &credits__v1__field_violation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t credits__v1__field_violation__pack_to_buffer
+                     (const Credits__V1__FieldViolation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &credits__v1__field_violation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Credits__V1__FieldViolation *
+       credits__v1__field_violation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Credits__V1__FieldViolation *)
+     protobuf_c_message_unpack (&credits__v1__field_violation__descriptor,
+                                allocator, len, data);
+}
+void   credits__v1__field_violation__free_unpacked
+                     (Credits__V1__FieldViolation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &credits__v1__field_violation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   credits__v1__import_lots_response__init
                      (Credits__V1__ImportLotsResponse         *message)
 {
@@ -4299,7 +4344,7 @@ static const ProtobufCFieldDescriptor credits__v1__import_record_failure__field_
     PROTOBUF_C_TYPE_MESSAGE,
     offsetof(Credits__V1__ImportRecordFailure, n_field_violations),
     offsetof(Credits__V1__ImportRecordFailure, field_violations),
-    &google__rpc__bad_request__field_violation__descriptor,
+    &credits__v1__field_violation__descriptor,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
@@ -4330,6 +4375,57 @@ const ProtobufCMessageDescriptor credits__v1__import_record_failure__descriptor 
   credits__v1__import_record_failure__field_indices_by_name,
   1,  credits__v1__import_record_failure__number_ranges,
   (ProtobufCMessageInit) credits__v1__import_record_failure__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor credits__v1__field_violation__field_descriptors[2] =
+{
+  {
+    "field",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__FieldViolation, field),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "description",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Credits__V1__FieldViolation, description),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned credits__v1__field_violation__field_indices_by_name[] = {
+  1,   /* field[1] = description */
+  0,   /* field[0] = field */
+};
+static const ProtobufCIntRange credits__v1__field_violation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor credits__v1__field_violation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "credits.v1.FieldViolation",
+  "FieldViolation",
+  "Credits__V1__FieldViolation",
+  "credits.v1",
+  sizeof(Credits__V1__FieldViolation),
+  2,
+  credits__v1__field_violation__field_descriptors,
+  credits__v1__field_violation__field_indices_by_name,
+  1,  credits__v1__field_violation__number_ranges,
+  (ProtobufCMessageInit) credits__v1__field_violation__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor credits__v1__import_lots_response__field_descriptors[7] =
