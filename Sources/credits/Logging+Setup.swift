@@ -23,16 +23,23 @@ enum LogSetup {
     }
 }
 
-/// One JSON object per line on stderr: time, level, label, message, metadata.
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+/// A log handler that keeps its metadata in a stored property.
+protocol StoredMetadataLogHandler: LogHandler {
+    var metadata: Logger.Metadata { get set }
+}
 
+extension StoredMetadataLogHandler {
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
+}
+
+/// One JSON object per line on stderr: time, level, label, message, metadata.
+struct JSONLogHandler: StoredMetadataLogHandler {
+    let label: String
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
 
     func log(event: LogEvent) {
         var object: [String: String] = [
@@ -74,15 +81,10 @@ enum LogTime {
 
 /// One line per event on stderr, like swift-log's stream handler, with
 /// millisecond UTC timestamps: `time level label: metadata [source] message`.
-struct TextLogHandler: LogHandler {
+struct TextLogHandler: StoredMetadataLogHandler {
     let label: String
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
 
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
