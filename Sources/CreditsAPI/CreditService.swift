@@ -84,28 +84,14 @@ struct CreditServiceRoutes {
             check.id(req.clientID, "client_id")
             let asOf = Self.balanceAsOf(req, &check)
             try check.finish()
-            var r = Credits_V1_Balance()
-            let snapshot: BalanceSnapshot
-            if let asOf {
-                // As-of reads go to SQLite (the balance cache holds only the present).
-                let historic = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, asOf: asOf, details: req.includeDetails)
-                snapshot = historic.balance
-                r.asOfTime = Convert.timestamp(historic.asOfMicros)
-            } else {
-                snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
+            guard let asOf else {
+                let snapshot = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, details: req.includeDetails)
+                return Convert.balance(snapshot, currency: ctx.currency, details: req.includeDetails)
             }
-            r.summary = Convert.summary(snapshot.summary, currency: ctx.currency)
-            r.pendingExpiryMinor = snapshot.pendingExpiryMinor
-            if req.includeDetails {
-                r.lots = snapshot.lots.map(Convert.lot)
-                r.centers = snapshot.centers.map {
-                    var c = Credits_V1_CenterBalance()
-                    c.centerID = $0.centerId
-                    c.remainingMinor = $0.remainingMinor
-                    return c
-                }
-                r.openHolds = snapshot.openHolds.map(Convert.hold)
-            }
+            // As-of reads go to SQLite (the balance cache holds only the present).
+            let historic = try ctx.reader.balance(tenant: ctx.tenantId, client: req.clientID, asOf: asOf, details: req.includeDetails)
+            var r = Convert.balance(historic.balance, currency: ctx.currency, details: req.includeDetails)
+            r.asOfTime = Convert.timestamp(historic.asOfMicros)
             return r
         }
     }

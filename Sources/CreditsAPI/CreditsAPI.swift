@@ -24,9 +24,6 @@ public final class CreditsAPI: Sendable {
             + FeedServiceRoutes(core: core, hub: hub).routes
     }
 
-    /// Feed and watch streams open now.
-    public var openStreams: Int { hub.openStreams }
-
     /// At shutdown, before the transport drains: feed and watch streams
     /// never end by themselves, so they are ended (UNAVAILABLE) and refused.
     public func endStreams() {

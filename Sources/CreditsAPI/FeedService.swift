@@ -40,6 +40,7 @@ final class StreamHub: @unchecked Sendable {
     /// Reads new entries for the tails (the notifier thread only).
     private var tailReader: LedgerReader?
     private let makeReader: () throws -> LedgerReader
+    private let allocator = ByteBufferAllocator()
     private var watches: [LedgerClientKey: [ObjectIdentifier: BalanceWatch]] = [:]
     private var open = 0
     private var closed = false
@@ -58,8 +59,6 @@ final class StreamHub: @unchecked Sendable {
             return true
         }
     }
-
-    var openStreams: Int { lock.withLock { open } }
 
     /// Registers a feed; returns its tenant's shared tail (created at
     /// `committedSeq`, a seq known committed, by the tenant's first feed).
@@ -119,14 +118,6 @@ final class StreamHub: @unchecked Sendable {
         }
     }
 
-    /// A stream admitted but never registered (its request was refused).
-    func release() {
-        lock.withLock {
-            open -= 1
-            assert(open >= 0)
-        }
-    }
-
     /// Called on the ledger's notifier thread: first the tails of tenants
     /// with feeds take in the new entries (one read and one encoding per
     /// entry, whatever the number of feeds), then the streams are woken.
@@ -179,12 +170,9 @@ final class StreamHub: @unchecked Sendable {
             while tail.end < seq {
                 let page = try reader.feedPage(tenant: tenant, afterSeq: tail.end, clients: [], types: [], limit: LedgerLimits.maxPageSize)
                 let items = page.entries.map { entry -> FeedTail.Item in
-                    var message = Credits_V1_LedgerFeedMessage()
-                    message.message = .entry(Convert.entry(entry))
-                    var buffer = ByteBufferAllocator().buffer(capacity: 256)
-                    _ = message.serialize(into: &buffer)
-                    return FeedTail.Item(seq: entry.seq, clientId: entry.clientId, type: entry.type, payload: buffer,
-                                         bytes: buffer.readableBytes)
+                    let payload = FeedSubscription.encode(entry, allocator: allocator)
+                    return FeedTail.Item(seq: entry.seq, clientId: entry.clientId, type: entry.type, payload: payload,
+                                         bytes: payload.readableBytes)
                 }
                 tail.append(items, through: page.scannedThrough)
                 if page.scannedThrough >= page.tenantSeq { break }
@@ -244,25 +232,21 @@ struct FeedServiceRoutes {
         }
         let interval = req.progressIntervalSeconds
         if interval != 0 && !(1...300).contains(interval) { check.add("progress_interval_seconds", "must be 0 or 1…300") }
+        let tip: Int64
         do {
             try check.finish()
-            let tip = try ctx.reader.tenantSeq(ctx.tenantId)
-            if req.fromSeq > tip {
-                throw RPCErrorBox(RPCError(.invalidArgument, "from_seq \(req.fromSeq) is beyond the tenant's latest seq \(tip)",
-                                           reason: "INVALID_ARGUMENT",
-                                           fieldViolations: [.init(field: "from_seq", description: "is beyond the latest seq \(tip)")]))
-            }
+            tip = try ctx.reader.tenantSeq(ctx.tenantId)
         } catch {
             call.fail(ErrorMapping.rpcError(any: error))
             return
         }
+        if req.fromSeq > tip { return call.fail(RPCError.invalid("from_seq", "is beyond the tenant's latest seq \(tip)")) }
         guard hub.admit() else { return call.fail(Self.tooManyStreams) }
-        let committed = (try? ctx.reader.tenantSeq(ctx.tenantId)) ?? req.fromSeq
         let feed = FeedSubscription(
             call: call, core: core, hub: hub, tenant: ctx.tenantId, fromSeq: req.fromSeq,
             clients: Array(Set(req.clientIds)).sorted(), types: types,
             progressInterval: interval == 0 ? hub.limits.defaultProgressInterval : .seconds(Int64(interval)))
-        feed.start(committedSeq: committed)
+        feed.start(committedSeq: tip)
     }
 
     func watch(_ req: Credits_V1_WatchBalanceRequest, _ call: ProtoCall<Credits_V1_BalanceUpdate>, _ ctx: CallContext) {
@@ -296,6 +280,15 @@ final class FeedSubscription: @unchecked Sendable {
     static let pagesPerTurn = 4
     /// Tail entries a filtered feed looks at per page at most.
     static let tailScan = 4_096
+
+    /// An entry as a serialized feed message (the tail and the SQLite pages alike).
+    static func encode(_ entry: LedgerEntry, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var message = Message()
+        message.message = .entry(Convert.entry(entry))
+        var buffer = allocator.buffer(capacity: 256)
+        _ = message.serialize(into: &buffer)
+        return buffer
+    }
 
     let call: ProtoCall<Message>
     let core: APICore
@@ -402,11 +395,7 @@ final class FeedSubscription: @unchecked Sendable {
             payloads.reserveCapacity(page.entries.count)
             for entry in page.entries {
                 assert(entry.seq > cursor, "each entry once, in seq order")
-                var message = Message()
-                message.message = .entry(Convert.entry(entry))
-                var buffer = call.call.allocator.buffer(capacity: 256)
-                _ = message.serialize(into: &buffer)
-                payloads.append(buffer)
+                payloads.append(Self.encode(entry, allocator: call.call.allocator))
                 cursor = entry.seq
             }
             if !payloads.isEmpty {

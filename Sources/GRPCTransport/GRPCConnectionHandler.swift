@@ -635,13 +635,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             call.requestFailureHandler = nil
             if hook(status) {
                 call.requestBroken = true
-                inboundBytesBuffered(-call.deframer.bufferedBytes)
-                call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
-                if call.unconsumedRequestBytes > 0 {
-                    session?.consumeStream(call.streamID, call.unconsumedRequestBytes)
-                    call.unconsumedRequestBytes = 0
-                    scheduleFlush()
-                }
+                discardRequestBytes(call)
                 return
             }
         }
@@ -652,9 +646,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard !call.isFinished else { return }
         call.finish(status)
         call.notifyHandlerCancelled()
+        discardRequestBytes(call)
+    }
+
+    /// Drops what the call's deframer holds and gives the stream's whole
+    /// receive window back (the call takes no more messages).
+    private func discardRequestBytes(_ call: ServerCall) {
         inboundBytesBuffered(-call.deframer.bufferedBytes)
         call.deframer = MessageDeframer(maxMessageLength: configuration.maxReceiveMessageBytes, allocator: call.allocator)
-        giveBackWindow(call)  // finished: all of it
+        giveBackWindow(call)  // nothing waits in the deframer now: all of it
     }
 
     /// Notes a stream answered before its request was read: see `refusedStreams`.

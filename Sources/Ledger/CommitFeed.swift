@@ -46,7 +46,6 @@ public final class CommitFeed: @unchecked Sendable {
     private var nextListenerID = 0
     private var stopping = false
     private var thread: Thread?
-    private(set) var noticesSent = 0
 
     init() {}
 
@@ -130,7 +129,6 @@ public final class CommitFeed: @unchecked Sendable {
             for key in touched { clients.insert(LedgerClientKey(tenant: key.tenant, client: key.client)) }
             let notice = CommitNotice(tenantSeqs: seqs, clients: clients, everyClient: every)
             for listener in current { listener(notice) }
-            noticesSent += 1
         }
     }
 }

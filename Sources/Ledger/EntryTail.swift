@@ -121,14 +121,6 @@ public final class EntryTail<Payload>: @unchecked Sendable {
     /// cover through; nil when `after` is before the tail's start (read the
     /// database instead) or nothing is newer.
     public func read(after: Int64, limit: Int) -> (items: [Item], through: Int64)? {
-        precondition(limit > 0)
-        return state.withLock { s in
-            guard after >= s.start, after < s.end else { return nil }
-            let from = s.head + Int(after - s.start)
-            let to = min(s.items.count, from + limit)
-            let slice = Array(s.items[from..<to])
-            assert(slice.first?.seq == after + 1, "contiguous seqs")
-            return (slice, to == s.items.count ? s.end : slice[slice.count - 1].seq)
-        }
+        read(after: after, limit: limit, scanning: limit) { _ in true }
     }
 }

@@ -22,34 +22,17 @@ extension LedgerReader {
         precondition(limit > 0 && limit <= LedgerLimits.maxPageSize && afterSeq >= 0)
         precondition(clients.count <= LedgerLimits.maxFeedClients)
         return try snapshot {
-            guard let tenantRow = try LedgerStore(db: db, clock: clock).tenant(tenant) else {
-                throw LedgerError.notFound(kind: "tenant", id: tenant)
-            }
-            let tip = tenantRow.lastSeq
+            let tip = try tenantSeq(tenant)
             guard afterSeq < tip else { return FeedPage(entries: [], scannedThrough: max(afterSeq, 0), tenantSeq: tip) }
             let upper = min(tip, afterSeq &+ Self.feedScanWindow)
-            var sql = """
-                SELECT seq, type, client_id, amount_minor, debit_account, credit_account, available_after_minor, held_after_minor,
-                  time_micros, ref_id, center_id, booking_ref, payment_ref, idempotency_key, reason, note
-                FROM entries WHERE tenant_id = ? AND seq > ? AND seq <= ?
+            let clientFilter = Self.inList("client_id", clients), typeFilter = Self.inList("type", types.map(\.rawValue).sorted())
+            let sql = """
+                SELECT \(Self.entryColumns) FROM entries
+                WHERE tenant_id = ? AND seq > ? AND seq <= ?\(clientFilter.sql)\(typeFilter.sql) ORDER BY seq LIMIT ?
                 """
-            var binds: [SQLValue] = [.text(tenant), .int(afterSeq), .int(upper)]
-            if !clients.isEmpty {
-                sql += " AND client_id IN (\(clients.map { _ in "?" }.joined(separator: ",")))"
-                binds += clients.map { .text($0) }
-            }
-            if !types.isEmpty {
-                let names = types.map(\.rawValue).sorted()
-                sql += " AND type IN (\(names.map { _ in "?" }.joined(separator: ",")))"
-                binds += names.map { .text($0) }
-            }
-            sql += " ORDER BY seq LIMIT ?"
-            binds.append(.int(Int64(limit)))
-            var entries = try db.statement(sql).bind(binds).rows(Self.readEntry)
-            if !entries.isEmpty {
-                let allocations = try StoreReads(db: db).allocations(tenant: tenant, seqs: entries.map(\.seq))
-                for i in entries.indices { entries[i].allocations = allocations[entries[i].seq] ?? [] }
-            }
+            let binds: [SQLValue] = [.text(tenant), .int(afterSeq), .int(upper)] + clientFilter.binds + typeFilter.binds
+                + [.int(Int64(limit))]
+            let entries = try withAllocations(db.statement(sql).bind(binds).rows(Self.readEntry), tenant: tenant)
             // A full page ends at its last entry; a short one covers the window.
             let through = entries.count == limit ? entries[entries.count - 1].seq : upper
             assert(through > afterSeq && through <= tip, "a feed page moves forward within the committed entries")

@@ -167,29 +167,43 @@ public final class LedgerReader {
     /// concurrent writes (new entries only ever get higher seqs).
     public func statement(_ q: StatementQuery) throws -> [LedgerEntry] {
         precondition(q.limit > 0 && q.limit <= LedgerLimits.maxPageSize + 1)
-        let typeList = q.types.map(\.rawValue).sorted()
-        let typeFilter = typeList.isEmpty ? "" : " AND type IN (\(typeList.map { _ in "?" }.joined(separator: ",")))"
+        let types = Self.inList("type", q.types.map(\.rawValue).sorted())
         let order = q.newestFirst ? "DESC" : "ASC"
         let cursor = q.newestFirst ? "seq < ?" : "seq > ?"
         let sql = """
-            SELECT seq, type, client_id, amount_minor, debit_account, credit_account, available_after_minor, held_after_minor,
-              time_micros, ref_id, center_id, booking_ref, payment_ref, idempotency_key, reason, note
-            FROM entries WHERE tenant_id = ? AND client_id = ? AND \(cursor) AND time_micros >= ? AND time_micros < ?\(typeFilter)
+            SELECT \(Self.entryColumns)
+            FROM entries WHERE tenant_id = ? AND client_id = ? AND \(cursor) AND time_micros >= ? AND time_micros < ?\(types.sql)
             ORDER BY seq \(order) LIMIT ?
             """
         var binds: [SQLValue] = [.text(q.tenant), .text(q.clientId),
                                  .int(q.afterSeq ?? (q.newestFirst ? Int64.max : 0)),
                                  .int(q.fromMicros ?? Int64.min), .int(q.untilMicros ?? Int64.max)]
-        binds += typeList.map { .text($0) }
+        binds += types.binds
         binds.append(.int(Int64(q.limit)))
         return try snapshot {
-            var entries = try db.statement(sql).bind(binds).rows(Self.readEntry)
-            let allocations = try reads.allocations(tenant: q.tenant, seqs: entries.map(\.seq))
-            for i in entries.indices {
-                entries[i].allocations = allocations[entries[i].seq] ?? []
-            }
-            return entries
+            try withAllocations(db.statement(sql).bind(binds).rows(Self.readEntry), tenant: q.tenant)
         }
+    }
+
+    /// The columns `readEntry` reads, in its order.
+    static let entryColumns = """
+        seq, type, client_id, amount_minor, debit_account, credit_account, available_after_minor, held_after_minor,
+        time_micros, ref_id, center_id, booking_ref, payment_ref, idempotency_key, reason, note
+        """
+
+    /// `AND column IN (?, …)` and its binds; nothing for an empty list.
+    static func inList(_ column: String, _ values: [String]) -> (sql: String, binds: [SQLValue]) {
+        guard !values.isEmpty else { return ("", []) }
+        return (" AND \(column) IN (\(values.map { _ in "?" }.joined(separator: ",")))", values.map { .text($0) })
+    }
+
+    /// The entries with their allocations (in the caller's snapshot).
+    func withAllocations(_ entries: [LedgerEntry], tenant: String) throws -> [LedgerEntry] {
+        guard !entries.isEmpty else { return entries }
+        let allocations = try reads.allocations(tenant: tenant, seqs: entries.map(\.seq))
+        var entries = entries
+        for i in entries.indices { entries[i].allocations = allocations[entries[i].seq] ?? [] }
+        return entries
     }
 
     static func readEntry(_ r: Row) -> LedgerEntry {
