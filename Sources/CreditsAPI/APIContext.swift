@@ -67,22 +67,22 @@ final class APICore: Sendable {
                 return nil
             }
             guard case .tenant(let tenantId, let role, _) = caller.kind else {
-                call.fail(RPCError(.permissionDenied, "the admin key manages tenants and keys only", reason: "PERMISSION_DENIED"))
+                call.fail(RPCError(.permissionDenied, "the admin key manages tenants and keys only", reason: .permissionDenied))
                 return nil
             }
             switch permission {
             case .read, .appWrite: break
             case .staff:
                 guard role == .staff else {
-                    call.fail(RPCError(.permissionDenied, "this method needs a staff key", reason: "PERMISSION_DENIED", metadata: ["role": role.rawValue]))
+                    call.fail(RPCError(.permissionDenied, "this method needs a staff key", reason: .permissionDenied, metadata: ["role": role.rawValue]))
                     return nil
                 }
             case .admin:
-                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
+                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: .permissionDenied))
                 return nil
             }
             guard let tenant = try auth.tenant(tenantId, reader: reader) else {
-                call.fail(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+                call.fail(RPCError(.unauthenticated, "invalid or revoked token", reason: .unauthenticated))
                 return nil
             }
             return CallContext(caller: caller, tenantId: tenant.id, currency: tenant.currency, reader: reader)
@@ -143,6 +143,8 @@ final class APICore: Sendable {
             call.fail(check.merged(with: command))
             return
         }
+        assert(command.idempotencyKey == nil || OperationResponses.messageName[C.operation] == Response.protoMessageName,
+               "\(C.operation) answers \(Response.protoMessageName): update OperationResponses")
         let built = ResponseBox<Response>()
         let ticket = WriteTicket()
         if call.eventLoop.inEventLoop {  // (handlers run there; the hooks are event-loop state)
@@ -162,7 +164,7 @@ final class APICore: Sendable {
                 call.respond(built.response ?? reply(output))
             case .success(.replayed(let bytes, _, _)):
                 guard let response = try? Response(serializedBytes: bytes) else {
-                    call.fail(RPCError(.internalError, "stored reply cannot be decoded", reason: "STORAGE"))
+                    call.fail(RPCError(.internalError, "stored reply cannot be decoded", reason: .storage))
                     return
                 }
                 call.respond(response)

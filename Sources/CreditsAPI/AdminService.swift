@@ -36,7 +36,7 @@ struct AdminServiceRoutes {
             guard case .tenant(_, let role, _) = caller.kind else { return caller }
             let allowed = allowTenantRole.map { needed in needed == .app ? true : role == needed } ?? false
             guard allowed, role != .directory else {
-                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
+                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: .permissionDenied))
                 return nil
             }
             return caller
@@ -51,7 +51,7 @@ struct AdminServiceRoutes {
             return tenantId
         case .tenant(let own, _, _):
             guard tenantId.isEmpty || tenantId == own else {
-                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: "PERMISSION_DENIED"))
+                call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: .permissionDenied))
                 return nil
             }
             return own

@@ -168,10 +168,10 @@ public final class Authenticator: Sendable {
     /// Resolves the caller; throws UNAUTHENTICATED or PERMISSION_DENIED.
     func authenticate(_ metadata: Metadata, reader: LedgerReader) throws(RPCErrorBox) -> Caller {
         guard let header = metadata["authorization"] else {
-            throw RPCErrorBox(RPCError(.unauthenticated, "missing authorization: Bearer <token>", reason: "UNAUTHENTICATED"))
+            throw RPCErrorBox(RPCError(.unauthenticated, "missing authorization: Bearer <token>", reason: .unauthenticated))
         }
         guard let token = Self.bearerToken(header) else {
-            throw RPCErrorBox(RPCError(.unauthenticated, "authorization must be 'Bearer <token>'", reason: "UNAUTHENTICATED"))
+            throw RPCErrorBox(RPCError(.unauthenticated, "authorization must be 'Bearer <token>'", reason: .unauthenticated))
         }
         if let key = try matchingKey(token, reader: reader) {
             return try caller(for: key, metadata: metadata, reader: reader)
@@ -180,7 +180,7 @@ public final class Authenticator: Sendable {
         if let adminTokenHash, Self.constantTimeEqual(Self.hash(token), adminTokenHash) {
             return Caller(kind: .admin)
         }
-        throw RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+        throw RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: .unauthenticated))
     }
 
     /// The token of "Bearer <token>": the scheme in any case, then spaces or
@@ -227,7 +227,7 @@ public final class Authenticator: Sendable {
             do {
                 stored = try reader.apiKey(id: keyId)
             } catch {
-                throw RPCErrorBox(RPCError(.unavailable, "cannot read keys now; retry", reason: "STORAGE"))
+                throw RPCErrorBox(RPCError(.unavailable, "cannot read keys now; retry", reason: .storage))
             }
             guard let stored else { return nil }
             key = stored
@@ -262,22 +262,22 @@ public final class Authenticator: Sendable {
 
     /// The caller a matching key stands for, checking x-on-behalf-of.
     private func caller(for key: APIKeyRecord, metadata: Metadata, reader: LedgerReader) throws(RPCErrorBox) -> Caller {
-        let invalid = RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: "UNAUTHENTICATED"))
+        let invalid = RPCErrorBox(RPCError(.unauthenticated, "invalid or revoked token", reason: .unauthenticated))
         let onBehalfOf = metadata["x-on-behalf-of"]
         switch key.role {
         case .directory:
             guard let tenantId = onBehalfOf, !tenantId.isEmpty else {
-                throw RPCErrorBox(RPCError(.permissionDenied, "a directory key must name the tenant in x-on-behalf-of", reason: "ON_BEHALF_OF_REQUIRED"))
+                throw RPCErrorBox(RPCError(.permissionDenied, "a directory key must name the tenant in x-on-behalf-of", reason: .onBehalfOfRequired))
             }
             guard let tenant = try? self.tenant(tenantId, reader: reader), tenant.allowDirectory else {
                 // The same answer whether the tenant is unknown or does not allow it: nothing leaks.
-                throw RPCErrorBox(RPCError(.permissionDenied, "tenant does not allow directory access", reason: "DIRECTORY_ACCESS_DENIED"))
+                throw RPCErrorBox(RPCError(.permissionDenied, "tenant does not allow directory access", reason: .directoryAccessDenied))
             }
             return Caller(kind: .tenant(id: tenantId, role: .directory, keyId: key.id))
         case .staff, .app:
             guard let tenantId = key.tenantId else { throw invalid }
             if let onBehalfOf, !onBehalfOf.isEmpty, onBehalfOf != tenantId {
-                throw RPCErrorBox(RPCError(.permissionDenied, "this key cannot act for another tenant", reason: "CROSS_TENANT_DENIED"))
+                throw RPCErrorBox(RPCError(.permissionDenied, "this key cannot act for another tenant", reason: .crossTenantDenied))
             }
             return Caller(kind: .tenant(id: tenantId, role: key.role, keyId: key.id))
         }

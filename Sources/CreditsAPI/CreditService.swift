@@ -280,7 +280,7 @@ struct CreditServiceRoutes {
             r.resultID = found.resultId
             r.seq = found.seq
             r.createTime = Convert.timestamp(found.createdMicros)
-            r.response = found.reply
+            if let any = OperationResponses.any(operation: found.operation, reply: found.reply) { r.response = any }
             return r
         }
     }

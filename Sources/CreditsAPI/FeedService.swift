@@ -193,7 +193,7 @@ final class StreamHub: @unchecked Sendable {
             for group in clientFeeds.values { unique.merge(group) { first, _ in first } }
             return (Array(unique.values), watches.values.flatMap(\.values))
         }
-        let status = RPCError(.unavailable, "the server is shutting down: resume from the last seq processed", reason: "SHUTTING_DOWN")
+        let status = RPCError(.unavailable, "the server is shutting down: resume from the last seq processed", reason: .shuttingDown)
         for feed in allFeeds { feed.eventLoop.execute { feed.end(status) } }
         for watch in allWatches { watch.eventLoop.execute { watch.end(status) } }
     }
@@ -216,7 +216,7 @@ struct FeedServiceRoutes {
     }
 
     static let tooManyStreams = RPCError(.resourceExhausted, "too many feed and watch streams are open on this server; retry later",
-                                         reason: "TOO_MANY_STREAMS")
+                                         reason: .tooManyStreams)
 
     func subscribe(_ req: Credits_V1_SubscribeLedgerRequest, _ call: ProtoCall<Credits_V1_LedgerFeedMessage>, _ ctx: CallContext) {
         var check = RequestCheck()
@@ -456,7 +456,7 @@ final class FeedSubscription: @unchecked Sendable {
                 // The queued entries cannot drain: drop them and end at once.
                 end(RPCError(.resourceExhausted,
                              "the subscriber read nothing for \(seconds) s: stream ended; resume from the last seq processed",
-                             reason: "SUBSCRIBER_STALLED", metadata: ["stall_timeout_seconds": "\(seconds)"]), abort: true)
+                             reason: .subscriberStalled, metadata: ["stall_timeout_seconds": "\(seconds)"]), abort: true)
             }
         }
     }

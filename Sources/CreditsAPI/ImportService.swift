@@ -259,7 +259,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
         var failure = Credits_V1_ImportRecordFailure()
         failure.index = index
         failure.recordKey = recordKey
-        failure.reason = error.reason ?? "\(error.code)"
+        failure.reason = error.reason?.name ?? ""
         failure.message = GRPCStatus.bounded(error.message, maxBytes: maxFailureTextBytes)
         failure.fieldViolations = error.fieldViolations.prefix(maxViolationsPerFailure).map {
             var v = Credits_V1_FieldViolation()

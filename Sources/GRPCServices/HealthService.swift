@@ -51,7 +51,7 @@ public final class HealthService: Sendable {
         [
             ProtoRoute.unary(Grpc_Health_V1_Health.check) { [self] request, call in
                 guard let status = status(of: request.service) else {
-                    call.fail(RPCError(.notFound, "unknown service '\(request.service)'", reason: "SERVICE_UNKNOWN", domain: "grpc.health.v1"))
+                    call.fail(RPCError(.notFound, "unknown service '\(request.service)'", reason: .serviceUnknown, domain: "grpc.health.v1"))
                     return
                 }
                 call.respond(Self.response(status))
@@ -70,7 +70,7 @@ public final class HealthService: Sendable {
             return state.statuses[service] ?? .serviceUnknown
         }
         guard let current = admitted else {
-            call.fail(RPCError(.resourceExhausted, "too many health watchers", reason: "TOO_MANY_WATCHERS", domain: "grpc.health.v1"))
+            call.fail(RPCError(.resourceExhausted, "too many health watchers", reason: .tooManyWatchers, domain: "grpc.health.v1"))
             return
         }
         call.send(Self.response(current))

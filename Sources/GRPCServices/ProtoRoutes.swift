@@ -2,14 +2,21 @@ import CreditsProto
 import GRPCTransport
 import NIOCore
 
+/// The reasons an `RPCError` may carry (generated from errors.proto).
+public typealias ErrorReason = Credits_V1_ErrorReason
+
 /// An error a handler answers with: a status code, a message for people, and
 /// the machine-readable details of `google.rpc.Status` (ErrorInfo and
 /// BadRequest) sent in `grpc-status-details-bin`.
 public struct RPCError: Error, Sendable, Equatable {
     public var code: GRPCStatusCode
     public var message: String
-    /// google.rpc.ErrorInfo.reason, UPPER_SNAKE (e.g. "INSUFFICIENT_CREDITS").
-    public var reason: String?
+    /// google.rpc.ErrorInfo.reason: a value of `credits.v1.ErrorReason`
+    /// (proto/credits/v1/errors.proto), sent as its name (e.g.
+    /// "INSUFFICIENT_CREDITS"). Taking the generated enum, not a string, is
+    /// what keeps the server from sending a reason the contract does not
+    /// list. nil: no ErrorInfo.
+    public var reason: ErrorReason?
     public var domain: String
     public var metadata: [String: String]
     /// google.rpc.BadRequest field violations: (field path, what is wrong).
@@ -24,9 +31,11 @@ public struct RPCError: Error, Sendable, Equatable {
         }
     }
 
-    public init(_ code: GRPCStatusCode, _ message: String, reason: String? = nil, domain: String = "credits.v1",
+    public init(_ code: GRPCStatusCode, _ message: String, reason: ErrorReason? = nil, domain: String = "credits.v1",
                 metadata: [String: String] = [:], fieldViolations: [FieldViolation] = []) {
         precondition(code != .ok, "an RPCError is never OK")
+        precondition(reason.map { $0 != .unspecified && $0.name != nil } ?? true,
+                     "an ErrorInfo reason is a declared credits.v1.ErrorReason value other than UNSPECIFIED")
         self.code = code
         self.message = GRPCStatus.bounded(message)
         self.reason = reason
@@ -45,7 +54,7 @@ public struct RPCError: Error, Sendable, Equatable {
 
     public static func invalidArgument(_ violations: [FieldViolation]) -> RPCError {
         let summary = violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
-        return RPCError(.invalidArgument, summary, reason: "INVALID_ARGUMENT", fieldViolations: violations)
+        return RPCError(.invalidArgument, summary, reason: .invalidArgument, fieldViolations: violations)
     }
 
     /// The transport status, with the details packed.
@@ -53,9 +62,9 @@ public struct RPCError: Error, Sendable, Equatable {
         var details = Google_Rpc_Status()
         details.code = Int32(code.rawValue)
         details.message = message
-        if let reason {
+        if let reason, let name = reason.name {
             var info = Google_Rpc_ErrorInfo()
-            info.reason = reason
+            info.reason = name
             info.domain = domain
             info.metadata = metadata
             details.details.append(Google_Protobuf_Any(packing: info))
@@ -246,7 +255,7 @@ public enum ProtoRoute {
                                                           noun: String = "request") -> RPCError {
         switch error {
         case .malformed:
-            return RPCError(.invalidArgument, "\(noun) is not a valid \(Request.protoMessageName) message", reason: "MALFORMED_REQUEST")
+            return RPCError(.invalidArgument, "\(noun) is not a valid \(Request.protoMessageName) message", reason: .malformedRequest)
         case .invalidStrings(let violations):
             return RPCError.invalidArgument(violations.map { RPCError.FieldViolation(field: $0.field, description: $0.description) })
         }

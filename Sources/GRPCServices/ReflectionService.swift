@@ -52,7 +52,7 @@ public final class ReflectionService: Sendable {
         func handle(_ request: Request) {
             answered += 1
             guard answered <= ReflectionService.maxRequestsPerStream else {
-                call.fail(RPCError(.resourceExhausted, "more than \(ReflectionService.maxRequestsPerStream) requests on one reflection stream", reason: "TOO_MANY_REQUESTS", domain: "grpc.reflection"))
+                call.fail(RPCError(.resourceExhausted, "more than \(ReflectionService.maxRequestsPerStream) requests on one reflection stream", reason: .tooManyRequests, domain: "grpc.reflection"))
                 return
             }
             call.send(service.answer(request))

@@ -36,8 +36,15 @@ public enum TestService {
         if let failure = request.failWith, failure.code != 0 {
             let code = GRPCStatusCode(rawValue: Int(failure.code)) ?? .unknown
             guard code != .ok else { return call.respond(Response()) }
-            call.fail(RPCError(code, failure.message, reason: failure.reason.isEmpty ? nil : failure.reason,
-                               domain: "credits.testing.v1"))
+            // Only a listed reason can be sent, here too: an unlisted one is the test's mistake.
+            var reason: ErrorReason?
+            if !failure.reason.isEmpty {
+                guard let listed = ErrorReason.allKnown.first(where: { $0 != .unspecified && $0.name == failure.reason }) else {
+                    return call.fail(RPCError.invalid("fail_with.reason", "is not a credits.v1.ErrorReason value"))
+                }
+                reason = listed
+            }
+            call.fail(RPCError(code, failure.message, reason: reason, domain: "credits.testing.v1"))
             return
         }
         var headers = Metadata()

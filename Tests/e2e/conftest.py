@@ -282,6 +282,7 @@ def credits_stubs(stubs, tmp_path_factory) -> types.SimpleNamespace:
     importlib.invalidate_caches()
     return types.SimpleNamespace(
         common=importlib.import_module("credits.v1.common_pb2"),
+        errors=importlib.import_module("credits.v1.errors_pb2"),
         admin=importlib.import_module("credits.v1.admin_pb2"),
         admin_grpc=importlib.import_module("credits.v1.admin_pb2_grpc"),
         packages=importlib.import_module("credits.v1.packages_pb2"),

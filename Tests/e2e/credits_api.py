@@ -153,6 +153,16 @@ def admin_actor(cs, channel) -> Actor:
     return Actor(cs, channel, ADMIN_TOKEN)
 
 
+def operation_response(op, cls):
+    """The response an Operation (GetOperation) holds: a google.protobuf.Any
+    of type `type.googleapis.com/credits.v1.<Message>`, unpacked as `cls`."""
+    assert op.HasField("response"), f"operation {op.operation} holds no response"
+    assert op.response.type_url == "type.googleapis.com/" + cls.DESCRIPTOR.full_name, op.response.type_url
+    out = cls()
+    assert op.response.Unpack(out)
+    return out
+
+
 def rpc_error(fn, *args, **kw) -> grpc.RpcError:
     try:
         result = fn(*args, **kw)
@@ -176,6 +186,11 @@ def decode(cs, err: grpc.RpcError) -> Failure:
             elif detail.Is(cs.error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = cs.error_details_pb2.BadRequest()
                 detail.Unpack(bad)
+    if info is not None and hasattr(cs, "errors"):
+        # Whatever the test expects: every reason the server sends is a value of
+        # credits.v1.ErrorReason (errors.proto), never its zero value.
+        assert info.reason in cs.errors.ErrorReason.keys() and info.reason != "ERROR_REASON_UNSPECIFIED", \
+            f"reason {info.reason!r} is not a credits.v1.ErrorReason value"
     return Failure(code=err.code(), details=err.details() or "", info=info, bad_request=bad, status=status)
 
 

@@ -1,40 +1,123 @@
-"""The contract in proto/ names every error reason the server sends: each
-`reason: "X"` in Sources/ (credits.v1 domain) is documented in
-proto/credits/v1, and the health and reflection ones in the README."""
+"""The contract in proto/ names every error reason the server sends, in one
+place: the credits.v1.ErrorReason enum (proto/credits/v1/errors.proto).
+RPCError takes that generated enum, so the compiler refuses an unlisted
+reason; these tests check the rest: the enum holds no reason the server
+never sends, every RPCError in Sources/ names its reason through the enum,
+the per-service reason lists in the proto file headers agree with the enum,
+and the test service cannot be made to send an unlisted reason."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import grpc
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "proto_tools"))
+import descriptors  # noqa: E402
+
+# The modules that build RPCErrors (the ledger core knows nothing of gRPC).
+SERVER_SOURCES = sorted(p for module in ("CreditsAPI", "GRPCServices", "GRPCTransport", "credits")
+                        for p in (ROOT / "Sources" / module).rglob("*.swift"))
 
 
-def reasons_in_sources():
-    found = {}
-    for path in (ROOT / "Sources").rglob("*.swift"):
-        if "Generated" in path.parts or path.parts[-2] == "loadgen":
-            continue
-        for line in path.read_text().splitlines():
-            for reason in re.findall(r'reason(?::| =) "([A-Z_]+)"', line):
-                domain = re.search(r'domain: "([a-z0-9.]+)"', line)
-                found.setdefault(reason, set()).add(domain.group(1) if domain else "credits.v1")
+@pytest.fixture(scope="module")
+def error_reason():
+    fds = descriptors.build(ROOT / "proto")
+    for f in descriptors.own_files(fds):
+        for e in descriptors.walk(f):
+            if e.full_name == "credits.v1.ErrorReason":
+                return e
+    pytest.fail("proto/credits/v1 declares no credits.v1.ErrorReason")
+
+
+def swift_case(value_name: str) -> str:
+    """The generated Swift member of an ErrorReason value (tools/gen-swift-proto.py):
+    ERROR_REASON_UNSPECIFIED → unspecified, INSUFFICIENT_CREDITS → insufficientCredits."""
+    if value_name == "ERROR_REASON_UNSPECIFIED":
+        return "unspecified"
+    head, *rest = value_name.lower().split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def reasons_in_sources() -> dict[str, set[str]]:
+    """Swift member → files, for every `reason: .x` / `reason = .x` in the server's sources."""
+    found: dict[str, set[str]] = {}
+    for path in SERVER_SOURCES:
+        for m in re.finditer(r"\breason(?::| =) \.([a-z][A-Za-z0-9]*)\b", path.read_text()):
+            found.setdefault(m.group(1), set()).add(path.name)
     return found
 
 
-def test_every_error_reason_the_server_sends_is_documented():
-    protos = "\n".join(p.read_text() for p in (ROOT / "proto" / "credits" / "v1").glob("*.proto"))
-    readme = (ROOT / "README.md").read_text()
-    found = reasons_in_sources()
-    assert len(found) > 30, sorted(found)
-    missing = []
-    for reason, domains in sorted(found.items()):
-        if all(d.startswith("grpc.") for d in domains):
-            if f"`{reason}`" not in readme:
-                missing.append(f"{reason} ({', '.join(sorted(domains))}) not in README.md")
-        elif not re.search(rf"\b{reason}\b", protos):
-            missing.append(f"{reason} not in proto/credits/v1")
-    assert not missing, missing
+def test_the_server_sends_exactly_the_error_reasons_of_the_enum(error_reason):
+    values = [v.name for v in error_reason.children]
+    assert values[0] == "ERROR_REASON_UNSPECIFIED" and error_reason.children[0].proto.number == 0
+    listed = {swift_case(v): v for v in values[1:]}
+    used = reasons_in_sources()
+    assert len(used) > 30, sorted(used)
+    unlisted = sorted(set(used) - set(listed))
+    never_sent = sorted(listed[c] for c in set(listed) - set(used))
+    assert not unlisted, f"reasons used in Sources but not in ErrorReason: {unlisted}"
+    assert not never_sent, f"ErrorReason values the server never sends: {never_sent}"
+    assert "unspecified" not in used
+
+
+def test_reasons_are_built_from_the_enum_not_from_strings():
+    rpc_error = (ROOT / "Sources" / "GRPCServices" / "ProtoRoutes.swift").read_text()
+    assert re.search(r"public var reason: ErrorReason\?", rpc_error), "RPCError.reason is not the generated enum"
+    assert "public typealias ErrorReason = Credits_V1_ErrorReason" in rpc_error
+    offenders = []
+    for path in SERVER_SOURCES:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r'reason(?::| =) "[A-Z][A-Z_]+"', line) or re.search(r'\.reason = "[A-Z]', line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_header_reason_lists_agree_with_the_enum(error_reason):
+    """Each `NAME  STATUS …` line of a file header's reason list names an
+    ErrorReason value, with a status its enum comment gives."""
+    statuses = {v.name: set(re.findall(r"\b[A-Z][A-Z_]{3,}\b", v.comment)) for v in error_reason.children}
+    checked, wrong = 0, []
+    for path in sorted((ROOT / "proto" / "credits" / "v1").glob("*.proto")):
+        header = path.read_text().split('syntax = "proto3";')[0]
+        in_list = False
+        for line in header.splitlines():
+            text = line[2:] if line.startswith("//") else line
+            if re.search(r"[Rr]easons\b.*:\s*$|[Rr]easons \(google\.rpc\.ErrorInfo\.reason", text):
+                in_list = True
+                continue
+            m = re.match(r"^   ([A-Z][A-Z_]+)\s{2,}([A-Z][A-Z_]+)\b", text)
+            if in_list and m:
+                name, status = m.groups()
+                checked += 1
+                if name not in statuses:
+                    wrong.append(f"{path.name}: {name} is not an ErrorReason value")
+                elif status not in statuses[name]:
+                    wrong.append(f"{path.name}: {name} listed with {status}; errors.proto says {sorted(statuses[name])}")
+            elif in_list and not text.startswith("    "):
+                in_list = False
+    assert checked >= 25, f"only {checked} header list lines found"
+    assert not wrong, wrong
+
+
+def test_the_test_service_refuses_an_unlisted_reason(stubs, test_stub):
+    """The one path where a request names a reason (TestService.Echo's
+    fail_with) checks it against the enum instead of sending it."""
+    from grpc_status import rpc_status
+
+    with pytest.raises(grpc.RpcError) as info:
+        test_stub.Echo(stubs.pb.EchoRequest(fail_with=stubs.pb.FailWith(code=9, message="x", reason="NOT_A_REASON")),
+                       timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert "fail_with.reason" in info.value.details()
+    status = rpc_status.from_call(info.value)
+    detail = stubs.error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(detail)
+    assert detail.reason == "INVALID_ARGUMENT"
 
 
 def test_the_contract_imports_only_well_known_types():

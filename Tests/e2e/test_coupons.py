@@ -15,7 +15,7 @@ import types
 import grpc
 import pytest
 
-from credits_api import INVALID, FAILED, DENIED, NOT_FOUND, EXISTS, Bound, Tenant, admin_actor, all_entries, channel_for, expect, ts, uid, verify_ok
+from credits_api import operation_response, INVALID, FAILED, DENIED, NOT_FOUND, EXISTS, Bound, Tenant, admin_actor, all_entries, channel_for, expect, ts, uid, verify_ok
 
 
 
@@ -321,6 +321,7 @@ def test_idempotency_keys(cs, ct):
     assert ct.get(first.credit.id).credit.uses_redeemed == 0
     op = ct.t.staff.credit.GetOperation(cs.credits.GetOperationRequest(idempotency_key="redeem-1"))
     assert op.operation == "redeem_customer_credit" and op.result_id == r1.redemption.id
+    assert operation_response(op, P.RedemptionResponse) == r1
 
 
 def test_concurrent_redeems_never_exceed_uses(cs, ct, credits_server):

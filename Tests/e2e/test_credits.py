@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from credits_api import (
+    operation_response,
     DENIED, EXISTS, FAILED, INVALID, NOT_FOUND, OK, UNAUTH, Actor, Tenant, admin_actor, all_entries, channel_for, cli, decode, expect, rpc_error, ts, uid, verify_ok,
 )
 
@@ -125,7 +126,7 @@ def test_purchase_and_idempotent_retry(cs, t):
 
     op = t.app.credit.GetOperation(C.GetOperationRequest(idempotency_key=key))
     assert (op.idempotency_key, op.operation, op.result_id, op.seq) == (key, "purchase", first.lot.id, first.balance.seq)
-    assert C.PurchaseCreditPackageResponse.FromString(op.response) == first
+    assert operation_response(op, C.PurchaseCreditPackageResponse) == first
     expect(cs, NOT_FOUND, t.app.credit.GetOperation, C.GetOperationRequest(idempotency_key=uid("unknown-")))
 
 
@@ -182,8 +183,8 @@ def test_replays_of_state_changes_return_the_original_response(cs, t):
         if name:
             assert op.operation == name
         assert op.result_id
-    assert type(cap).FromString(ops[cap_req.idempotency_key].response) == cap
-    assert type(void).FromString(ops[void_req.idempotency_key].response) == void
+    assert operation_response(ops[cap_req.idempotency_key], type(cap)) == cap
+    assert operation_response(ops[void_req.idempotency_key], type(void)) == void
     # The same key for another kind of operation.
     f = expect(cs, EXISTS, t.spend, "rex", 10, idempotency_key=cap_req.idempotency_key,
                error_reason="IDEMPOTENCY_KEY_REUSED")
@@ -982,10 +983,10 @@ def test_kill_9_keeps_every_acknowledged_write(cs, start_credits_server):
                 assert op.operation == kind
                 if kind == "purchase":
                     assert op.result_id == resp.lot.id
-                    assert C.PurchaseCreditPackageResponse.FromString(op.response) == resp
+                    assert operation_response(op, C.PurchaseCreditPackageResponse) == resp
                 else:
                     assert op.result_id == resp.spend.id
-                    assert C.SpendCreditsResponse.FromString(op.response) == resp
+                    assert operation_response(op, C.SpendCreditsResponse) == resp
             # Requests in flight at the kill: applied entirely or not at all.
             in_flight = {}
             for key in attempted.keys() - acked.keys():
@@ -1001,7 +1002,7 @@ def test_kill_9_keeps_every_acknowledged_write(cs, start_credits_server):
                 if key in acked:
                     assert resp == acked[key], f"cycle {cycle}: replay of {key} differs"
                 elif key in in_flight:
-                    assert resp == type(resp).FromString(in_flight[key].response), f"cycle {cycle}: replay of {key}"
+                    assert resp == operation_response(in_flight[key], type(resp)), f"cycle {cycle}: replay of {key}"
                 again = fn(req)
                 assert again == resp
                 expected_total += 700 if kind == "purchase" else -req.amount_minor
@@ -1061,7 +1062,7 @@ def test_expired_deadline_applies_at_most_once(cs, t):
         if op is not None:
             outcomes["deadline-applied"] += 1
             assert op.operation == "spend"
-            spend = C.SpendCreditsResponse.FromString(op.response).spend
+            spend = operation_response(op, C.SpendCreditsResponse).spend
             assert (spend.id, spend.amount_minor) == (op.result_id, amount)
             expected -= amount
         else:

@@ -544,7 +544,7 @@ public struct Credits_V1_Operation: ProtoMessage, Hashable {
     public var resultID: String = ""
     public var seq: Int64 = 0
     public var createTime: Google_Protobuf_Timestamp? = nil
-    public var response: [UInt8] = []
+    public var response: Google_Protobuf_Any? = nil
 
     public init() {}
 }
@@ -1380,7 +1380,7 @@ extension Credits_V1_Operation {
         resultID = r.value(2)
         seq = r.value(3)
         createTime = r.message(4)
-        response = r.value(5)
+        response = r.message(5)
     }
 
     public func _protoWrite(to w: ProtoWriter) {
@@ -1389,7 +1389,7 @@ extension Credits_V1_Operation {
         w.value(2, resultID)
         w.value(3, seq)
         if let v = createTime { w.message(4, v) }
-        w.value(5, response)
+        if let v = response { w.message(5, v) }
     }
 }
 

@@ -8,6 +8,7 @@
 #include "credits/v1/common.pb-c.h"
 #include "credits/v1/coupons.pb-c.h"
 #include "credits/v1/credits.pb-c.h"
+#include "credits/v1/errors.pb-c.h"
 #include "credits/v1/feed.pb-c.h"
 #include "credits/v1/packages.pb-c.h"
 #include "credits/v1/sessions.pb-c.h"

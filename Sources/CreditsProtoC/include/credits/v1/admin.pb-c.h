@@ -34,6 +34,9 @@ typedef struct Credits__V1__VerifyLedgerResponse Credits__V1__VerifyLedgerRespon
  * What a key may do.
  */
 typedef enum _Credits__V1__Role {
+  /*
+   * Not set; CreateApiKey refuses it (INVALID_ARGUMENT).
+   */
   CREDITS__V1__ROLE__ROLE_UNSPECIFIED = 0,
   /*
    * Everything within its tenant.
@@ -62,7 +65,14 @@ typedef enum _Credits__V1__Role {
 struct  Credits__V1__Tenant
 {
   ProtobufCMessage base;
+  /*
+   * The tenant's id (1–128 printable ASCII characters without spaces), chosen
+   * at CreateTenant.
+   */
   char *id;
+  /*
+   * Display name for people (1–200 bytes).
+   */
   char *name;
   /*
    * ISO 4217 code of the tenant's one currency, e.g. "EUR".
@@ -76,6 +86,9 @@ struct  Credits__V1__Tenant
    * The tenant's latest ledger sequence number.
    */
   int64_t last_seq;
+  /*
+   * When the tenant was created.
+   */
   Google__Protobuf__Timestamp *create_time;
 };
 #define CREDITS__V1__TENANT__INIT \
@@ -83,6 +96,9 @@ struct  Credits__V1__Tenant
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, NULL }
 
 
+/*
+ * An API key (its secret is never returned again after CreateApiKey).
+ */
 struct  Credits__V1__ApiKey
 {
   ProtobufCMessage base;
@@ -94,8 +110,18 @@ struct  Credits__V1__ApiKey
    * Empty for directory keys.
    */
   char *tenant_id;
+  /*
+   * What the key may do.
+   */
   Credits__V1__Role role;
+  /*
+   * Free text for people, e.g. which system holds the key (at most 200
+   * bytes).
+   */
   char *label;
+  /*
+   * When the key was created.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * Set once revoked; a revoked key is refused with UNAUTHENTICATED.
@@ -107,6 +133,9 @@ struct  Credits__V1__ApiKey
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CREDITS__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, NULL }
 
 
+/*
+ * Request of AdminService.CreateTenant.
+ */
 struct  Credits__V1__CreateTenantRequest
 {
   ProtobufCMessage base;
@@ -114,11 +143,17 @@ struct  Credits__V1__CreateTenantRequest
    * 1–128 printable ASCII characters; ALREADY_EXISTS if taken.
    */
   char *tenant_id;
+  /*
+   * Display name (1–200 bytes).
+   */
   char *name;
   /*
    * ISO 4217, three capital letters.
    */
   char *currency;
+  /*
+   * Whether platform directory keys may act for the tenant (default false).
+   */
   protobuf_c_boolean allow_directory;
 };
 #define CREDITS__V1__CREATE_TENANT_REQUEST__INIT \
@@ -126,6 +161,9 @@ struct  Credits__V1__CreateTenantRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Request of AdminService.GetTenant.
+ */
 struct  Credits__V1__GetTenantRequest
 {
   ProtobufCMessage base;
@@ -139,6 +177,9 @@ struct  Credits__V1__GetTenantRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of AdminService.SetDirectoryAccess.
+ */
 struct  Credits__V1__SetDirectoryAccessRequest
 {
   ProtobufCMessage base;
@@ -146,6 +187,9 @@ struct  Credits__V1__SetDirectoryAccessRequest
    * Admin: any tenant. Staff keys: their own (empty means their own).
    */
   char *tenant_id;
+  /*
+   * The new value of Tenant.allow_directory.
+   */
   protobuf_c_boolean allow_directory;
 };
 #define CREDITS__V1__SET_DIRECTORY_ACCESS_REQUEST__INIT \
@@ -153,6 +197,9 @@ struct  Credits__V1__SetDirectoryAccessRequest
     , (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Request of AdminService.CreateApiKey.
+ */
 struct  Credits__V1__CreateApiKeyRequest
 {
   ProtobufCMessage base;
@@ -160,7 +207,13 @@ struct  Credits__V1__CreateApiKeyRequest
    * Required for staff and app keys; empty for directory keys.
    */
   char *tenant_id;
+  /*
+   * The key's role; ROLE_UNSPECIFIED is INVALID_ARGUMENT.
+   */
   Credits__V1__Role role;
+  /*
+   * Free text for people (at most 200 bytes; may be empty).
+   */
   char *label;
 };
 #define CREDITS__V1__CREATE_API_KEY_REQUEST__INIT \
@@ -168,9 +221,15 @@ struct  Credits__V1__CreateApiKeyRequest
     , (char *)protobuf_c_empty_string, CREDITS__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of AdminService.CreateApiKey.
+ */
 struct  Credits__V1__CreateApiKeyResponse
 {
   ProtobufCMessage base;
+  /*
+   * The key created.
+   */
   Credits__V1__ApiKey *key;
   /*
    * The bearer token, "<id>.<secret>". Shown once: only its hash is stored.
@@ -182,9 +241,15 @@ struct  Credits__V1__CreateApiKeyResponse
     , NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of AdminService.RevokeApiKey.
+ */
 struct  Credits__V1__RevokeApiKeyRequest
 {
   ProtobufCMessage base;
+  /*
+   * The key's id (ApiKey.id); NOT_FOUND if unknown.
+   */
   char *key_id;
 };
 #define CREDITS__V1__REVOKE_API_KEY_REQUEST__INIT \
@@ -192,6 +257,10 @@ struct  Credits__V1__RevokeApiKeyRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of AdminService.VerifyLedger (no parameters: all tenants are
+ * checked).
+ */
 struct  Credits__V1__VerifyLedgerRequest
 {
   ProtobufCMessage base;
@@ -201,13 +270,32 @@ struct  Credits__V1__VerifyLedgerRequest
      }
 
 
+/*
+ * Response of AdminService.VerifyLedger: what was checked and every problem
+ * found.
+ */
 struct  Credits__V1__VerifyLedgerResponse
 {
   ProtobufCMessage base;
+  /*
+   * True when no problem was found.
+   */
   protobuf_c_boolean ok;
+  /*
+   * Number of tenants checked.
+   */
   int64_t tenants;
+  /*
+   * Number of ledger entries checked.
+   */
   int64_t entries;
+  /*
+   * Number of clients whose balance was recomputed.
+   */
   int64_t clients;
+  /*
+   * Number of lots checked.
+   */
   int64_t lots;
   /*
    * Each mismatch found, for people.

@@ -29,6 +29,9 @@ typedef struct Credits__V1__LedgerEntry Credits__V1__LedgerEntry;
  * Where a lot came from.
  */
 typedef enum _Credits__V1__LotOrigin {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__LOT_ORIGIN__LOT_ORIGIN_UNSPECIFIED = 0,
   /*
    * A credit package purchase.
@@ -48,7 +51,13 @@ typedef enum _Credits__V1__LotOrigin {
   CREDITS__V1__LOT_ORIGIN__LOT_ORIGIN_IMPORT = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__LOT_ORIGIN)
 } Credits__V1__LotOrigin;
+/*
+ * The state of a lot.
+ */
 typedef enum _Credits__V1__LotState {
+  /*
+   * Not set; never stored (as a filter: any state).
+   */
   CREDITS__V1__LOT_STATE__LOT_STATE_UNSPECIFIED = 0,
   /*
    * May have credit left.
@@ -68,26 +77,79 @@ typedef enum _Credits__V1__LotState {
  * The kind of a ledger entry.
  */
 typedef enum _Credits__V1__EntryType {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_UNSPECIFIED = 0,
+  /*
+   * A credit package purchase: a new lot (PurchaseCreditPackage).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_PURCHASE = 1,
+  /*
+   * A credit balance order by staff: a new lot (CreateCreditOrder).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_ORDER = 2,
+  /*
+   * A manual correction, positive (a new lot) or negative (a draw)
+   * (AdjustBalance).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_ADJUSTMENT = 3,
+  /*
+   * Credit spent (SpendCredits).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SPEND = 4,
+  /*
+   * Credit reserved: moves from available to held (CreateHold).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_HOLD = 5,
+  /*
+   * Held credit spent (CaptureHold).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_CAPTURE = 6,
+  /*
+   * Held credit returned to available (ReleaseHold, or a hold reaching its
+   * expire_time).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_RELEASE = 7,
+  /*
+   * Spent credit given back to its lots (ReverseSpend).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_REVERSAL = 8,
+  /*
+   * What was left of a lot at its valid_until, written off as breakage.
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_EXPIRY = 9,
+  /*
+   * Credit removed by staff (CreateWriteOff).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF = 10,
+  /*
+   * A write-off undone: its credit back on its lots (VoidWriteOff).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_WRITE_OFF_VOID = 11,
+  /*
+   * An opening balance imported from another system: a new lot (ImportLots).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_IMPORT = 12,
   /*
    * Coupon credits: amount_minor counts uses, not money.
    */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_ISSUE = 13,
+  /*
+   * One use of a customer credit redeemed.
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEEM = 14,
+  /*
+   * A redeemed use given back (CancelCreditRedemption).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REDEMPTION_CANCEL = 15,
+  /*
+   * The uses left of a revoked customer credit.
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_REVOKE = 16,
+  /*
+   * The uses left of a customer credit at its expire_time.
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_COUPON_EXPIRY = 17,
   /*
    * Revenue allocated (or un-allocated) by coupon redemptions, in minor units.
@@ -97,7 +159,13 @@ typedef enum _Credits__V1__EntryType {
    * Session packages: amount_minor counts sessions, not money.
    */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_GRANT = 19,
+  /*
+   * One session of a client package used (UsePackageCredit).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_USE = 20,
+  /*
+   * A used session given back (CancelPackageRedemption).
+   */
   CREDITS__V1__ENTRY_TYPE__ENTRY_TYPE_SESSION_RETURN = 21,
   /*
    * Sessions left on a package that was deactivated or expired.
@@ -178,8 +246,17 @@ struct  Credits__V1__Scope
 struct  Credits__V1__Lot
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
+  /*
+   * The client the credit belongs to.
+   */
   char *client_id;
+  /*
+   * How the credit was added.
+   */
   Credits__V1__LotOrigin origin;
   /*
    * The center where the credit was sold or granted.
@@ -205,6 +282,9 @@ struct  Credits__V1__Lot
    * Expires at this time (unset: never).
    */
   Google__Protobuf__Timestamp *valid_until;
+  /*
+   * What the credit may pay for; unset or empty lists: anything.
+   */
   Credits__V1__Scope *scope;
   /*
    * For purchases: the package bought.
@@ -218,12 +298,21 @@ struct  Credits__V1__Lot
    * What the client paid for it.
    */
   int64_t price_minor;
+  /*
+   * Free text given when the credit was added (at most 1000 bytes).
+   */
   char *note;
+  /*
+   * Whether credit is left, used up or expired.
+   */
   Credits__V1__LotState state;
   /*
    * The ledger seq of the entry that created it.
    */
   int64_t created_seq;
+  /*
+   * When the lot was created (the time of created_seq).
+   */
   Google__Protobuf__Timestamp *create_time;
 };
 #define CREDITS__V1__LOT__INIT \
@@ -237,6 +326,9 @@ struct  Credits__V1__Lot
 struct  Credits__V1__Allocation
 {
   ProtobufCMessage base;
+  /*
+   * The lot changed (Lot.id).
+   */
   char *lot_id;
   /*
    * Change of the lot's remaining credit (negative when drawn).
@@ -265,7 +357,13 @@ struct  Credits__V1__LedgerEntry
    * Per-tenant, strictly increasing, without gaps.
    */
   int64_t seq;
+  /*
+   * What kind of movement this is; decides the unit of amount_minor.
+   */
   Credits__V1__EntryType type;
+  /*
+   * The client whose credit, uses or sessions moved.
+   */
   char *client_id;
   /*
    * Always positive.
@@ -279,6 +377,9 @@ struct  Credits__V1__LedgerEntry
    * "sessions:used", "sessions:forfeited" (see sessions.proto).
    */
   char *debit_account;
+  /*
+   * The account credited (same names as debit_account).
+   */
   char *credit_account;
   /*
    * The statement's running balance: the client's monetary balance (minor
@@ -293,18 +394,50 @@ struct  Credits__V1__LedgerEntry
    * equals these two fields).
    */
   int64_t available_after_minor;
+  /*
+   * The client's held credit right after this entry (see
+   * available_after_minor).
+   */
   int64_t held_after_minor;
+  /*
+   * When the entry was committed.
+   */
   Google__Protobuf__Timestamp *time;
   /*
    * The spend, hold, lot, adjustment or write-off this entry belongs to.
    */
   char *ref_id;
+  /*
+   * The center of the spend, hold or grant; empty if none.
+   */
   char *center_id;
+  /*
+   * The caller's booking reference of a spend or hold; empty if none.
+   */
   char *booking_ref;
+  /*
+   * The external payment reference of a purchase or session use; empty if
+   * none.
+   */
   char *payment_ref;
+  /*
+   * The idempotency key of the write that made this entry; empty for entries
+   * the server writes itself (expiry).
+   */
   char *idempotency_key;
+  /*
+   * Why: the spend reason, or the reason given with an adjustment, reversal,
+   * write-off or cancellation; entries the server makes carry a fixed word
+   * (e.g. "void", "use", "grant").
+   */
   char *reason;
+  /*
+   * Free text given with the write (at most 1000 bytes); empty if none.
+   */
   char *note;
+  /*
+   * How this entry changed each lot (empty for entries that move no lot).
+   */
   size_t n_allocations;
   Credits__V1__Allocation **allocations;
 };

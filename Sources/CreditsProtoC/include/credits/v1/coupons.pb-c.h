@@ -47,6 +47,9 @@ typedef struct Credits__V1__DisableMembershipCreditRuleRequest Credits__V1__Disa
  * The state of a customer credit.
  */
 typedef enum _Credits__V1__CustomerCreditState {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__CUSTOMER_CREDIT_STATE__CUSTOMER_CREDIT_STATE_UNSPECIFIED = 0,
   /*
    * Has uses left and is before its expiry time.
@@ -76,6 +79,9 @@ typedef enum _Credits__V1__MultiUseFilter {
    * Both (same as MULTI_USE_FILTER_ALL).
    */
   CREDITS__V1__MULTI_USE_FILTER__MULTI_USE_FILTER_UNSPECIFIED = 0,
+  /*
+   * Single-use and multi-use credits.
+   */
   CREDITS__V1__MULTI_USE_FILTER__MULTI_USE_FILTER_ALL = 1,
   /*
    * Only multi-use credits (max_uses > 1).
@@ -87,7 +93,13 @@ typedef enum _Credits__V1__MultiUseFilter {
   CREDITS__V1__MULTI_USE_FILTER__MULTI_USE_FILTER_SINGLE_USE_ONLY = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__MULTI_USE_FILTER)
 } Credits__V1__MultiUseFilter;
+/*
+ * Whether a coupon redemption counts.
+ */
 typedef enum _Credits__V1__RedemptionState {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__REDEMPTION_STATE__REDEMPTION_STATE_UNSPECIFIED = 0,
   /*
    * The use counts.
@@ -103,6 +115,9 @@ typedef enum _Credits__V1__RedemptionState {
  * How often a membership credit rule issues.
  */
 typedef enum _Credits__V1__CreditRuleFrequency {
+  /*
+   * Not set: CreateMembershipCreditRule refuses it (INVALID_ARGUMENT).
+   */
   CREDITS__V1__CREDIT_RULE_FREQUENCY__CREDIT_RULE_FREQUENCY_UNSPECIFIED = 0,
   /*
    * Every month on day_of_month (1–28), 00:00 UTC.
@@ -123,6 +138,9 @@ typedef enum _Credits__V1__CreditRuleFrequency {
 struct  Credits__V1__Coupon
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
   /*
    * Shown to staff and clients, 1–200 bytes.
@@ -160,7 +178,13 @@ struct  Credits__V1__Coupon
    * The tenant's currency (of value_minor and revenue).
    */
   char *currency;
+  /*
+   * When the coupon was created.
+   */
   Google__Protobuf__Timestamp *create_time;
+  /*
+   * When the coupon was last changed (e.g. deactivated).
+   */
   Google__Protobuf__Timestamp *update_time;
 };
 #define CREDITS__V1__COUPON__INIT \
@@ -168,6 +192,9 @@ struct  Credits__V1__Coupon
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, NULL, NULL }
 
 
+/*
+ * Request of CouponService.CreateCoupon.
+ */
 struct  Credits__V1__CreateCouponRequest
 {
   ProtobufCMessage base;
@@ -201,9 +228,15 @@ struct  Credits__V1__CreateCouponRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.GetCoupon.
+ */
 struct  Credits__V1__GetCouponRequest
 {
   ProtobufCMessage base;
+  /*
+   * The coupon (Coupon.id).
+   */
   char *coupon_id;
 };
 #define CREDITS__V1__GET_COUPON_REQUEST__INIT \
@@ -211,6 +244,9 @@ struct  Credits__V1__GetCouponRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.ListCoupons.
+ */
 struct  Credits__V1__ListCouponsRequest
 {
   ProtobufCMessage base;
@@ -218,6 +254,9 @@ struct  Credits__V1__ListCouponsRequest
    * Default 100, at most 1000.
    */
   int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first page.
+   */
   char *page_token;
   /*
    * Inactive coupons are left out unless set.
@@ -229,6 +268,9 @@ struct  Credits__V1__ListCouponsRequest
     , 0, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Response of CouponService.ListCoupons: one page of coupons.
+ */
 struct  Credits__V1__ListCouponsResponse
 {
   ProtobufCMessage base;
@@ -247,10 +289,20 @@ struct  Credits__V1__ListCouponsResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.DeactivateCoupon.
+ */
 struct  Credits__V1__DeactivateCouponRequest
 {
   ProtobufCMessage base;
+  /*
+   * The coupon (Coupon.id); NOT_FOUND if unknown.
+   */
   char *coupon_id;
+  /*
+   * Optional here (catalog changes are not credit movements); a retry with
+   * the same key returns the first response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__DEACTIVATE_COUPON_REQUEST__INIT \
@@ -264,6 +316,9 @@ struct  Credits__V1__DeactivateCouponRequest
 struct  Credits__V1__CustomerCredit
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
   /*
    * Credits cannot be transferred between clients.
@@ -285,8 +340,18 @@ struct  Credits__V1__CustomerCredit
    * The coupon's entitlement, copied at issue.
    */
   char *service_id;
+  /*
+   * The coupon's monetary value, copied at issue (minor units; 0: a service
+   * only).
+   */
   int64_t value_minor;
+  /*
+   * The coupon's max_uses, copied at issue.
+   */
   int32_t max_uses;
+  /*
+   * max_uses > 1.
+   */
   protobuf_c_boolean multi_use;
   /*
    * Uses redeemed and not cancelled.
@@ -316,11 +381,17 @@ struct  Credits__V1__CustomerCredit
    * Revenue released unallocated by revoke or expiry.
    */
   int64_t revenue_released_minor;
+  /*
+   * The tenant's currency (of value_minor and the revenue fields).
+   */
   char *currency;
   /*
    * The ledger seq of its COUPON_ISSUE entry.
    */
   int64_t issued_seq;
+  /*
+   * When the credit was issued.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * When it was revoked or its expiry was written (unset otherwise).
@@ -332,6 +403,9 @@ struct  Credits__V1__CustomerCredit
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, CREDITS__V1__CUSTOMER_CREDIT_STATE__CUSTOMER_CREDIT_STATE_UNSPECIFIED, NULL, 0, 0, 0, (char *)protobuf_c_empty_string, 0, NULL, NULL }
 
 
+/*
+ * Request of CouponService.IssueCustomerCredit.
+ */
 struct  Credits__V1__IssueCustomerCreditRequest
 {
   ProtobufCMessage base;
@@ -372,7 +446,13 @@ struct  Credits__V1__IssueCustomerCreditRequest
 struct  Credits__V1__CustomerCreditResponse
 {
   ProtobufCMessage base;
+  /*
+   * The credit, in its state after the write.
+   */
   Credits__V1__CustomerCredit *credit;
+  /*
+   * The tenant's ledger seq after the write.
+   */
   int64_t seq;
 };
 #define CREDITS__V1__CUSTOMER_CREDIT_RESPONSE__INIT \
@@ -380,9 +460,15 @@ struct  Credits__V1__CustomerCreditResponse
     , NULL, 0 }
 
 
+/*
+ * Request of CouponService.GetCustomerCredit.
+ */
 struct  Credits__V1__GetCustomerCreditRequest
 {
   ProtobufCMessage base;
+  /*
+   * The credit (CustomerCredit.id); NOT_FOUND if unknown.
+   */
   char *credit_id;
   /*
    * Optional: if given, the credit must belong to this client (else NOT_FOUND).
@@ -398,9 +484,15 @@ struct  Credits__V1__GetCustomerCreditRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Response of CouponService.GetCustomerCredit.
+ */
 struct  Credits__V1__GetCustomerCreditResponse
 {
   ProtobufCMessage base;
+  /*
+   * The credit, as of the read.
+   */
   Credits__V1__CustomerCredit *credit;
   /*
    * With include_redemptions.
@@ -450,6 +542,9 @@ struct  Credits__V1__ListCustomerCreditsRequest
    * Include revoked credits.
    */
   protobuf_c_boolean include_revoked;
+  /*
+   * Which credits by number of uses; unset: all.
+   */
   Credits__V1__MultiUseFilter multi_use;
 };
 #define CREDITS__V1__LIST_CUSTOMER_CREDITS_REQUEST__INIT \
@@ -457,9 +552,16 @@ struct  Credits__V1__ListCustomerCreditsRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, CREDITS__V1__MULTI_USE_FILTER__MULTI_USE_FILTER_UNSPECIFIED }
 
 
+/*
+ * Response of CouponService.ListCustomerCredits: one page of credits, newest
+ * first.
+ */
 struct  Credits__V1__ListCustomerCreditsResponse
 {
   ProtobufCMessage base;
+  /*
+   * At most page_size credits.
+   */
   size_t n_credits;
   Credits__V1__CustomerCredit **credits;
   /*
@@ -485,6 +587,9 @@ struct  Credits__V1__ListCustomerCreditsResponse
 struct  Credits__V1__RevokeCustomerCreditRequest
 {
   ProtobufCMessage base;
+  /*
+   * The credit (CustomerCredit.id); NOT_FOUND if unknown.
+   */
   char *credit_id;
   /*
    * Optional: if given, the credit must belong to this client (else NOT_FOUND).
@@ -504,9 +609,15 @@ struct  Credits__V1__RevokeCustomerCreditRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.RedeemCustomerCredit: redeems one use.
+ */
 struct  Credits__V1__RedeemCustomerCreditRequest
 {
   ProtobufCMessage base;
+  /*
+   * The credit (CustomerCredit.id); NOT_FOUND if unknown.
+   */
   char *credit_id;
   /*
    * Optional: if given, the credit must belong to this client (else NOT_FOUND).
@@ -536,11 +647,29 @@ struct  Credits__V1__RedeemCustomerCreditRequest
 struct  Credits__V1__CreditRedemption
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id (CancelCreditRedemption takes it).
+   */
   char *id;
+  /*
+   * The credit a use was redeemed from.
+   */
   char *credit_id;
+  /*
+   * The credit's client.
+   */
   char *client_id;
+  /*
+   * The booking the use paid for.
+   */
   char *booking_ref;
+  /*
+   * Where it was redeemed; empty if not given.
+   */
   char *center_id;
+  /*
+   * Active, or cancelled.
+   */
   Credits__V1__RedemptionState state;
   /*
    * Revenue this use allocated, minor units (returned on cancellation).
@@ -554,7 +683,13 @@ struct  Credits__V1__CreditRedemption
    * Ledger seq of its COUPON_REDEMPTION_CANCEL entry (0 unless cancelled).
    */
   int64_t cancel_seq;
+  /*
+   * When the use was redeemed.
+   */
   Google__Protobuf__Timestamp *create_time;
+  /*
+   * When it was cancelled (unset unless cancelled).
+   */
   Google__Protobuf__Timestamp *cancel_time;
 };
 #define CREDITS__V1__CREDIT_REDEMPTION__INIT \
@@ -562,6 +697,9 @@ struct  Credits__V1__CreditRedemption
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CREDITS__V1__REDEMPTION_STATE__REDEMPTION_STATE_UNSPECIFIED, 0, 0, 0, NULL, NULL }
 
 
+/*
+ * Response of RedeemCustomerCredit and CancelCreditRedemption.
+ */
 struct  Credits__V1__RedemptionResponse
 {
   ProtobufCMessage base;
@@ -569,6 +707,9 @@ struct  Credits__V1__RedemptionResponse
    * The credit after the write (uses_remaining shows what is left).
    */
   Credits__V1__CustomerCredit *credit;
+  /*
+   * The redemption, in its state after the write.
+   */
   Credits__V1__CreditRedemption *redemption;
   /*
    * The tenant's ledger seq after the write.
@@ -588,6 +729,9 @@ struct  Credits__V1__RedemptionResponse
 struct  Credits__V1__CancelCreditRedemptionRequest
 {
   ProtobufCMessage base;
+  /*
+   * The redemption (CreditRedemption.id); NOT_FOUND if unknown.
+   */
   char *redemption_id;
   /*
    * Optional note, kept on the ledger entry.
@@ -614,10 +758,25 @@ struct  Credits__V1__CancelCreditRedemptionRequest
 struct  Credits__V1__MembershipCreditRule
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
+  /*
+   * The coupon each credit is issued from.
+   */
   char *coupon_id;
+  /*
+   * The client credits are issued to.
+   */
   char *client_id;
+  /*
+   * The membership each credit relates to (CustomerCredit.membership_id).
+   */
   char *membership_id;
+  /*
+   * Monthly or weekly.
+   */
   Credits__V1__CreditRuleFrequency frequency;
   /*
    * For MONTHLY (else 0).
@@ -648,7 +807,13 @@ struct  Credits__V1__MembershipCreditRule
    * its Monday); "" if none yet.
    */
   char *last_period;
+  /*
+   * When the rule was created.
+   */
   Google__Protobuf__Timestamp *create_time;
+  /*
+   * When it was disabled (unset while enabled).
+   */
   Google__Protobuf__Timestamp *disable_time;
 };
 #define CREDITS__V1__MEMBERSHIP_CREDIT_RULE__INIT \
@@ -656,6 +821,9 @@ struct  Credits__V1__MembershipCreditRule
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CREDITS__V1__CREDIT_RULE_FREQUENCY__CREDIT_RULE_FREQUENCY_UNSPECIFIED, 0, 0, 0, 0, NULL, NULL, (char *)protobuf_c_empty_string, NULL, NULL }
 
 
+/*
+ * Request of CouponService.CreateMembershipCreditRule.
+ */
 struct  Credits__V1__CreateMembershipCreditRuleRequest
 {
   ProtobufCMessage base;
@@ -702,6 +870,9 @@ struct  Credits__V1__CreateMembershipCreditRuleRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CREDITS__V1__CREDIT_RULE_FREQUENCY__CREDIT_RULE_FREQUENCY_UNSPECIFIED, 0, 0, 0, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.ListMembershipCreditRules.
+ */
 struct  Credits__V1__ListMembershipCreditRulesRequest
 {
   ProtobufCMessage base;
@@ -709,6 +880,9 @@ struct  Credits__V1__ListMembershipCreditRulesRequest
    * Default 100, at most 1000.
    */
   int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first page.
+   */
   char *page_token;
   /*
    * Optional: only this client's rules.
@@ -724,6 +898,9 @@ struct  Credits__V1__ListMembershipCreditRulesRequest
     , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Response of CouponService.ListMembershipCreditRules: one page of rules.
+ */
 struct  Credits__V1__ListMembershipCreditRulesResponse
 {
   ProtobufCMessage base;
@@ -732,6 +909,9 @@ struct  Credits__V1__ListMembershipCreditRulesResponse
    */
   size_t n_rules;
   Credits__V1__MembershipCreditRule **rules;
+  /*
+   * Pass as page_token for the next page; empty on the last page.
+   */
   char *next_page_token;
 };
 #define CREDITS__V1__LIST_MEMBERSHIP_CREDIT_RULES_RESPONSE__INIT \
@@ -739,10 +919,20 @@ struct  Credits__V1__ListMembershipCreditRulesResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CouponService.DisableMembershipCreditRule.
+ */
 struct  Credits__V1__DisableMembershipCreditRuleRequest
 {
   ProtobufCMessage base;
+  /*
+   * The rule (MembershipCreditRule.id); NOT_FOUND if unknown.
+   */
   char *rule_id;
+  /*
+   * Optional here (catalog changes are not credit movements); a retry with
+   * the same key returns the first response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__DISABLE_MEMBERSHIP_CREDIT_RULE_REQUEST__INIT \

@@ -15,6 +15,7 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 #include "credits/v1/common.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
 typedef struct Credits__V1__PurchaseCreditPackageRequest Credits__V1__PurchaseCreditPackageRequest;
@@ -61,6 +62,9 @@ typedef struct Credits__V1__Operation Credits__V1__Operation;
  * Why credit is spent.
  */
 typedef enum _Credits__V1__SpendReason {
+  /*
+   * Not set: INVALID_ARGUMENT for SpendCredits; BOOKING for CaptureHold.
+   */
   CREDITS__V1__SPEND_REASON__SPEND_REASON_UNSPECIFIED = 0,
   /*
    * At booking time (spa appointment, class).
@@ -74,13 +78,31 @@ typedef enum _Credits__V1__SpendReason {
    * For a service.
    */
   CREDITS__V1__SPEND_REASON__SPEND_REASON_SERVICE = 3,
+  /*
+   * Anything else.
+   */
   CREDITS__V1__SPEND_REASON__SPEND_REASON_OTHER = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__SPEND_REASON)
 } Credits__V1__SpendReason;
+/*
+ * The life of a hold: HELD, then CAPTURED, RELEASED or EXPIRED (final).
+ */
 typedef enum _Credits__V1__HoldState {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__HOLD_STATE__HOLD_STATE_UNSPECIFIED = 0,
+  /*
+   * Open: the credit is reserved.
+   */
   CREDITS__V1__HOLD_STATE__HOLD_STATE_HELD = 1,
+  /*
+   * Captured (wholly or in part; any rest was released).
+   */
   CREDITS__V1__HOLD_STATE__HOLD_STATE_CAPTURED = 2,
+  /*
+   * Released by ReleaseHold: the credit is available again.
+   */
   CREDITS__V1__HOLD_STATE__HOLD_STATE_RELEASED = 3,
   /*
    * Released automatically at expire_time.
@@ -88,18 +110,36 @@ typedef enum _Credits__V1__HoldState {
   CREDITS__V1__HOLD_STATE__HOLD_STATE_EXPIRED = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__HOLD_STATE)
 } Credits__V1__HoldState;
+/*
+ * Whether a write-off stands.
+ */
 typedef enum _Credits__V1__WriteOffState {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__WRITE_OFF_STATE__WRITE_OFF_STATE_UNSPECIFIED = 0,
+  /*
+   * The credit is written off.
+   */
   CREDITS__V1__WRITE_OFF_STATE__WRITE_OFF_STATE_ACTIVE = 1,
+  /*
+   * Undone by VoidWriteOff: the credit is back on its lots.
+   */
   CREDITS__V1__WRITE_OFF_STATE__WRITE_OFF_STATE_VOIDED = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(CREDITS__V1__WRITE_OFF_STATE)
 } Credits__V1__WriteOffState;
 
 /* --- messages --- */
 
+/*
+ * Request of CreditService.PurchaseCreditPackage.
+ */
 struct  Credits__V1__PurchaseCreditPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * The buyer (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
   /*
    * An active package of the tenant.
@@ -123,6 +163,9 @@ struct  Credits__V1__PurchaseCreditPackageRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.PurchaseCreditPackage.
+ */
 struct  Credits__V1__PurchaseCreditPackageResponse
 {
   ProtobufCMessage base;
@@ -130,6 +173,9 @@ struct  Credits__V1__PurchaseCreditPackageResponse
    * The purchase; lot.id is the purchase id.
    */
   Credits__V1__Lot *lot;
+  /*
+   * The client's balance right after the write.
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__PURCHASE_CREDIT_PACKAGE_RESPONSE__INIT \
@@ -144,6 +190,9 @@ struct  Credits__V1__PurchaseCreditPackageResponse
 struct  Credits__V1__CreateCreditOrderRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client credited (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
   /*
    * Credits added, > 0.
@@ -157,12 +206,23 @@ struct  Credits__V1__CreateCreditOrderRequest
    * Required: the center where it was sold.
    */
   char *center_id;
+  /*
+   * Free text for people (at most 1000 bytes).
+   */
   char *note;
   /*
    * Optional expiry (must be in the future).
    */
   Google__Protobuf__Timestamp *valid_until;
+  /*
+   * What the credit may pay for (at most 64 entries per list); unset:
+   * anything.
+   */
   Credits__V1__Scope *scope;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__CREATE_CREDIT_ORDER_REQUEST__INIT \
@@ -170,10 +230,19 @@ struct  Credits__V1__CreateCreditOrderRequest
     , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.CreateCreditOrder.
+ */
 struct  Credits__V1__CreateCreditOrderResponse
 {
   ProtobufCMessage base;
+  /*
+   * The lot created; lot.id is the order id.
+   */
   Credits__V1__Lot *lot;
+  /*
+   * The client's balance right after the write.
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__CREATE_CREDIT_ORDER_RESPONSE__INIT \
@@ -181,9 +250,16 @@ struct  Credits__V1__CreateCreditOrderResponse
     , NULL, NULL }
 
 
+/*
+ * Request of CreditService.GetBalance.
+ */
 struct  Credits__V1__GetBalanceRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client (1–128 printable ASCII characters without spaces); one never
+   * seen has a zero balance.
+   */
   char *client_id;
   /*
    * Also return the lots, per-center credit and open holds.
@@ -219,7 +295,14 @@ struct  Credits__V1__GetBalanceRequest
 struct  Credits__V1__CenterBalance
 {
   ProtobufCMessage base;
+  /*
+   * The center the credit was sold or granted at (Lot.center_id).
+   */
   char *center_id;
+  /*
+   * Credit left on the client's lots from that center, held part included
+   * (minor units).
+   */
   int64_t remaining_minor;
 };
 #define CREDITS__V1__CENTER_BALANCE__INIT \
@@ -233,6 +316,9 @@ struct  Credits__V1__CenterBalance
 struct  Credits__V1__Balance
 {
   ProtobufCMessage base;
+  /*
+   * Total, available and held credit, and the seq this snapshot reflects.
+   */
   Credits__V1__BalanceSummary *summary;
   /*
    * Lots with credit left, soonest expiry first (with include_details); at
@@ -266,10 +352,19 @@ struct  Credits__V1__Balance
     , NULL, 0,NULL, 0,NULL, 0,NULL, 0, NULL }
 
 
+/*
+ * Request of CreditService.ListBalances.
+ */
 struct  Credits__V1__ListBalancesRequest
 {
   ProtobufCMessage base;
+  /*
+   * Page size: default 100, at most 1000.
+   */
   int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first page.
+   */
   char *page_token;
   /*
    * Only credit from lots of this center (available = its free credit).
@@ -281,6 +376,9 @@ struct  Credits__V1__ListBalancesRequest
     , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.ListBalances: one page of client balances.
+ */
 struct  Credits__V1__ListBalancesResponse
 {
   ProtobufCMessage base;
@@ -289,6 +387,9 @@ struct  Credits__V1__ListBalancesResponse
    */
   size_t n_balances;
   Credits__V1__BalanceSummary **balances;
+  /*
+   * Pass as page_token for the next page; empty on the last page.
+   */
   char *next_page_token;
 };
 #define CREDITS__V1__LIST_BALANCES_RESPONSE__INIT \
@@ -296,9 +397,15 @@ struct  Credits__V1__ListBalancesResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.SpendCredits.
+ */
 struct  Credits__V1__SpendCreditsRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client spending (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
   /*
    * > 0.
@@ -325,6 +432,10 @@ struct  Credits__V1__SpendCreditsRequest
    * Optional: lots scoped to other memberships are not used.
    */
   char *membership_id;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__SPEND_CREDITS_REQUEST__INIT \
@@ -338,22 +449,49 @@ struct  Credits__V1__SpendCreditsRequest
 struct  Credits__V1__Spend
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id (ReverseSpend and GetSpend take it).
+   */
   char *id;
+  /*
+   * The client who spent.
+   */
   char *client_id;
+  /*
+   * Credit spent (minor units, > 0).
+   */
   int64_t amount_minor;
   /*
    * Already given back by reversals.
    */
   int64_t reversed_minor;
+  /*
+   * Why it was spent.
+   */
   Credits__V1__SpendReason reason;
+  /*
+   * Where it was spent.
+   */
   char *center_id;
+  /*
+   * The booking or visit it paid for; empty if none was given.
+   */
   char *booking_ref;
+  /*
+   * The service category given with the spend; empty if none.
+   */
   char *service_category;
   /*
    * The hold whose capture recorded this spend, if any.
    */
   char *hold_id;
+  /*
+   * The ledger seq of the spend's entry.
+   */
   int64_t seq;
+  /*
+   * When the spend was committed.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * The lots drawn from, in draw order (soonest expiry first).
@@ -366,10 +504,19 @@ struct  Credits__V1__Spend
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, CREDITS__V1__SPEND_REASON__SPEND_REASON_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, 0,NULL }
 
 
+/*
+ * Response of SpendCredits, ReverseSpend and GetSpend.
+ */
 struct  Credits__V1__SpendCreditsResponse
 {
   ProtobufCMessage base;
+  /*
+   * The spend (for ReverseSpend: with reversed_minor updated).
+   */
   Credits__V1__Spend *spend;
+  /*
+   * The client's balance right after the write (GetSpend: now).
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__SPEND_CREDITS_RESPONSE__INIT \
@@ -385,25 +532,61 @@ struct  Credits__V1__SpendCreditsResponse
 struct  Credits__V1__Hold
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
+  /*
+   * The client whose credit is held.
+   */
   char *client_id;
+  /*
+   * Credit reserved (minor units, > 0).
+   */
   int64_t amount_minor;
+  /*
+   * Credit spent by the capture; 0 until captured.
+   */
   int64_t captured_minor;
+  /*
+   * Open, captured, released or expired.
+   */
   Credits__V1__HoldState state;
   /*
    * Released automatically at this time unless captured.
    */
   Google__Protobuf__Timestamp *expire_time;
+  /*
+   * Where the credit will be spent.
+   */
   char *center_id;
+  /*
+   * The booking it reserves for; empty if none was given.
+   */
   char *booking_ref;
+  /*
+   * The service category it was drawn for; empty: any.
+   */
   char *service_category;
+  /*
+   * The membership it was drawn for; empty: any.
+   */
   char *membership_id;
+  /*
+   * The ledger seq of the HOLD entry.
+   */
   int64_t seq;
+  /*
+   * When the hold was committed.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * The spend recorded by the capture.
    */
   char *spend_id;
+  /*
+   * The lots it pinned, in draw order.
+   */
   size_t n_allocations;
   Credits__V1__Allocation **allocations;
 };
@@ -412,22 +595,44 @@ struct  Credits__V1__Hold
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, CREDITS__V1__HOLD_STATE__HOLD_STATE_UNSPECIFIED, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, 0,NULL }
 
 
+/*
+ * Request of CreditService.CreateHold.
+ */
 struct  Credits__V1__CreateHoldRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
+  /*
+   * Credit to reserve (minor units, > 0).
+   */
   int64_t amount_minor;
   /*
    * Required: where the credit will be spent (as for SpendCredits).
    */
   char *center_id;
+  /*
+   * The booking it reserves for (optional).
+   */
   char *booking_ref;
+  /*
+   * Optional: lots scoped to other categories are not used.
+   */
   char *service_category;
+  /*
+   * Optional: lots scoped to other memberships are not used.
+   */
   char *membership_id;
   /*
    * When to release it automatically; in the future, at most 90 days ahead.
    */
   Google__Protobuf__Timestamp *expire_time;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__CREATE_HOLD_REQUEST__INIT \
@@ -435,9 +640,15 @@ struct  Credits__V1__CreateHoldRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.CaptureHold.
+ */
 struct  Credits__V1__CaptureHoldRequest
 {
   ProtobufCMessage base;
+  /*
+   * The open hold (Hold.id); NOT_FOUND if unknown.
+   */
   char *hold_id;
   /*
    * 0 captures the whole hold; less captures part (e.g. a no-show fee) and
@@ -448,6 +659,10 @@ struct  Credits__V1__CaptureHoldRequest
    * Default BOOKING.
    */
   Credits__V1__SpendReason reason;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__CAPTURE_HOLD_REQUEST__INIT \
@@ -455,10 +670,20 @@ struct  Credits__V1__CaptureHoldRequest
     , (char *)protobuf_c_empty_string, 0, CREDITS__V1__SPEND_REASON__SPEND_REASON_UNSPECIFIED, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.ReleaseHold.
+ */
 struct  Credits__V1__ReleaseHoldRequest
 {
   ProtobufCMessage base;
+  /*
+   * The open hold (Hold.id); NOT_FOUND if unknown.
+   */
   char *hold_id;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__RELEASE_HOLD_REQUEST__INIT \
@@ -466,9 +691,15 @@ struct  Credits__V1__ReleaseHoldRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.GetHold.
+ */
 struct  Credits__V1__GetHoldRequest
 {
   ProtobufCMessage base;
+  /*
+   * The hold (Hold.id).
+   */
   char *hold_id;
 };
 #define CREDITS__V1__GET_HOLD_REQUEST__INIT \
@@ -476,14 +707,23 @@ struct  Credits__V1__GetHoldRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreateHold, CaptureHold, ReleaseHold and GetHold.
+ */
 struct  Credits__V1__HoldResponse
 {
   ProtobufCMessage base;
+  /*
+   * The hold, in its state after the call.
+   */
   Credits__V1__Hold *hold;
   /*
    * The spend recorded by a capture.
    */
   Credits__V1__Spend *spend;
+  /*
+   * The client's balance right after the write (GetHold: now).
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__HOLD_RESPONSE__INIT \
@@ -491,15 +731,28 @@ struct  Credits__V1__HoldResponse
     , NULL, NULL, NULL }
 
 
+/*
+ * Request of CreditService.ReverseSpend.
+ */
 struct  Credits__V1__ReverseSpendRequest
 {
   ProtobufCMessage base;
+  /*
+   * The spend (Spend.id); NOT_FOUND if unknown.
+   */
   char *spend_id;
   /*
    * > 0, at most amount − reversed.
    */
   int64_t amount_minor;
+  /*
+   * Why, for people (optional, at most 1000 bytes).
+   */
   char *reason;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__REVERSE_SPEND_REQUEST__INIT \
@@ -507,9 +760,15 @@ struct  Credits__V1__ReverseSpendRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.GetSpend.
+ */
 struct  Credits__V1__GetSpendRequest
 {
   ProtobufCMessage base;
+  /*
+   * The spend (Spend.id).
+   */
   char *spend_id;
 };
 #define CREDITS__V1__GET_SPEND_REQUEST__INIT \
@@ -523,17 +782,41 @@ struct  Credits__V1__GetSpendRequest
 struct  Credits__V1__WriteOff
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
+  /*
+   * The client whose credit was removed.
+   */
   char *client_id;
+  /*
+   * Credit removed (minor units, > 0).
+   */
   int64_t amount_minor;
+  /*
+   * Why, for people.
+   */
   char *reason;
+  /*
+   * Active or voided.
+   */
   Credits__V1__WriteOffState state;
+  /*
+   * The ledger seq of the WRITE_OFF entry.
+   */
   int64_t seq;
   /*
    * The seq of the void, once voided.
    */
   int64_t void_seq;
+  /*
+   * When the write-off was committed.
+   */
   Google__Protobuf__Timestamp *create_time;
+  /*
+   * The lots it drew from, in draw order.
+   */
   size_t n_allocations;
   Credits__V1__Allocation **allocations;
 };
@@ -542,12 +825,29 @@ struct  Credits__V1__WriteOff
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, CREDITS__V1__WRITE_OFF_STATE__WRITE_OFF_STATE_UNSPECIFIED, 0, 0, NULL, 0,NULL }
 
 
+/*
+ * Request of CreditService.CreateWriteOff.
+ */
 struct  Credits__V1__CreateWriteOffRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
+  /*
+   * Credit to remove (minor units, > 0); drawn like a spend;
+   * INSUFFICIENT_CREDITS if more than available.
+   */
   int64_t amount_minor;
+  /*
+   * Why, for people (required, at most 1000 bytes).
+   */
   char *reason;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__CREATE_WRITE_OFF_REQUEST__INIT \
@@ -555,6 +855,9 @@ struct  Credits__V1__CreateWriteOffRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.ListWriteOffs.
+ */
 struct  Credits__V1__ListWriteOffsRequest
 {
   ProtobufCMessage base;
@@ -562,7 +865,13 @@ struct  Credits__V1__ListWriteOffsRequest
    * Optional: one client's write-offs only.
    */
   char *client_id;
+  /*
+   * Page size: default 100, at most 1000.
+   */
   int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first page.
+   */
   char *page_token;
 };
 #define CREDITS__V1__LIST_WRITE_OFFS_REQUEST__INIT \
@@ -570,6 +879,9 @@ struct  Credits__V1__ListWriteOffsRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.ListWriteOffs.
+ */
 struct  Credits__V1__ListWriteOffsResponse
 {
   ProtobufCMessage base;
@@ -578,6 +890,9 @@ struct  Credits__V1__ListWriteOffsResponse
    */
   size_t n_write_offs;
   Credits__V1__WriteOff **write_offs;
+  /*
+   * Pass as page_token for the next page; empty on the last page.
+   */
   char *next_page_token;
 };
 #define CREDITS__V1__LIST_WRITE_OFFS_RESPONSE__INIT \
@@ -585,10 +900,21 @@ struct  Credits__V1__ListWriteOffsResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditService.VoidWriteOff.
+ */
 struct  Credits__V1__VoidWriteOffRequest
 {
   ProtobufCMessage base;
+  /*
+   * The write-off (WriteOff.id); NOT_FOUND if unknown, WRITE_OFF_VOIDED if
+   * voided.
+   */
   char *write_off_id;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__VOID_WRITE_OFF_REQUEST__INIT \
@@ -596,10 +922,19 @@ struct  Credits__V1__VoidWriteOffRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreateWriteOff and VoidWriteOff.
+ */
 struct  Credits__V1__WriteOffResponse
 {
   ProtobufCMessage base;
+  /*
+   * The write-off, in its state after the call.
+   */
   Credits__V1__WriteOff *write_off;
+  /*
+   * The client's balance right after the write.
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__WRITE_OFF_RESPONSE__INIT \
@@ -613,6 +948,9 @@ struct  Credits__V1__WriteOffResponse
 struct  Credits__V1__AdjustBalanceRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client (1–128 printable ASCII characters without spaces).
+   */
   char *client_id;
   /*
    * Positive adds a lot; negative draws from the client's lots. Not 0.
@@ -630,6 +968,10 @@ struct  Credits__V1__AdjustBalanceRequest
    * Optional expiry for a positive adjustment.
    */
   Google__Protobuf__Timestamp *valid_until;
+  /*
+   * Required (this field or the idempotency-key request metadata; both set
+   * must be equal): a retry with the same key returns the original response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__ADJUST_BALANCE_REQUEST__INIT \
@@ -637,16 +979,28 @@ struct  Credits__V1__AdjustBalanceRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.AdjustBalance.
+ */
 struct  Credits__V1__AdjustBalanceResponse
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id of the adjustment (the ADJUSTMENT entry's ref_id).
+   */
   char *adjustment_id;
   /*
    * The lot a positive adjustment created.
    */
   Credits__V1__Lot *lot;
+  /*
+   * For a negative adjustment: the lots drawn from, in draw order.
+   */
   size_t n_allocations;
   Credits__V1__Allocation **allocations;
+  /*
+   * The client's balance right after the write.
+   */
   Credits__V1__BalanceSummary *balance;
 };
 #define CREDITS__V1__ADJUST_BALANCE_RESPONSE__INIT \
@@ -654,9 +1008,15 @@ struct  Credits__V1__AdjustBalanceResponse
     , (char *)protobuf_c_empty_string, NULL, 0,NULL, NULL }
 
 
+/*
+ * Request of CreditService.ListLedgerEntries (a client's statement).
+ */
 struct  Credits__V1__ListLedgerEntriesRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client (1–128 printable ASCII characters without spaces, required).
+   */
   char *client_id;
   /*
    * Oldest first when set; newest first by default.
@@ -675,6 +1035,9 @@ struct  Credits__V1__ListLedgerEntriesRequest
    */
   size_t n_types;
   Credits__V1__EntryType *types;
+  /*
+   * Page size: default 100, at most 1000.
+   */
   int32_t page_size;
   /*
    * Keyset token: pages stay stable while new entries are written.
@@ -686,11 +1049,20 @@ struct  Credits__V1__ListLedgerEntriesRequest
     , (char *)protobuf_c_empty_string, 0, NULL, NULL, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Response of CreditService.ListLedgerEntries: one page of the statement.
+ */
 struct  Credits__V1__ListLedgerEntriesResponse
 {
   ProtobufCMessage base;
+  /*
+   * The entries, in the order asked for, each with its running balance.
+   */
   size_t n_entries;
   Credits__V1__LedgerEntry **entries;
+  /*
+   * Pass as page_token for the next page; empty on the last page.
+   */
   char *next_page_token;
 };
 #define CREDITS__V1__LIST_LEDGER_ENTRIES_RESPONSE__INIT \
@@ -711,6 +1083,10 @@ struct  Credits__V1__ImportLotRecord
    * IDEMPOTENCY_KEY_REUSED.
    */
   char *record_key;
+  /*
+   * The client the credit belongs to (1–128 printable ASCII characters
+   * without spaces).
+   */
   char *client_id;
   /*
    * The opening credit, > 0.
@@ -720,6 +1096,10 @@ struct  Credits__V1__ImportLotRecord
    * Required: the center the credit was sold at.
    */
   char *center_id;
+  /*
+   * What the credit may pay for (at most 64 entries per list); unset:
+   * anything.
+   */
   Credits__V1__Scope *scope;
   /*
    * Optional: not usable before this time.
@@ -743,6 +1123,9 @@ struct  Credits__V1__ImportLotRecord
    * What the client paid for it, ≥ 0.
    */
   int64_t price_minor;
+  /*
+   * Free text for people (at most 1000 bytes).
+   */
   char *note;
 };
 #define CREDITS__V1__IMPORT_LOT_RECORD__INIT \
@@ -760,12 +1143,18 @@ struct  Credits__V1__ImportRecordFailure
    * The record's position in the stream, from 0.
    */
   int64_t index;
+  /*
+   * The record's record_key, as sent.
+   */
   char *record_key;
   /*
    * As google.rpc.ErrorInfo.reason: INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED,
    * MALFORMED_REQUEST, STORAGE_FULL, …
    */
   char *reason;
+  /*
+   * What went wrong, for people (bounded; may change between releases).
+   */
   char *message;
   /*
    * For INVALID_ARGUMENT: each bad field of the record (at most 8, then one
@@ -819,6 +1208,9 @@ struct  Credits__V1__ImportLotsResponse
    * Records whose key was imported before with the same fields: unchanged.
    */
   int64_t already_applied;
+  /*
+   * Records not applied; each listed in failures (up to its limit).
+   */
   int64_t failed;
   /*
    * The failed records in stream order; at most 1000 (failed counts all).
@@ -841,6 +1233,9 @@ struct  Credits__V1__ImportLotsResponse
     , 0, 0, 0, 0, 0,NULL, 0, 0 }
 
 
+/*
+ * Request of CreditService.GetOperation.
+ */
 struct  Credits__V1__GetOperationRequest
 {
   ProtobufCMessage base;
@@ -860,6 +1255,9 @@ struct  Credits__V1__GetOperationRequest
 struct  Credits__V1__Operation
 {
   ProtobufCMessage base;
+  /*
+   * The key it was found by.
+   */
   char *idempotency_key;
   /*
    * "purchase", "spend", "hold", "capture", …
@@ -869,16 +1267,28 @@ struct  Credits__V1__Operation
    * The id of what it created or changed.
    */
   char *result_id;
+  /*
+   * The tenant's ledger seq after the write.
+   */
   int64_t seq;
+  /*
+   * When the write was committed.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
-   * The original response message, serialized (its type follows from operation).
+   * The original response, as the write returned it (a retry with the same
+   * key returns it too). Its type URL is
+   * `type.googleapis.com/credits.v1.<Message>`, the write's response type:
+   * PurchaseCreditPackageResponse, SpendCreditsResponse, HoldResponse, … .
+   * Unset for ImportLots records (each record's outcome is in the ImportLots
+   * response). Was `bytes` (the serialized message) up to 0.14.0: the one
+   * wire-incompatible change made before 1.0.
    */
-  ProtobufCBinaryData response;
+  Google__Protobuf__Any *response;
 };
 #define CREDITS__V1__OPERATION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&credits__v1__operation__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, {0,NULL} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, NULL }
 
 
 /* Credits__V1__PurchaseCreditPackageRequest methods */

@@ -30,6 +30,9 @@ typedef struct Credits__V1__BalanceUpdate Credits__V1__BalanceUpdate;
 
 /* --- messages --- */
 
+/*
+ * Request of LedgerFeedService.SubscribeLedger.
+ */
 struct  Credits__V1__SubscribeLedgerRequest
 {
   ProtobufCMessage base;
@@ -75,6 +78,9 @@ struct  Credits__V1__FeedProgress
    * the stream is caught up and follows new commits live).
    */
   int64_t tenant_seq;
+  /*
+   * When this progress message was sent.
+   */
   Google__Protobuf__Timestamp *time;
 };
 #define CREDITS__V1__FEED_PROGRESS__INIT \
@@ -102,6 +108,9 @@ struct  Credits__V1__LedgerFeedMessage
      * the client's balance right after it.
      */
     Credits__V1__LedgerEntry *entry;
+    /*
+     * Sent every progress_interval_seconds while no entry is sent.
+     */
     Credits__V1__FeedProgress *progress;
   };
 };
@@ -110,9 +119,15 @@ struct  Credits__V1__LedgerFeedMessage
     , CREDITS__V1__LEDGER_FEED_MESSAGE__MESSAGE__NOT_SET, {0} }
 
 
+/*
+ * Request of LedgerFeedService.WatchBalance.
+ */
 struct  Credits__V1__WatchBalanceRequest
 {
   ProtobufCMessage base;
+  /*
+   * The client to watch (required).
+   */
   char *client_id;
   /*
    * Also send the lots, per-center credit and open holds.

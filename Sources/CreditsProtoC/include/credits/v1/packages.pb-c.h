@@ -38,7 +38,13 @@ typedef struct Credits__V1__ListCreditPackagesResponse Credits__V1__ListCreditPa
 struct  Credits__V1__CreditPackage
 {
   ProtobufCMessage base;
+  /*
+   * Server-assigned id.
+   */
   char *id;
+  /*
+   * Display name (1–200 bytes).
+   */
   char *name;
   /*
    * Credits granted on purchase.
@@ -60,8 +66,17 @@ struct  Credits__V1__CreditPackage
    * Only active packages can be bought.
    */
   protobuf_c_boolean active;
+  /*
+   * The tenant's currency (ISO 4217), which both amounts are in.
+   */
   char *currency;
+  /*
+   * When the package was created.
+   */
   Google__Protobuf__Timestamp *create_time;
+  /*
+   * When the package was last changed.
+   */
   Google__Protobuf__Timestamp *update_time;
 };
 #define CREDITS__V1__CREDIT_PACKAGE__INIT \
@@ -69,9 +84,15 @@ struct  Credits__V1__CreditPackage
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, NULL, 0, (char *)protobuf_c_empty_string, NULL, NULL }
 
 
+/*
+ * Request of CreditPackageService.CreateCreditPackage.
+ */
 struct  Credits__V1__CreateCreditPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * Display name (1–200 bytes).
+   */
   char *name;
   /*
    * > 0.
@@ -85,6 +106,10 @@ struct  Credits__V1__CreateCreditPackageRequest
    * 0: never expires; else 1…36500.
    */
   int32_t validity_days;
+  /*
+   * What the credits may pay for (at most 64 entries per list); unset:
+   * anything.
+   */
   Credits__V1__Scope *scope;
   /*
    * Optional here (catalog changes are not money movements).
@@ -96,6 +121,9 @@ struct  Credits__V1__CreateCreditPackageRequest
     , (char *)protobuf_c_empty_string, 0, 0, 0, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditPackageService.UpdateCreditPackage.
+ */
 struct  Credits__V1__UpdateCreditPackageRequest
 {
   ProtobufCMessage base;
@@ -113,6 +141,9 @@ struct  Credits__V1__UpdateCreditPackageRequest
    * other path: INVALID_ARGUMENT.
    */
   Google__Protobuf__FieldMask *update_mask;
+  /*
+   * Optional; a retry with the same key returns the first response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__UPDATE_CREDIT_PACKAGE_REQUEST__INIT \
@@ -120,10 +151,19 @@ struct  Credits__V1__UpdateCreditPackageRequest
     , NULL, NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditPackageService.DeactivateCreditPackage.
+ */
 struct  Credits__V1__DeactivateCreditPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * The package; NOT_FOUND if unknown.
+   */
   char *package_id;
+  /*
+   * Optional; a retry with the same key returns the first response.
+   */
   char *idempotency_key;
 };
 #define CREDITS__V1__DEACTIVATE_CREDIT_PACKAGE_REQUEST__INIT \
@@ -131,9 +171,15 @@ struct  Credits__V1__DeactivateCreditPackageRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditPackageService.GetCreditPackage.
+ */
 struct  Credits__V1__GetCreditPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * The package; NOT_FOUND if unknown.
+   */
   char *package_id;
 };
 #define CREDITS__V1__GET_CREDIT_PACKAGE_REQUEST__INIT \
@@ -141,6 +187,9 @@ struct  Credits__V1__GetCreditPackageRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of CreditPackageService.ListCreditPackages.
+ */
 struct  Credits__V1__ListCreditPackagesRequest
 {
   ProtobufCMessage base;
@@ -148,6 +197,9 @@ struct  Credits__V1__ListCreditPackagesRequest
    * Default 100, at most 1000.
    */
   int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first page.
+   */
   char *page_token;
   /*
    * Inactive packages are left out unless set.
@@ -159,9 +211,16 @@ struct  Credits__V1__ListCreditPackagesRequest
     , 0, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Response of CreditPackageService.ListCreditPackages: one page of packages,
+ * by id.
+ */
 struct  Credits__V1__ListCreditPackagesResponse
 {
   ProtobufCMessage base;
+  /*
+   * At most page_size packages.
+   */
   size_t n_packages;
   Credits__V1__CreditPackage **packages;
   /*

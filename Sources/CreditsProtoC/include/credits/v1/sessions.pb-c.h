@@ -35,7 +35,13 @@ typedef struct Credits__V1__GetPackageRedemptionRequest Credits__V1__GetPackageR
 
 /* --- enums --- */
 
+/*
+ * Whether a session use counts.
+ */
 typedef enum _Credits__V1__PackageRedemptionState {
+  /*
+   * Not set; never stored.
+   */
   CREDITS__V1__PACKAGE_REDEMPTION_STATE__PACKAGE_REDEMPTION_STATE_UNSPECIFIED = 0,
   /*
    * The session is consumed and the payment reference paid.
@@ -94,6 +100,9 @@ struct  Credits__V1__ClientPackage
    * Assigned by the server ("spk_…").
    */
   char *id;
+  /*
+   * The client who owns it.
+   */
   char *client_id;
   /*
    * A label for people, e.g. "Spa bundle".
@@ -126,6 +135,9 @@ struct  Credits__V1__ClientPackage
    * The ledger seq of the first grant entry.
    */
   int64_t created_seq;
+  /*
+   * When it was created.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * Set once deactivated.
@@ -172,11 +184,17 @@ struct  Credits__V1__PackageRedemption
    * Assigned by the server ("rdm_…").
    */
   char *id;
+  /*
+   * The client whose session was used.
+   */
   char *client_id;
   /*
    * The package the session came from.
    */
   char *client_package_id;
+  /*
+   * The service the session paid for.
+   */
   char *service_id;
   /*
    * The payment reference paid (the seed's payment_status_uid).
@@ -186,17 +204,29 @@ struct  Credits__V1__PackageRedemption
    * The scope_id the use asked for (empty: none).
    */
   char *scope_id;
+  /*
+   * Active, or cancelled.
+   */
   Credits__V1__PackageRedemptionState state;
   /*
    * The ledger seq of the SESSION_USE entry.
    */
   int64_t seq;
+  /*
+   * When the session was used.
+   */
   Google__Protobuf__Timestamp *create_time;
   /*
    * For cancelled redemptions: the seq of the SESSION_RETURN entry.
    */
   int64_t cancel_seq;
+  /*
+   * When it was cancelled (unset unless cancelled).
+   */
   Google__Protobuf__Timestamp *cancel_time;
+  /*
+   * The reason given with the cancellation; empty if none.
+   */
   char *cancel_reason;
 };
 #define CREDITS__V1__PACKAGE_REDEMPTION__INIT \
@@ -211,7 +241,14 @@ struct  Credits__V1__PackageRedemption
 struct  Credits__V1__PaymentReference
 {
   ProtobufCMessage base;
+  /*
+   * The payment reference (printable ASCII, at most 128 bytes).
+   */
   char *payment_ref;
+  /*
+   * The client of its first use; other clients cannot use it
+   * (PAYMENT_REF_OTHER_CLIENT).
+   */
   char *client_id;
   /*
    * True while an active redemption pays it.
@@ -231,6 +268,9 @@ struct  Credits__V1__PaymentReference
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of SessionPackageService.CreateClientPackage.
+ */
 struct  Credits__V1__CreateClientPackageRequest
 {
   ProtobufCMessage base;
@@ -275,6 +315,9 @@ struct  Credits__V1__CreateClientPackageRequest
 struct  Credits__V1__ClientPackageResponse
 {
   ProtobufCMessage base;
+  /*
+   * The package, after the write (for get: as of the read).
+   */
   Credits__V1__ClientPackage *client_package;
   /*
    * The tenant's ledger seq after the write (for get: as of the read).
@@ -286,9 +329,15 @@ struct  Credits__V1__ClientPackageResponse
     , NULL, 0 }
 
 
+/*
+ * Request of SessionPackageService.GetClientPackage.
+ */
 struct  Credits__V1__GetClientPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * The package (ClientPackage.id).
+   */
   char *client_package_id;
 };
 #define CREDITS__V1__GET_CLIENT_PACKAGE_REQUEST__INIT \
@@ -296,6 +345,9 @@ struct  Credits__V1__GetClientPackageRequest
     , (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of SessionPackageService.ListClientPackages.
+ */
 struct  Credits__V1__ListClientPackagesRequest
 {
   ProtobufCMessage base;
@@ -321,6 +373,9 @@ struct  Credits__V1__ListClientPackagesRequest
     , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Response of SessionPackageService.ListClientPackages: one page of packages.
+ */
 struct  Credits__V1__ListClientPackagesResponse
 {
   ProtobufCMessage base;
@@ -339,9 +394,15 @@ struct  Credits__V1__ListClientPackagesResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of SessionPackageService.DeactivateClientPackage.
+ */
 struct  Credits__V1__DeactivateClientPackageRequest
 {
   ProtobufCMessage base;
+  /*
+   * The package (ClientPackage.id); NOT_FOUND if unknown.
+   */
   char *client_package_id;
   /*
    * Optional, at most 1000 bytes.
@@ -357,6 +418,9 @@ struct  Credits__V1__DeactivateClientPackageRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of SessionPackageService.UsePackageCredit.
+ */
 struct  Credits__V1__UsePackageCreditRequest
 {
   ProtobufCMessage base;
@@ -394,6 +458,9 @@ struct  Credits__V1__UsePackageCreditRequest
 struct  Credits__V1__PackageRedemptionResponse
 {
   ProtobufCMessage base;
+  /*
+   * The redemption, after the write (for get: as of the read).
+   */
   Credits__V1__PackageRedemption *redemption;
   /*
    * The package after the write: its lines and sessions left.
@@ -413,6 +480,9 @@ struct  Credits__V1__PackageRedemptionResponse
     , NULL, NULL, NULL, 0 }
 
 
+/*
+ * Request of SessionPackageService.CancelPackageRedemption.
+ */
 struct  Credits__V1__CancelPackageRedemptionRequest
 {
   ProtobufCMessage base;
@@ -438,6 +508,9 @@ struct  Credits__V1__CancelPackageRedemptionRequest
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of SessionPackageService.GetPackageRedemption.
+ */
 struct  Credits__V1__GetPackageRedemptionRequest
 {
   ProtobufCMessage base;

@@ -4648,10 +4648,10 @@ static const ProtobufCFieldDescriptor credits__v1__operation__field_descriptors[
     "response",
     6,
     PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_BYTES,
+    PROTOBUF_C_TYPE_MESSAGE,
     0,   /* quantifier_offset */
     offsetof(Credits__V1__Operation, response),
-    NULL,
+    &google__protobuf__any__descriptor,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
