@@ -243,8 +243,9 @@ typedef enum _Credits__V1__ErrorReason {
    */
   CREDITS__V1__ERROR_REASON__CANCELLED = 41,
   /*
-   * NOT_FOUND, domain "grpc.health.v1": Health.Check or Health.Watch of a
-   * service name the server does not serve. No metadata.
+   * NOT_FOUND, domain "grpc.health.v1": Health.Check of a service name the
+   * server does not serve (Health.Watch answers SERVICE_UNKNOWN as a
+   * status instead). No metadata.
    */
   CREDITS__V1__ERROR_REASON__SERVICE_UNKNOWN = 42,
   /*
