@@ -138,3 +138,42 @@ def test_the_contract_imports_only_well_known_types():
         r = subprocess.run([sys.executable, "-c", "import credits.v1.credits_pb2_grpc, credits.v1.feed_pb2_grpc"],
                            cwd=out, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+
+
+def test_get_operation_returns_the_response_as_a_typed_any(cs, cchan, admin):
+    """Operation.response is a google.protobuf.Any whose type URL names the
+    write's response message, and unpacks to exactly what the write returned;
+    an ImportLots record (which stores no reply) has none."""
+    from credits_api import Tenant, operation_response, ts, uid
+
+    C = cs.credits
+    t = Tenant(cs, cchan, admin)
+    writes = []  # (idempotency key, operation, response message)
+    key = uid("order-")
+    writes.append((key, "credit_order", t.order("ann", 1_000, idempotency_key=key)))
+    key = uid("spend-")
+    writes.append((key, "spend", t.spend("ann", 100, idempotency_key=key)))
+    key = uid("hold-")
+    hold = t.staff.credit.CreateHold(C.CreateHoldRequest(client_id="ann", amount_minor=50, center_id="c1",
+                                                        expire_time=ts(3600), idempotency_key=key))
+    writes.append((key, "hold", hold))
+    key = uid("release-")
+    writes.append((key, "release", t.staff.credit.ReleaseHold(C.ReleaseHoldRequest(hold_id=hold.hold.id, idempotency_key=key))))
+    key = uid("adjust-")
+    writes.append((key, "adjust", t.staff.credit.AdjustBalance(C.AdjustBalanceRequest(
+        client_id="ann", amount_minor=25, reason="goodwill", center_id="c1", idempotency_key=key))))
+    key = uid("write-off-")
+    writes.append((key, "write_off", t.staff.credit.CreateWriteOff(C.CreateWriteOffRequest(
+        client_id="ann", amount_minor=10, reason="bad debt", idempotency_key=key))))
+    for key, operation, response in writes:
+        op = t.staff.credit.GetOperation(C.GetOperationRequest(idempotency_key=key))
+        assert op.operation == operation
+        assert op.response.type_url == f"type.googleapis.com/credits.v1.{type(response).__name__}"
+        assert operation_response(op, type(response)) == response, operation
+
+    record_key = uid("import-")
+    done = t.staff.credit.ImportLots(iter([C.ImportLotRecord(record_key=record_key, client_id="bob", amount_minor=500,
+                                                             center_id="c1")]), timeout=30)
+    assert done.applied == 1, done
+    op = t.staff.credit.GetOperation(C.GetOperationRequest(idempotency_key=record_key))
+    assert op.operation == "import" and not op.HasField("response"), op
