@@ -337,8 +337,12 @@ class Soak:
                 self.problem("lost", f"{req.op} {req.key} acknowledged in cycle {req.cycle}: GetOperation "
                                      f"{e.code().name} {e.details()}")
                 return
-            original = self.reply_type(req.op).FromString(req.reply)
-            if op.result_id != self.result_id(req) or self.reply_type(req.op).FromString(op.response) != original:
+            reply_type = self.reply_type(req.op)
+            original = reply_type.FromString(req.reply)
+            # Operation.response is a google.protobuf.Any of the write's response type.
+            stored = (reply_type.FromString(op.response.value)
+                      if op.response.type_url == "type.googleapis.com/" + reply_type.DESCRIPTOR.full_name else None)
+            if op.result_id != self.result_id(req) or stored != original:
                 self.problem("lost", f"{req.op} {req.key}: GetOperation result {op.result_id} / stored response "
                                      f"differs from the acknowledged reply ({self.result_id(req)})")
             if final:
