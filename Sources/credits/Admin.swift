@@ -60,8 +60,8 @@ struct Migrate: ParsableCommand {
     @OptionGroup var database: DatabaseOption
 
     func run() throws {
-        try FileManager.default.createDirectory(atPath: (database.db as NSString).deletingLastPathComponent.isEmpty ? "." : (database.db as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let applied = try Ledger.migrate(path: database.db)
+        try DatabaseAccess.check(database.db, for: .write)
+        let applied = try DatabaseAccess.opening(database.db) { try Ledger.migrate(path: database.db) }
         print(applied.isEmpty ? "schema is current (version \(Ledger.schemaVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
     }
 }
@@ -71,8 +71,8 @@ struct Verify: ParsableCommand {
     @OptionGroup var database: DatabaseOption
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: database.db) else { throw ValidationError("no database at \(database.db)") }
-        let report = try Ledger.verify(path: database.db)
+        try DatabaseAccess.check(database.db, for: .read)
+        let report = try DatabaseAccess.opening(database.db) { try Ledger.verify(path: database.db) }
         print(report)
         if !report.ok { throw ExitCode(1) }
     }
@@ -85,10 +85,10 @@ struct Backup: ParsableCommand {
     var to: String
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: database.db) else { throw ValidationError("no database at \(database.db)") }
-        guard !FileManager.default.fileExists(atPath: to) else { throw ValidationError("\(to) exists already") }
-        try Ledger.backup(path: database.db, to: to)
-        let report = try Ledger.verify(path: to)
+        try DatabaseAccess.check(database.db, for: .read)
+        try DatabaseAccess.checkDestination(to)
+        try DatabaseAccess.opening(database.db) { try Ledger.backup(path: database.db, to: to) }
+        let report = try DatabaseAccess.opening(to) { try Ledger.verify(path: to) }
         print("backup written to \(to); \(report)")
         if !report.ok { throw ExitCode(1) }
     }
@@ -109,7 +109,8 @@ struct CreateTenantCommand: ParsableCommand {
     @Flag(help: "Allow directory keys to act for this tenant.") var allowDirectory = false
 
     func run() throws {
-        let ledger = try Ledger(path: database.db, options: .adminBesideServer)
+        try DatabaseAccess.check(database.db, for: .write)
+        let ledger = try DatabaseAccess.opening(database.db) { try Ledger(path: database.db, options: .adminBesideServer) }
         defer { ledger.close() }
         do {
             _ = try ledger.write(CreateTenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory))
@@ -129,7 +130,8 @@ struct CreateKeyCommand: ParsableCommand {
 
     func run() throws {
         guard let role = Role(rawValue: role) else { throw ValidationError("--role must be staff, app or directory") }
-        let ledger = try Ledger(path: database.db, options: .adminBesideServer)
+        try DatabaseAccess.check(database.db, for: .write)
+        let ledger = try DatabaseAccess.opening(database.db) { try Ledger(path: database.db, options: .adminBesideServer) }
         defer { ledger.close() }
         let keyId = IDs.make("key")
         let secret = Authenticator.newSecret()

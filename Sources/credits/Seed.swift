@@ -60,8 +60,7 @@ struct SeedCommand: ParsableCommand {
             throw ValidationError(Self.describe(error))
         }
         try TokenFile.checkWritable(tokenFile)
-        let directory = (database.db as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory.isEmpty ? "." : directory, withIntermediateDirectories: true)
+        try DatabaseAccess.check(database.db, for: .write)
 
         // One process per database, for the whole seed.
         let lock = try DatabaseLock(databasePath: database.db)

@@ -132,7 +132,7 @@ struct Serve: ParsableCommand {
         let logger = Logger(label: "credits")
 
         let dbURL = URL(fileURLWithPath: db)
-        try FileManager.default.createDirectory(at: dbURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try DatabaseAccess.check(dbURL.path, for: .write)
 
         let adminToken = try AdminToken.load(file: adminKeyFile)
         if adminToken == nil {
@@ -145,7 +145,7 @@ struct Serve: ParsableCommand {
         ledgerOptions.balanceCacheEntries = balanceCacheEntries
         ledgerOptions.balanceCacheRows = balanceCacheRows
         ledgerOptions.idempotencyRetentionSeconds = Int64(idempotencyRetentionDays) * 86_400
-        let ledger = try Ledger(path: dbURL.path, options: ledgerOptions)
+        let ledger = try DatabaseAccess.opening(dbURL.path) { try Ledger(path: dbURL.path, options: ledgerOptions) }
 
         let health = HealthService()
         var router = GRPCRouter()
