@@ -29,6 +29,7 @@ enum Commands {
         typealias K = Credits_V1_CouponService
         typealias S = Credits_V1_SessionPackageService
         typealias P = Credits_V1_CreditPackageService
+        typealias A = Credits_V1_AdminService
         return [
             Command(words: ["balance"], method: C.getBalance.info, summary: "a client's balance",
                     positional: "client_id", aliases: ["details": "include_details"]),
@@ -105,6 +106,18 @@ enum Commands {
             Command(words: ["package", "deactivate"], method: P.deactivateCreditPackage.info, summary: "deactivate a credit package"),
             Command(words: ["package", "get"], method: P.getCreditPackage.info, summary: "look up a credit package"),
             Command(words: ["package", "list"], method: P.listCreditPackages.info, summary: "the credit packages (paged)"),
+
+            Command(words: ["tenant", "create"], method: A.createTenant.info, summary: "create a tenant (admin token)",
+                    positional: "tenant_id"),
+            Command(words: ["tenant", "get"], method: A.getTenant.info, summary: "look up a tenant (admin token)",
+                    positional: "tenant_id"),
+            Command(words: ["tenant", "directory-access"], method: A.setDirectoryAccess.info,
+                    summary: "allow or refuse directory keys for a tenant (admin token)", positional: "tenant_id"),
+            Command(words: ["key", "create"], method: A.createApiKey.info,
+                    summary: "create an API key; its token is in the answer, once (admin token)", positional: "tenant_id"),
+            Command(words: ["key", "revoke"], method: A.revokeApiKey.info, summary: "revoke an API key (admin token)",
+                    positional: "key_id"),
+            Command(words: ["verify"], method: A.verifyLedger.info, summary: "check the ledger's invariants (admin token)"),
         ]
     }()
 

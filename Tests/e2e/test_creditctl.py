@@ -274,3 +274,36 @@ def test_usage_errors_exit_64(ctl):
     assert help_.returncode == 0 and "Exit codes" in help_.stdout and "hold capture" in help_.stdout
     spend_help = ctl.run("spend", "--help")
     assert spend_help.returncode == 0 and "--amount-minor" in spend_help.stdout and "SPEND_REASON_SERVICE" in spend_help.stdout
+
+
+# ---------------------------------------------------------------- admin and directory keys
+
+
+def test_admin_creates_tenant_and_key_then_the_key_works(credits_server, tenant):
+    from conftest import ADMIN_TOKEN
+
+    admin_ctl = Ctl(credits_server, ADMIN_TOKEN)
+    tid = uid("t-")
+    created = admin_ctl.json("tenant", "create", tid, "--name", "Gym", "--currency", "EUR")
+    assert created["id"] == tid and created["allow_directory"] is False
+    assert admin_ctl.json("tenant", "get", tid)["currency"] == "EUR"
+    key = admin_ctl.json("key", "create", tid, "--role", "staff", "--label", "ops")
+    assert key["key"]["role"] == "ROLE_STAFF" and key["token"]
+    staff = Ctl(credits_server, key["token"])
+    staff.json("order", "zed", "--amount", "50", "--center-id", DEFAULT_CENTER)
+    assert staff.json("balance", "zed")["summary"]["available_minor"] == 50
+    assert admin_ctl.json("verify")["ok"] is True
+    admin_ctl.json("key", "revoke", key["key"]["id"])
+    assert staff.run("balance", "zed").returncode == 16
+
+
+def test_directory_key_on_behalf_of(credits_server, cs, cchan, admin):
+    from conftest import ADMIN_TOKEN
+
+    t = Tenant(cs, cchan, admin, allow_directory=True)
+    t.order("dora", 500)
+    admin_ctl = Ctl(credits_server, ADMIN_TOKEN)
+    directory = Ctl(credits_server, admin_ctl.json("key", "create", "--role", "directory", "--label", "dir")["token"])
+    denied = directory.run("balance", "dora")
+    assert denied.returncode == 7 and "ON_BEHALF_OF_REQUIRED" in denied.stderr
+    assert directory.json("balance", "dora", "--on-behalf-of", t.id)["summary"]["available_minor"] == 500
