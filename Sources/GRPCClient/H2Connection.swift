@@ -140,10 +140,9 @@ public final class H2Connection {
             }
             let now = monotonicNanos()
             if now >= deadlineNanos {
-                session.reset(streamID: id)
-                try? flush()
+                // The connection is given up with the call (closing it tells the server).
                 abandon(.timedOut)
-                return takeCompleted().first!
+                return takeCompleted().first { $0.response.streamID == id }!
             }
             let waitMillis = Int32(min(1_000, (deadlineNanos - now) / 1_000_000 + 1))
             let readable = try pollConnections([self], timeoutMillis: waitMillis)

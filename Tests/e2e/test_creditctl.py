@@ -307,3 +307,20 @@ def test_directory_key_on_behalf_of(credits_server, cs, cchan, admin):
     denied = directory.run("balance", "dora")
     assert denied.returncode == 7 and "ON_BEHALF_OF_REQUIRED" in denied.stderr
     assert directory.json("balance", "dora", "--on-behalf-of", t.id)["summary"]["available_minor"] == 500
+
+
+def test_deadline_exit_4_against_a_server_that_never_answers(ctl):
+    import socket
+
+    # A listening socket nobody accepts on: the TCP handshake completes, no HTTP/2 answer ever comes.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        r = ctl.run("balance", "alice", "--target", f"127.0.0.1:{port}", "--deadline", "0.5", "--json")
+        elapsed = time.monotonic() - start
+    assert r.returncode == 4, r.stderr
+    assert json.loads(r.stderr)["error"]["status"] == "DEADLINE_EXCEEDED"
+    assert elapsed < 5
+    assert ctl.run("balance", "alice", "--deadline", "0").returncode == 64
