@@ -125,6 +125,7 @@ let package = Package(
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
         .testTarget(name: "GRPCClientTests", dependencies: ["GRPCClient"]),
+        .testTarget(name: "creditctlTests", dependencies: ["creditctl", "CreditsProto"]),
         .testTarget(
             name: "GRPCTransportTests",
             dependencies: [
