@@ -44,7 +44,8 @@ Global flags:
   -h, --help             this help; COMMAND --help lists the command's fields
 
 Mutations take --idempotency-key KEY; without one a key is generated and
-printed on stderr ("idempotency-key: ...") so a retry can reuse it.
+printed on stderr ("idempotency-key: ...") so a retry can reuse it; with
+--json a failed call has it in its JSON error object instead.
 
 Output: text for people; --json prints proto field names in declaration
 order, every field (zero values included), int64 as JSON numbers (exact: no
@@ -272,9 +273,12 @@ struct CallError {
 
     var exitCode: Int32 { Int32(code) }
 
-    var json: Value {
-        .object([("error", .object([("code", .int(Int64(code))), ("status", .string(grpcStatusName(code))),
-                                    ("message", .string(message)), ("details", .array(details))]))])
+    /// `generatedKey`: the idempotency key creditctl made up for this call, for a retry.
+    func json(generatedKey: String?) -> Value {
+        var fields: [(String, Value)] = [("code", .int(Int64(code))), ("status", .string(grpcStatusName(code))),
+                                         ("message", .string(message)), ("details", .array(details))]
+        if let generatedKey { fields.append(("idempotency_key", .string(generatedKey))) }
+        return .object([("error", .object(fields))])
     }
 
     var text: String {
@@ -345,10 +349,14 @@ func run(_ inv: Invocation) throws(Failure) -> Int32 {
         throw Failure(code: Exit.usage, message: "no schema for \(command.method.path)")
     }
     var request = try requestValue(inv, schema: requestSchema)
+    // A generated key is printed on stderr before the call (text) or after it (--json: a failure
+    // carries it in its JSON error object, so stderr stays one JSON object).
+    var generatedKey: String?
     if command.isMutation, request["idempotency_key"] == nil {
         let key = UUID().uuidString.lowercased()
         set(&request, path: ["idempotency_key"], value: .string(key), schema: requestSchema)
-        FileHandle.standardError.write(Data("idempotency-key: \(key)\n".utf8))
+        generatedKey = key
+        if !inv.json { FileHandle.standardError.write(Data("idempotency-key: \(key)\n".utf8)) }
     }
     var metadata: [(String, String)] = []
     if let token = try readToken(inv) { metadata.append(("authorization", "Bearer \(token)")) }
@@ -384,7 +392,7 @@ func run(_ inv: Invocation) throws(Failure) -> Int32 {
         }
         guard call.outcome.isOK else {
             let error = callError(call)
-            let text = inv.json ? JSONWriter.render(error.json) : error.text
+            let text = inv.json ? JSONWriter.render(error.json(generatedKey: generatedKey)) : error.text
             FileHandle.standardError.write(Data((text + "\n").utf8))
             return error.exitCode
         }
@@ -402,6 +410,7 @@ func run(_ inv: Invocation) throws(Failure) -> Int32 {
     }
     let output = merged ?? .object([])
     print(inv.json ? JSONWriter.render(output) : TextWriter.render(output))
+    if inv.json, let generatedKey { FileHandle.standardError.write(Data("idempotency-key: \(generatedKey)\n".utf8)) }
     return 0
 }
 

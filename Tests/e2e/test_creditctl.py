@@ -220,8 +220,9 @@ def test_overspend_exit_9_with_reason(ctl, tenant):
     assert r.stdout == ""
     j = ctl.run("spend", "ivy", "--amount", "500", "--reason", "service", "--center-id", DEFAULT_CENTER, "--json")
     assert j.returncode == 9
-    err = json.loads(j.stderr[j.stderr.index("{"):])["error"]
+    err = json.loads(j.stderr)["error"]  # stderr is one JSON object
     assert err["code"] == 9 and err["status"] == "FAILED_PRECONDITION"
+    assert err["idempotency_key"]  # generated: a retry can reuse it
     info = [d for d in err["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
     assert info and info[0]["reason"] == "INSUFFICIENT_CREDITS"
     assert tenant.summary("ivy") == (100, 100, 0)
@@ -233,7 +234,7 @@ def test_invalid_argument_exit_3_with_fields(ctl):
     assert "INVALID_ARGUMENT (3)" in r.stderr
     assert "field client_id:" in r.stderr and "field amount_minor:" in r.stderr
     j = ctl.run("spend", "", "--amount", "-5", "--center-id", DEFAULT_CENTER, "--json")
-    err = json.loads(j.stderr[j.stderr.index("{"):])["error"]
+    err = json.loads(j.stderr)["error"]
     fields = [v["field"] for d in err["details"] for v in d.get("field_violations", [])]
     assert "client_id" in fields and "amount_minor" in fields
 
