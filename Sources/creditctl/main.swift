@@ -48,9 +48,9 @@ printed on stderr ("idempotency-key: ...") so a retry can reuse it; with
 --json a failed call has it in its JSON error object instead.
 
 Output: text for people; --json prints proto field names in declaration
-order, every field (zero values included), int64 as JSON numbers (exact: no
-value the API returns needs more than 53 bits), enums by name, timestamps as
-RFC 3339, bytes as base64.
+order, every field (zero values included), int64 as JSON numbers with every
+digit (readers that hold numbers as doubles, e.g. JavaScript, lose precision
+above 2^53), enums by name, timestamps as RFC 3339, bytes as base64.
 
 Exit codes: 0 OK; 1-16 the gRPC status code of the answer (3 INVALID_ARGUMENT,
 4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 7 PERMISSION_DENIED, 9 FAILED_PRECONDITION,
