@@ -16,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "credits", targets: ["credits"]),
+        .executable(name: "creditctl", targets: ["creditctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -95,12 +96,24 @@ let package = Package(
             swiftSettings: releaseSpeed
         ),
 
+        // The gRPC client: an nghttp2 client session driven by bytes (the
+        // transport tests) or over a socket (loadgen, creditctl). Knows nothing of credits.
+        .target(name: "GRPCClient", dependencies: ["CNghttp2"], swiftSettings: releaseSpeed),
+        // The command-line client of the credits API (issue 15).
+        .executableTarget(
+            name: "creditctl",
+            dependencies: [
+                "GRPCClient", "CreditsProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         // The load tool (issue 5): N connections x M streams of gRPC calls on an
         // nghttp2 client session, latency histograms, summary table and JSON.
         .executableTarget(
             name: "loadgen",
             dependencies: [
-                "CNghttp2", "CreditsProto",
+                "GRPCClient", "CreditsProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -111,10 +124,12 @@ let package = Package(
 
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
+        .testTarget(name: "GRPCClientTests", dependencies: ["GRPCClient"]),
+        .testTarget(name: "creditctlTests", dependencies: ["creditctl", "CreditsProto"]),
         .testTarget(
             name: "GRPCTransportTests",
             dependencies: [
-                "GRPCTransport", "CNghttp2",
+                "GRPCTransport", "GRPCClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

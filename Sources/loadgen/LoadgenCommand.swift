@@ -1,6 +1,7 @@
 // loadgen: drives a credits server with N connections x M concurrent gRPC
 // calls and reports throughput, latency percentiles and errors by status.
 
+import GRPCClient
 import ArgumentParser
 import CreditsProto
 import Foundation
@@ -246,7 +247,7 @@ struct Loadgen: ParsableCommand {
                 }
                 (summary, result) = try runScenario(token: token, calls: calls)
             }
-        } catch let error as ConnectionError {
+        } catch let error as ClientError {
             FileHandle.standardError.write(Data("loadgen: \(error)\n".utf8))
             throw ExitCode(2)
         } catch let error as UnaryCallError {
@@ -281,7 +282,7 @@ struct Loadgen: ParsableCommand {
                                      options: options) { line in
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))
             }
-        } catch let error as ConnectionError {
+        } catch let error as ClientError {
             FileHandle.standardError.write(Data("loadgen: \(error)\n".utf8))
             throw ExitCode(2)
         }

@@ -2,6 +2,7 @@
 // calls in flight per connection until the duration or the count is used up.
 // Each worker records latencies in its own histogram; they are merged at the end.
 
+import GRPCClient
 import Foundation
 import Histogram
 import Synchronization
@@ -110,7 +111,7 @@ func runLoad(_ plan: LoadPlan, progress: ((SharedProgress, UInt64) -> Void)? = n
     // Connect every connection first, so a bad target fails before any load.
     var connections: [H2Connection] = []
     for _ in 0..<plan.connections {
-        connections.append(try H2Connection(target: plan.target, metadata: plan.metadata))
+        connections.append(try openConnection(target: plan.target, metadata: plan.metadata))
     }
     let groups: [[H2Connection]] = (0..<threads).map { t in
         stride(from: t, to: connections.count, by: threads).map { connections[$0] }
@@ -240,7 +241,7 @@ private struct Worker {
             if !c.isClosed { c.abandon(.goaway) }
             drain(c)
             guard !exhausted, result.reconnects < plan.maxReconnectsPerWorker,
-                  let fresh = try? H2Connection(target: plan.target, metadata: plan.metadata) else {
+                  let fresh = try? openConnection(target: plan.target, metadata: plan.metadata) else {
                 retired[i] = true
                 continue
             }

@@ -1,5 +1,6 @@
 // The scenarios: which calls a run makes, built from the generated message types.
 
+import GRPCClient
 import CreditsProto
 
 enum Method {
@@ -181,7 +182,7 @@ func unaryCall<Response: ProtoMessage>(
     target: String, token: String, path: String, request: some ProtoMessage, as: Response.Type,
     timeoutNanos: UInt64 = 10_000_000_000
 ) throws -> Response {
-    let connection = try H2Connection(target: target, metadata: [("authorization", "Bearer \(token)")])
+    let connection = try openConnection(target: target, metadata: [("authorization", "Bearer \(token)")])
     try connection.start(path: path, message: request.serializedBytes(), tag: 0)
     let deadline = monotonicNanos() + timeoutNanos
     while true {

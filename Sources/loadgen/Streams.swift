@@ -1,6 +1,7 @@
 // tail and watch: server-streaming calls of LedgerFeedService, printed as
 // they arrive (one stream) or counted (many streams, for benchmarks).
 
+import GRPCClient
 import CreditsProto
 import Foundation
 
@@ -124,7 +125,7 @@ func runStreams(target: String, token: String, clients: ClientSet, options o: St
     let metadata = [("authorization", "Bearer \(token)")]
     var connections: [H2Connection] = []
     for _ in 0..<min(o.connections, o.streams) {
-        connections.append(try H2Connection(target: target, metadata: metadata))
+        connections.append(try openConnection(target: target, metadata: metadata))
     }
     var summary = StreamRunSummary(streams: o.streams)
     var splitters = [MessageSplitter](repeating: MessageSplitter(), count: o.streams)
