@@ -127,6 +127,10 @@ def test_spend_generates_a_key_that_a_retry_reuses(ctl, tenant):
     assert tenant.summary("carol") == (700, 700, 0)
     op = ctl.json("operation", key)
     assert op["idempotency_key"] == key and op["result_id"] == again["spend"]["id"]
+    # Operation.response is a google.protobuf.Any: creditctl unpacks it by its type URL.
+    assert op["response"]["@type"] == "type.googleapis.com/credits.v1.SpendCreditsResponse"
+    assert op["response"]["spend"]["id"] == again["spend"]["id"]
+    assert op["response"]["balance"]["available_minor"] == 700
     assert ctl.json("spend", "get", again["spend"]["id"])["spend"]["amount_minor"] == 300
 
 
