@@ -168,8 +168,8 @@ public final class TLSContextStore: @unchecked Sendable {  // state behind locks
     /// Loads the files again. Good: new connections get the new context.
     /// Bad: an error line, and the context in service stays.
     @discardableResult
-    public func reload(reason: String) -> Bool {
-        queue.sync { reloadLocked(reason: reason, stamps: files.all.map(FileStamp.init(path:))) }
+    public func reload(trigger: String) -> Bool {
+        queue.sync { reloadLocked(trigger: trigger, stamps: files.all.map(FileStamp.init(path:))) }
     }
 
     /// Reloads when any file's modification time, size or inode differs from
@@ -178,11 +178,11 @@ public final class TLSContextStore: @unchecked Sendable {  // state behind locks
         queue.sync {
             let now = files.all.map(FileStamp.init(path:))
             guard now != state.withLockedValue({ $0.stamps }) else { return }
-            _ = reloadLocked(reason: "files changed", stamps: now)
+            _ = reloadLocked(trigger: "files changed", stamps: now)
         }
     }
 
-    private func reloadLocked(reason: String, stamps: [FileStamp?]) -> Bool {
+    private func reloadLocked(trigger: String, stamps: [FileStamp?]) -> Bool {
         state.withLockedValue { $0.stamps = stamps }
         do {
             let identity = try TLSIdentity.load(files)
@@ -191,13 +191,13 @@ public final class TLSContextStore: @unchecked Sendable {  // state behind locks
                 return state.identity
             }
             logger.notice("TLS certificate reloaded; new connections use it, open ones keep theirs", metadata: [
-                "reason": "\(reason)", "serial": "\(identity.serial)", "subject": "\(identity.subject)",
+                "trigger": "\(trigger)", "serial": "\(identity.serial)", "subject": "\(identity.subject)",
                 "previous_serial": "\(old.serial)",
             ])
             return true
         } catch {
             logger.error("TLS reload refused; the certificate in service stays", metadata: [
-                "reason": "\(reason)", "error": "\(error)",
+                "trigger": "\(trigger)", "error": "\(error)",
                 "serial_in_service": "\(identity.serial)",
             ])
             return false

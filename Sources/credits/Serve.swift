@@ -235,7 +235,7 @@ struct Serve: ParsableCommand {
             ])
             signal(SIGHUP, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-            source.setEventHandler { tls.reload(reason: "SIGHUP") }
+            source.setEventHandler { tls.reload(trigger: "SIGHUP") }
             source.resume()
             hangup = source
             tls.startWatching(every: .seconds(Int64(tlsReloadCheckSeconds)))

@@ -377,7 +377,7 @@ def test_changed_files_are_reloaded_without_a_signal(start_tls, pki):
     while served_serial(srv.port, pki) != "2002":
         assert time.monotonic() < deadline, f"not reloaded within 10 s\n{srv.stderr_tail()}"
         time.sleep(0.2)
-    assert "reason=files changed" in srv.stderr_text() or '"reason":"files changed"' in srv.stderr_text()
+    assert "trigger=files changed" in srv.stderr_text() or '"trigger":"files changed"' in srv.stderr_text()
 
 
 @pytest.mark.parametrize("bad", ["garbage-cert", "mismatched-key", "missing-key", "garbage-key"])
