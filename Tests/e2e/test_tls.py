@@ -450,3 +450,59 @@ def test_tls_flags_go_together(pki, tmp_path):
         r = subprocess.run(base + extra, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert r.returncode != 0, extra
         assert "--tls-" in r.stderr, r.stderr
+
+
+def test_handshaking_connections_count_against_max_connections(start_tls, pki):
+    srv = start_tls("--max-connections", "1", "--tls-handshake-timeout-seconds", "30")
+    # The readiness check's connection may still be closing: retry until the
+    # silent (handshaking) connection holds the one slot.
+    deadline = time.monotonic() + 5
+    while True:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        time.sleep(0.3)
+        silent.setblocking(False)
+        try:
+            closed = silent.recv(1) == b""
+        except BlockingIOError:
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        if not closed:
+            break
+        silent.close()
+        assert time.monotonic() < deadline, srv.stderr_tail()
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError)):
+            with tls_connect(srv.port, client_context(pki)) as s:
+                H2Client(s).health_check()
+    finally:
+        silent.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert served_serial(srv.port, pki) == "1001"
+            break
+        except (ssl.SSLError, ConnectionResetError, OSError):
+            assert time.monotonic() < deadline, srv.stderr_tail()
+            time.sleep(0.1)
+    assert "limit reached" in srv.stderr_text()
+
+
+def test_idle_timeout_applies_after_the_handshake(start_tls, pki):
+    srv = start_tls("--idle-timeout-seconds", "1")
+    with tls_connect(srv.port, client_context(pki), timeout=10) as s:
+        c = H2Client(s)
+        assert c.health_check() == "0"
+        t0 = time.monotonic()
+        goaway = False
+        while time.monotonic() - t0 < 8:
+            try:
+                data = s.recv(65536)
+            except (ssl.SSLError, ConnectionResetError):
+                break
+            if not data:
+                break
+            goaway |= any(isinstance(ev, h2.events.ConnectionTerminated) for ev in c.conn.receive_data(data))
+        waited = time.monotonic() - t0
+    assert goaway, "no GOAWAY before the close"
+    assert 0.8 <= waited < 5, f"closed after {waited:.2f}s"
