@@ -506,3 +506,22 @@ def test_idle_timeout_applies_after_the_handshake(start_tls, pki):
         waited = time.monotonic() - t0
     assert goaway, "no GOAWAY before the close"
     assert 0.8 <= waited < 5, f"closed after {waited:.2f}s"
+
+
+def test_tls_benchmark_runs_with_tiny_settings(tmp_path):
+    """tools/bench/tls on the debug binaries, 1 s and 1 round: every target
+    answers grpc-status 0 and the report has its ratios (the figures come
+    from release runs, never from tests)."""
+    from test_loadgen import loadgen_binary
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "tls.md"
+    r = subprocess.run([str(root / "tools/bench/tls"), "-D", "1", "-w", "0", "-r", "1", "-c", "2", "-m", "4",
+                        "--credits-bin", str(credits_binary()), "--loadgen-bin", str(loadgen_binary()),
+                        "--markdown", str(out)], capture_output=True, text=True, errors="replace", timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert "credits `TLSv1.3 TLS_AES_128_GCM_SHA256`" in text, text
+    median = [ln for ln in text.splitlines() if ln.startswith("| **median**")]
+    assert len(median) == 1 and "n/a" not in median[0], text
+    assert "nghttpd 0, credits TLS 0, credits h2c 0" in text, text
