@@ -224,13 +224,12 @@ struct Serve: ParsableCommand {
             "version": "\(CreditsVersion.number)",
             "address": "\(address)", "db": "\(dbURL.path)", "sync": "\(sync.rawValue)", "threads": "\(threads)",
             "services": "\(router.serviceNames.joined(separator: ","))",
-            "tls": "\(tls.map { $0.identity.mutualTLS ? "mtls" : "tls" } ?? "off (h2c)")",
         ])
         // TLS reload: SIGHUP, and a poll of the files' modification times.
         var hangup: DispatchSourceSignal?
         if let tls {
             logger.info("TLS certificate in service", metadata: [
-                "serial": "\(tls.identity.serial)", "subject": "\(tls.identity.subject)",
+                "mode": "\(tls.identity.mutualTLS ? "mtls" : "tls")", "serial": "\(tls.identity.serial)", "subject": "\(tls.identity.subject)",
                 "reload_check_seconds": "\(tlsReloadCheckSeconds)",
             ])
             signal(SIGHUP, SIG_IGN)

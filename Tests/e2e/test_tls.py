@@ -232,7 +232,7 @@ def test_grpcio_secure_channel_calls_health_and_credits(start_tls, pki, credits_
     finally:
         ch.close()
     text = srv.stderr_text()
-    assert "tls=tls" in text or '"tls":"tls"' in text, text[-2000:]
+    assert "mode=tls" in text or '"mode":"tls"' in text, text[-2000:]
     assert "serial=1001" in text or '"serial":"1001"' in text, text[-2000:]
 
 
@@ -312,7 +312,7 @@ def test_mtls_accepts_a_client_of_the_ca_and_refuses_others(start_tls, pki, cred
             with tls_connect(srv.port, client_context(pki, who)) as s:
                 H2Client(s).health_check()
     assert srv.alive()
-    assert "mtls" in srv.stderr_text()
+    assert "mode=mtls" in srv.stderr_text()
 
 
 def test_h2load_over_tls_makes_grpc_calls(start_tls, pki, credits_stubs, tmp_path):
