@@ -525,3 +525,25 @@ def test_tls_benchmark_runs_with_tiny_settings(tmp_path):
     median = [ln for ln in text.splitlines() if ln.startswith("| **median**")]
     assert len(median) == 1 and "n/a" not in median[0], text
     assert "nghttpd 0, credits TLS 0, credits h2c 0" in text, text
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_1_2_is_the_minimum(start_tls, pki):
+    srv = start_tls()
+    ctx12 = client_context(pki)
+    ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with tls_connect(srv.port, ctx12) as s:
+        assert s.version() == "TLSv1.2"
+        assert H2Client(s).health_check() == "0"
+    ctx11 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx11.check_hostname = False
+    ctx11.verify_mode = ssl.CERT_NONE
+    ctx11.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx11.minimum_version = ssl.TLSVersion.TLSv1
+    ctx11.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx11.set_alpn_protocols(["h2"])
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        with tls_connect(srv.port, ctx11):
+            pass
+    # Refused by the server for its version (the client did offer TLS 1.1).
+    srv.wait_log("UNSUPPORTED_PROTOCOL")
