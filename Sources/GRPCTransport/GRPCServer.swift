@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// How a server listens and what it allows.
 public struct GRPCServerConfiguration: Sendable {
@@ -33,6 +34,12 @@ public struct GRPCServerConfiguration: Sendable {
     public var stuckConnectionTimeout: TimeAmount = .seconds(30)
     /// How long open calls may run on after a shutdown begins.
     public var shutdownGracePeriod: TimeAmount = .seconds(10)
+    /// Set: every connection is TLS (context taken from the store when it is
+    /// accepted) in front of the same HTTP/2 handler; nil: h2c.
+    public var tls: TLSContextStore?
+    /// A TLS connection whose handshake has not finished by then is closed
+    /// (it holds a connection slot meanwhile).
+    public var tlsHandshakeTimeout: TimeAmount = .seconds(10)
     public var logger = Logger(label: "credits.transport")
 
     public init() {}
@@ -81,6 +88,8 @@ public final class GRPCServer: @unchecked Sendable {
             stuckTimeout: configuration.stuckConnectionTimeout,
             logger: configuration.logger)
         let maxConnections = configuration.maxConnections
+        let tls = configuration.tls
+        let handshakeTimeout = configuration.tlsHandshakeTimeout
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -101,8 +110,21 @@ public final class GRPCServer: @unchecked Sendable {
                 channel.closeFuture.whenComplete { _ in
                     _ = self.state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
                 }
+                guard let tls else {
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(configuration: connectionConfiguration))
+                    }
+                }
+                // TLS: decrypt, then the same HTTP/2 handler once the
+                // handshake has negotiated h2 (see TLSHandshakeGate).
+                let context = tls.identity.context
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(GRPCConnectionHandler(configuration: connectionConfiguration))
+                    try channel.pipeline.syncOperations.addHandlers([
+                        NIOSSLServerHandler(context: context),
+                        TLSHandshakeGate(timeout: handshakeTimeout, logger: self.configuration.logger) {
+                            GRPCConnectionHandler(configuration: connectionConfiguration)
+                        },
+                    ])
                 }
             }
         let listener = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()

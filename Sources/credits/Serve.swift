@@ -94,6 +94,21 @@ struct Serve: ParsableCommand {
     @Option(help: "Log format: text or json (one object per line). Logs go to stderr.")
     var logFormat: LogFormat = .text
 
+    @Option(help: "TLS: the server certificate chain (PEM, leaf first). With --tls-key; without both, plain h2c.")
+    var tlsCert: String?
+
+    @Option(help: "TLS: the certificate's private key (PEM, unencrypted).")
+    var tlsKey: String?
+
+    @Option(help: "mTLS: CA certificates (PEM) client certificates must chain to; clients without such a certificate are refused.")
+    var tlsClientCa: String?
+
+    @Option(help: "TLS: close a connection whose handshake has not finished after this many seconds.")
+    var tlsHandshakeTimeoutSeconds = 10
+
+    @Option(help: "TLS: check the certificate, key and client CA files for changes every this many seconds and reload them (0: only on SIGHUP).")
+    var tlsReloadCheckSeconds = 5
+
     @Flag(help: "Also serve credits.testing.v1.TestService (for the transport's end-to-end tests).")
     var enableTestService = false
 
@@ -124,6 +139,10 @@ struct Serve: ParsableCommand {
         guard streamReauthSeconds >= 1 && streamReauthSeconds <= 3600 else { throw ValidationError("--stream-reauth-seconds must be 1…3600") }
         guard maxFeedStreams >= 1 && maxFeedStreams <= 1_000_000 else { throw ValidationError("--max-feed-streams must be 1…1000000") }
         guard feedStallTimeoutSeconds >= 1 && feedStallTimeoutSeconds <= 86_400 else { throw ValidationError("--feed-stall-timeout-seconds must be 1…86400") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        guard tlsHandshakeTimeoutSeconds >= 1 && tlsHandshakeTimeoutSeconds <= 300 else { throw ValidationError("--tls-handshake-timeout-seconds must be 1…300") }
+        guard tlsReloadCheckSeconds >= 0 && tlsReloadCheckSeconds <= 86_400 else { throw ValidationError("--tls-reload-check-seconds must be 0…86400") }
         guard balanceCacheRows >= 0 && balanceCacheRows <= 10_000_000 else { throw ValidationError("--balance-cache-rows must be 0…10000000") }
     }
 
@@ -133,6 +152,17 @@ struct Serve: ParsableCommand {
 
         let dbURL = URL(fileURLWithPath: db)
         try DatabaseAccess.check(dbURL.path, for: .write)
+
+        // TLS files first: a bad one stops the start with one line.
+        var tls: TLSContextStore?
+        if let tlsCert, let tlsKey {
+            do {
+                tls = try TLSContextStore(files: TLSFiles(certificateChain: tlsCert, privateKey: tlsKey, clientCA: tlsClientCa),
+                                          logger: Logger(label: "credits.tls"))
+            } catch {
+                throw CLIError("\(error)")
+            }
+        }
 
         let adminToken = try AdminToken.load(file: adminKeyFile)
         if adminToken == nil {
@@ -177,6 +207,8 @@ struct Serve: ParsableCommand {
         configuration.stuckConnectionTimeout = .seconds(Int64(stuckConnectionTimeoutSeconds))
         configuration.shutdownGracePeriod = .seconds(Int64(shutdownGraceSeconds))
         configuration.logger = Logger(label: "credits.transport")
+        configuration.tls = tls
+        configuration.tlsHandshakeTimeout = .seconds(Int64(tlsHandshakeTimeoutSeconds))
 
         let server = GRPCServer(configuration: configuration, router: router)
         let address: SocketAddress
@@ -193,6 +225,20 @@ struct Serve: ParsableCommand {
             "address": "\(address)", "db": "\(dbURL.path)", "sync": "\(sync.rawValue)", "threads": "\(threads)",
             "services": "\(router.serviceNames.joined(separator: ","))",
         ])
+        // TLS reload: SIGHUP, and a poll of the files' modification times.
+        var hangup: DispatchSourceSignal?
+        if let tls {
+            logger.info("TLS certificate in service", metadata: [
+                "mode": "\(tls.identity.mutualTLS ? "mtls" : "tls")", "serial": "\(tls.identity.serial)", "subject": "\(tls.identity.subject)",
+                "reload_check_seconds": "\(tlsReloadCheckSeconds)",
+            ])
+            signal(SIGHUP, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+            source.setEventHandler { tls.reload(trigger: "SIGHUP") }
+            source.resume()
+            hangup = source
+            tls.startWatching(every: .seconds(Int64(tlsReloadCheckSeconds)))
+        }
 
         // Health follows the storage: while writes fail (disk full, file not
         // writable) the server and the credits services are NOT_SERVING;
@@ -217,6 +263,8 @@ struct Serve: ParsableCommand {
         try server.shutdownGracefully()
         ledger.close()
         signals.forEach { $0.cancel() }
+        hangup?.cancel()
+        tls?.stopWatching()
         logger.info("stopped")
     }
 }
