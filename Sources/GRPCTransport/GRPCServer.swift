@@ -34,6 +34,8 @@ public struct GRPCServerConfiguration: Sendable {
     /// How long open calls may run on after a shutdown begins.
     public var shutdownGracePeriod: TimeAmount = .seconds(10)
     public var logger = Logger(label: "credits.transport")
+    /// Told of connections and of every call's end (metrics, access log); nil: none.
+    public var observer: GRPCCallObserver?
 
     public init() {}
 }
@@ -79,7 +81,7 @@ public final class GRPCServer: @unchecked Sendable {
             maxResponseBufferBytesPerConnection: configuration.maxResponseBufferBytesPerConnection,
             responseBudget: MemoryBudget(limitBytes: configuration.maxResponseBufferBytes),
             stuckTimeout: configuration.stuckConnectionTimeout,
-            logger: configuration.logger)
+            logger: configuration.logger, observer: configuration.observer)
         let maxConnections = configuration.maxConnections
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
