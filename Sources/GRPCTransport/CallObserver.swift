@@ -9,6 +9,9 @@ public protocol GRPCCallObserver: Sendable {
 
 /// The observer of one connection's calls; event-loop bound.
 public protocol GRPCConnectionObserver: AnyObject {
+    /// Whether `EndedCall.attributes` are read: when false, `ServerCall.annotate`
+    /// keeps nothing (no allocation per call).
+    var wantsAttributes: Bool { get }
     /// A call began (its stream is open).
     func callStarted()
     /// A call ended: its stream closed, or it was answered before a call

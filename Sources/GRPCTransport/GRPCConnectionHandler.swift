@@ -476,7 +476,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             requestEncoding: requestEncoding, responseEncoding: responseEncoding,
             maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
             eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer, requestID: requestID,
-            isObserved: callObserver != nil)
+            keepsAttributes: callObserver?.wantsAttributes ?? false)
         calls[streamID] = call
         callObserver?.callStarted()
         if let timeoutNanos {

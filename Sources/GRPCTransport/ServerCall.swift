@@ -82,8 +82,8 @@ public final class ServerCall: @unchecked Sendable {
     var pendingResponseMetadata = Metadata()
     /// A plain-HTTP answer (405/415) rather than a gRPC one: no trailers.
     var plainHTTP = false
-    /// An observer (metrics, access log) is told of the call's end.
-    let isObserved: Bool
+    /// An observer reads the call's attributes when it ends (the access log).
+    let keepsAttributes: Bool
     /// When the call began (uptime nanoseconds), for its duration.
     let startNanos: UInt64
     /// The status the call was finished with (nil: not finished).
@@ -128,8 +128,8 @@ public final class ServerCall: @unchecked Sendable {
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
          maxMessageLength: Int, connection: GRPCConnectionHandler, eventLoop: EventLoop,
-         allocator: ByteBufferAllocator, peer: String, requestID: String, isObserved: Bool = false) {
-        self.isObserved = isObserved
+         allocator: ByteBufferAllocator, peer: String, requestID: String, keepsAttributes: Bool = false) {
+        self.keepsAttributes = keepsAttributes
         self.startNanos = DispatchTimeNanos.now()
         self.requestID = requestID
         self.streamID = streamID
@@ -245,7 +245,7 @@ public final class ServerCall: @unchecked Sendable {
     /// thread: it hops to the event loop (in order with a `finish` sent from
     /// the same thread afterwards).
     public func annotate(_ key: String, _ value: String) {
-        guard isObserved else { return }  // (nobody reads them: no allocation per call)
+        guard keepsAttributes else { return }  // (nobody reads them: no allocation per call)
         guard eventLoop.inEventLoop else {
             eventLoop.execute { self.annotate(key, value) }
             return

@@ -43,6 +43,9 @@ final class ConnectionCallObserver: GRPCConnectionObserver {
         self.peer = peer
     }
 
+    /// Only the access log reads the tenant and reason.
+    var wantsAttributes: Bool { accessLog != nil }
+
     func callStarted() {
         metrics?.openStreams.increment()
     }

@@ -17,6 +17,7 @@ final class RecordingObserver: GRPCCallObserver, @unchecked Sendable {
 final class RecordingConnectionObserver: GRPCConnectionObserver {
     let parent: RecordingObserver
     init(parent: RecordingObserver) { self.parent = parent }
+    var wantsAttributes: Bool { true }
     func callStarted() { parent.log.withLockedValue { $0.append("start") } }
     func callEnded(_ call: EndedCall) {
         parent.log.withLockedValue { $0.append("end \(call.code)") }
