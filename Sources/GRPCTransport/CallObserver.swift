@@ -59,4 +59,48 @@ enum RequestID {
     static func make(prefix: String, streamID: Int32) -> String {
         prefix + "-" + String(streamID, radix: 16)
     }
+
+    /// Runs `body` with the bytes of `make(prefix:streamID:)`, formatted on
+    /// the stack (no String, no allocation: the per-call header path).
+    static func withBytes<R>(prefix: String, streamID: Int32, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        var prefix = prefix
+        return prefix.withUTF8 { head in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: head.count + 9) { out in
+                var n = 0
+                for b in head { out[n] = b; n += 1 }
+                out[n] = UInt8(ascii: "-"); n += 1
+                let value = UInt32(bitPattern: streamID)
+                var shift = 28
+                while shift > 0 && (value >> UInt32(shift)) & 0xF == 0 { shift -= 4 }
+                while shift >= 0 {
+                    let d = UInt8((value >> UInt32(shift)) & 0xF)
+                    out[n] = d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10; n += 1
+                    shift -= 4
+                }
+                return body(UnsafeRawBufferPointer(start: out.baseAddress, count: n))
+            }
+        }
+    }
+}
+
+/// A call's request id as the response-header path needs it.
+enum RequestIDValue {
+    /// The client's own (valid) x-request-id.
+    case given(String)
+    /// One to make from the connection's prefix and the stream id.
+    case made(prefix: String, streamID: Int32)
+
+    var string: String {
+        switch self {
+        case .given(let id): return id
+        case .made(let prefix, let streamID): return RequestID.make(prefix: prefix, streamID: streamID)
+        }
+    }
+
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch self {
+        case .given(var id): return id.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+        case .made(let prefix, let streamID): return RequestID.withBytes(prefix: prefix, streamID: streamID, body)
+        }
+    }
 }

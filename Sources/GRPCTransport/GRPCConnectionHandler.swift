@@ -409,7 +409,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func startCall(streamID: Int32, head: RequestHead) {
-        let requestID = head.requestID ?? RequestID.make(prefix: requestIDPrefix, streamID: streamID)
+        let requestIDValue = head.requestID.map { RequestIDValue.given($0) } ?? .made(prefix: requestIDPrefix, streamID: streamID)
+        var requestID: String { requestIDValue.string }  // (made only on the error paths that need a String)
         func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
             self.respondTrailersOnly(streamID: streamID, status, requestID: requestID, path: head.path ?? "")
         }
@@ -475,7 +476,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             streamID: streamID, path: path, kind: route.kind, metadata: head.metadata, deadline: deadline,
             requestEncoding: requestEncoding, responseEncoding: responseEncoding,
             maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
-            eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer, requestID: requestID,
+            eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer, requestID: requestIDValue,
             keepsAttributes: callObserver?.wantsAttributes ?? false)
         calls[streamID] = call
         callObserver?.callStarted()
@@ -720,7 +721,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
             requestEncoding: .identity, responseEncoding: .identity, maxMessageLength: 1,
             connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer,
-            requestID: "-")
+            requestID: .given("-"))
         call.plainHTTP = true
         call.handlerEnded = true
         call.responseState = .finishing(.list([]))

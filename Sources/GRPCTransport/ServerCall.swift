@@ -33,8 +33,9 @@ public final class ServerCall: @unchecked Sendable {
     public let peer: String
     /// The client's `x-request-id` when valid (1…128 visible ASCII
     /// characters), else one made by the transport; echoed in the response
-    /// headers of every call.
-    public let requestID: String
+    /// headers of every call. (A made one becomes a String only when asked.)
+    public var requestID: String { requestIDValue.string }
+    let requestIDValue: RequestIDValue
 
     // MARK: Event-loop state, owned by the connection.
 
@@ -128,10 +129,10 @@ public final class ServerCall: @unchecked Sendable {
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
          maxMessageLength: Int, connection: GRPCConnectionHandler, eventLoop: EventLoop,
-         allocator: ByteBufferAllocator, peer: String, requestID: String, keepsAttributes: Bool = false) {
+         allocator: ByteBufferAllocator, peer: String, requestID: RequestIDValue, keepsAttributes: Bool = false) {
         self.keepsAttributes = keepsAttributes
         self.startNanos = DispatchTimeNanos.now()
-        self.requestID = requestID
+        self.requestIDValue = requestID
         self.streamID = streamID
         self.path = path
         self.kind = kind
@@ -359,7 +360,7 @@ public final class ServerCall: @unchecked Sendable {
     private func startResponse() {
         responseState = .streaming
         if pendingResponseMetadata.isEmpty && responseEncoding == .identity {
-            connection?.submitResponse(self, headers: .grpcResponse(requestID: requestID), hasBody: true)
+            connection?.submitResponse(self, headers: .grpcResponse(requestID: requestIDValue), hasBody: true)
             return
         }
         let headers = GRPCHeaders.responseHeaders(
