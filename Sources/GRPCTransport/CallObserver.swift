@@ -31,7 +31,9 @@ public struct EndedCall {
     public var code: GRPCStatusCode
     /// From the call's start (its request HEADERS) to its end.
     public var durationNanos: UInt64
-    public var requestID: String
+    /// Made into a String only when read (metrics never do).
+    public var requestID: String { requestIDValue.string }
+    let requestIDValue: RequestIDValue
     public var peer: String
     /// Set by handlers with `ServerCall.annotate` (e.g. tenant, reason).
     public var attributes: [(key: String, value: String)]

@@ -650,7 +650,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard let callObserver, !call.plainHTTP else { return }
         callObserver.callEnded(EndedCall(
             path: call.path, isRoutedMethod: true, code: call.finalCode ?? .cancelled,
-            durationNanos: DispatchTimeNanos.now() &- call.startNanos, requestID: call.requestID, peer: peer,
+            durationNanos: DispatchTimeNanos.now() &- call.startNanos, requestIDValue: call.requestIDValue, peer: peer,
             attributes: call.attributes))
     }
 
@@ -708,7 +708,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             callObserver.callStarted()
             callObserver.callEnded(EndedCall(
                 path: path, isRoutedMethod: false, code: status.code, durationNanos: DispatchTimeNanos.now() &- start,
-                requestID: requestID, peer: peer, attributes: []))
+                requestIDValue: .given(requestID), peer: peer, attributes: []))
         }
     }
 
