@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System-library shims: a module map and nothing else.
@@ -63,7 +65,13 @@ let package = Package(
         ),
         // The credits ledger: domain, commands, invariants, SQLite store and
         // the group-commit writer. Knows nothing of HTTP/2 or protobuf.
-        .target(name: "Ledger", dependencies: ["CSQLite"], swiftSettings: releaseSpeed),
+        // It reports to metrics through the swift-metrics facade only (no-op
+        // objects unless the server bootstraps a metrics backend).
+        .target(
+            name: "Ledger",
+            dependencies: ["CSQLite", .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: releaseSpeed
+        ),
         // Typed protobuf handlers over the transport, error details, and the
         // standard services (health, reflection) plus the test-only service.
         .target(
@@ -87,10 +95,26 @@ let package = Package(
             ],
             swiftSettings: releaseSpeed
         ),
+        // Prometheus metrics on an admin HTTP port and the access log: an
+        // observer of the transport's calls; knows nothing of credits.
+        .target(
+            name: "Observability",
+            dependencies: [
+                "GRPCTransport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: releaseSpeed
+        ),
         .executableTarget(
             name: "credits",
             dependencies: [
-                "GRPCTransport", "GRPCServices", "CreditsAPI", "Ledger",
+                "GRPCTransport", "GRPCServices", "CreditsAPI", "Ledger", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -85,6 +85,7 @@ final class APICore: Sendable {
                 call.fail(RPCError(.unauthenticated, "invalid or revoked token", reason: .unauthenticated))
                 return nil
             }
+            call.call.annotate("tenant", tenant.id)
             return CallContext(caller: caller, tenantId: tenant.id, currency: tenant.currency, reader: reader)
         } catch {
             call.fail(ErrorMapping.rpcError(any: error))

@@ -33,7 +33,8 @@ struct AdminServiceRoutes {
                 call.fail(ErrorMapping.rpcError(any: error))
                 return nil
             }
-            guard case .tenant(_, let role, _) = caller.kind else { return caller }
+            guard case .tenant(let tenantId, let role, _) = caller.kind else { return caller }
+            call.call.annotate("tenant", tenantId)
             let allowed = allowTenantRole.map { needed in needed == .app ? true : role == needed } ?? false
             guard allowed, role != .directory else {
                 call.fail(RPCError(.permissionDenied, "this method needs the admin key", reason: .permissionDenied))

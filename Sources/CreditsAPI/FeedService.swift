@@ -475,7 +475,7 @@ final class FeedSubscription: @unchecked Sendable {
         call.call.onWritable = nil
         hub.remove(self)
         guard let error else { return }
-        if abort { call.call.abort(error.status) } else { call.fail(error) }
+        if abort { call.call.abort(error) } else { call.fail(error) }
     }
 }
 

@@ -126,7 +126,7 @@ public struct ProtoCall<Response: ProtoMessage>: Sendable {
     }
 
     public func fail(_ error: RPCError, trailers: Metadata = Metadata()) {
-        call.finish(error.status, trailers: trailers)
+        call.fail(error, trailers: trailers)
     }
 
     public func fail(_ status: GRPCStatus) {
@@ -239,13 +239,13 @@ public enum ProtoRoute {
             let request = try Request(buffer: bytes)
             body(request, ProtoCall(call))
         } catch {
-            call.finish(refusal(Request.self, error))
+            call.fail(refusal(Request.self, error))
         }
     }
 
     /// The answer to a request message that does not decode.
-    static func refusal<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError) -> GRPCStatus {
-        undecodable(Request.self, error).status
+    static func refusal<Request: ProtoMessage>(_ type: Request.Type, _ error: ProtoDecodingError) -> RPCError {
+        undecodable(Request.self, error)
     }
 
     /// What is wrong with a message that does not decode: MALFORMED_REQUEST,
@@ -278,7 +278,7 @@ final class TypedStreamAdapter<Handler: ProtoStreamHandler>: ServerCallHandler {
             handler.handle(try Handler.Request(buffer: message))
         } catch {
             self.handler = nil
-            call.finish(ProtoRoute.refusal(Handler.Request.self, error))
+            call.fail(ProtoRoute.refusal(Handler.Request.self, error))
             handler.handleCancel()
         }
     }
@@ -318,5 +318,19 @@ final class RecordStreamAdapter<Handler: ProtoRecordStreamHandler>: ServerCallHa
     func handleCancel() {
         handler?.handleCancel()
         handler = nil
+    }
+}
+
+extension ServerCall {
+    /// Ends the call with `error`, its ErrorInfo reason noted for the access log.
+    public func fail(_ error: RPCError, trailers: Metadata = Metadata()) {
+        if let name = error.reason?.name { annotate("reason", name) }
+        finish(error.status, trailers: trailers)
+    }
+
+    /// Aborts the call with `error` (see `abort`), its reason noted like `fail`.
+    public func abort(_ error: RPCError) {
+        if let name = error.reason?.name { annotate("reason", name) }
+        abort(error.status)
     }
 }

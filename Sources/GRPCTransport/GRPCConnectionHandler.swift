@@ -33,12 +33,14 @@ struct ConnectionConfiguration: Sendable {
     /// this long is closed (GOAWAY ENHANCE_YOUR_CALM, then close).
     var stuckTimeout: TimeAmount = .seconds(30)
     var logger: Logger
+    /// Told of connections and of each call's end (metrics, access log).
+    var observer: GRPCCallObserver?
 }
 
 /// Request header names the transport looks at, recognised from their bytes
 /// without making a String.
 enum HeaderName {
-    case method, path, contentType, grpcTimeout, grpcEncoding, grpcAcceptEncoding
+    case method, path, contentType, grpcTimeout, grpcEncoding, grpcAcceptEncoding, requestID
     /// Pseudo-headers and headers the transport does not pass on (:scheme,
     /// :authority, te, user-agent, content-length, other grpc-*).
     case ignored
@@ -69,6 +71,8 @@ enum HeaderName {
             self = equals("te") ? .ignored : .custom
         case UInt8(ascii: "u"):
             self = equals("user-agent") ? .ignored : .custom
+        case UInt8(ascii: "x"):
+            self = equals("x-request-id") ? .requestID : .custom
         default:
             self = .custom
         }
@@ -84,6 +88,8 @@ struct RequestHead {
     var timeout: String?
     var encoding: String?
     var acceptEncoding: String?
+    /// The client's x-request-id, when valid (see `RequestID.isValid`).
+    var requestID: String?
     var metadata = Metadata()
     var headerListBytes = 0
     var tooLarge = false
@@ -164,6 +170,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     /// When the connection last became idle (no calls), on the event loop's clock.
     private var idleSince = NIODeadline.uptimeNanoseconds(0)
     private var peer = "unknown"
+    /// Observes this connection's calls (nil: no metrics, no access log).
+    private var callObserver: GRPCConnectionObserver?
+    /// Made request ids are this, a dash and the stream id.
+    private let requestIDPrefix = RequestID.connectionPrefix()
 
     init(configuration: ConnectionConfiguration) {
         self.configuration = configuration
@@ -187,6 +197,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private func start(context: ChannelHandlerContext) {
         guard session == nil else { return }
         session = NGHTTP2Session(delegate: self, limits: configuration.limits)
+        callObserver = configuration.observer?.connectionOpened(peer: peer)
         logger.debug("connection opened")
         armIdleTimer()
         flush()
@@ -203,7 +214,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             call.cancel()  // gives its queued response bytes back to the budget
             call.handler = nil
             call.connection = nil
+            observeEnd(call)
         }
+        callObserver?.connectionClosed()
+        callObserver = nil
         waitingForBuffer.removeAll()
         inboundBytesBuffered(-bufferedInboundBytes)
         assert(queuedResponseBytes == 0, "response bytes left counted after every call was cancelled")
@@ -293,6 +307,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         case .grpcTimeout: currentHead.timeout = String(decoding: value, as: UTF8.self)
         case .grpcEncoding: currentHead.encoding = String(decoding: value, as: UTF8.self)
         case .grpcAcceptEncoding: currentHead.acceptEncoding = String(decoding: value, as: UTF8.self)
+        case .requestID: currentHead.requestID = RequestID.isValid(value) ? String(decoding: value, as: UTF8.self) : nil
         case .ignored: break
         case .custom:
             let key = String(decoding: name, as: UTF8.self)
@@ -394,6 +409,11 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func startCall(streamID: Int32, head: RequestHead) {
+        let requestIDValue = head.requestID.map { RequestIDValue.given($0) } ?? .made(prefix: requestIDPrefix, streamID: streamID)
+        var requestID: String { requestIDValue.string }  // (made only on the error paths that need a String)
+        func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
+            self.respondTrailersOnly(streamID: streamID, status, requestID: requestID, path: head.path ?? "")
+        }
         guard !responseBufferFull else {
             // Not processed: a gRPC client retries it (transparently) elsewhere or later.
             session?.resetStream(streamID: streamID, errorCode: UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
@@ -405,11 +425,11 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             return
         }
         guard head.method == "POST" else {
-            respondPlain(streamID: streamID, status: 405, body: "gRPC requires POST\n", extra: [("allow", "POST")])
+            respondPlain(streamID: streamID, status: 405, body: "gRPC requires POST\n", extra: [("allow", "POST"), ("x-request-id", requestID)])
             return
         }
         guard head.isGRPCContentType == true else {
-            respondPlain(streamID: streamID, status: 415, body: "content-type must be application/grpc\n", extra: [])
+            respondPlain(streamID: streamID, status: 415, body: "content-type must be application/grpc\n", extra: [("x-request-id", requestID)])
             return
         }
         var requestEncoding = MessageEncoding.identity
@@ -456,8 +476,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             streamID: streamID, path: path, kind: route.kind, metadata: head.metadata, deadline: deadline,
             requestEncoding: requestEncoding, responseEncoding: responseEncoding,
             maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
-            eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
+            eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer, requestID: requestIDValue,
+            keepsAttributes: callObserver?.wantsAttributes ?? false)
         calls[streamID] = call
+        callObserver?.callStarted()
         if let timeoutNanos {
             call.deadlineTask = context.eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak call] in
                 guard let call else { return }
@@ -619,7 +641,17 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         call.cancel()
         call.handler = nil
         call.connection = nil
+        observeEnd(call)
         if calls.isEmpty { armIdleTimer() }
+    }
+
+    /// Tells the observer a call ended (plain-HTTP answers are not gRPC calls).
+    private func observeEnd(_ call: ServerCall) {
+        guard let callObserver, !call.plainHTTP else { return }
+        callObserver.callEnded(EndedCall(
+            path: call.path, isRoutedMethod: true, code: call.finalCode ?? .cancelled,
+            durationNanos: DispatchTimeNanos.now() &- call.startNanos, requestIDValue: call.requestIDValue, peer: peer,
+            attributes: call.attributes))
     }
 
     /// Ends a call for a reason of the transport's (deadline, bad framing,
@@ -663,12 +695,21 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         refusedStreams[streamID] = 0
     }
 
-    private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus) {
+    /// Answers a request that never became a call (unknown method,
+    /// malformed head) with a trailers-only response; observed as a call.
+    private func respondTrailersOnly(streamID: Int32, _ status: GRPCStatus, requestID: String, path: String) {
+        let start = DispatchTimeNanos.now()
         refused(streamID: streamID)
-        var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil)
+        var fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: nil, requestID: requestID)
         fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: Metadata()))
         session?.submitResponse(streamID: streamID, headers: .list(fields), hasBody: false)
         scheduleFlush()
+        if let callObserver {
+            callObserver.callStarted()
+            callObserver.callEnded(EndedCall(
+                path: path, isRoutedMethod: false, code: status.code, durationNanos: DispatchTimeNanos.now() &- start,
+                requestIDValue: .given(requestID), peer: peer, attributes: []))
+        }
     }
 
     /// A plain HTTP answer with a short text body, for requests that are not
@@ -679,7 +720,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         let call = ServerCall(
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
             requestEncoding: .identity, responseEncoding: .identity, maxMessageLength: 1,
-            connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer)
+            connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer,
+            requestID: .given("-"))
         call.plainHTTP = true
         call.handlerEnded = true
         call.responseState = .finishing(.list([]))

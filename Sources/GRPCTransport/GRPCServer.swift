@@ -41,6 +41,8 @@ public struct GRPCServerConfiguration: Sendable {
     /// (it holds a connection slot meanwhile).
     public var tlsHandshakeTimeout: TimeAmount = .seconds(10)
     public var logger = Logger(label: "credits.transport")
+    /// Told of connections and of every call's end (metrics, access log); nil: none.
+    public var observer: GRPCCallObserver?
 
     public init() {}
 }
@@ -86,7 +88,7 @@ public final class GRPCServer: @unchecked Sendable {
             maxResponseBufferBytesPerConnection: configuration.maxResponseBufferBytesPerConnection,
             responseBudget: MemoryBudget(limitBytes: configuration.maxResponseBufferBytes),
             stuckTimeout: configuration.stuckConnectionTimeout,
-            logger: configuration.logger)
+            logger: configuration.logger, observer: configuration.observer)
         let maxConnections = configuration.maxConnections
         let tls = configuration.tls
         let handshakeTimeout = configuration.tlsHandshakeTimeout

@@ -35,8 +35,9 @@ public struct HTTP2Limits: Sendable {
 /// A header block to submit: the two every unary OK call sends, built once
 /// as static nghttp2_nv arrays (no copy), or any other list.
 enum HeaderFields {
-    /// `:status 200`, `content-type: application/grpc`, `grpc-accept-encoding`.
-    case grpcResponse
+    /// `:status 200`, `content-type: application/grpc`, `grpc-accept-encoding`
+    /// (static) and `x-request-id` (the one field copied).
+    case grpcResponse(requestID: RequestIDValue)
     /// `grpc-status: 0`.
     case grpcOK
     case list([(String, String)])
@@ -61,8 +62,10 @@ final class StaticHeaderBlock: @unchecked Sendable {
         }
     }
 
+    /// The last field's value is a placeholder: each call's request id takes its place.
     static let grpcResponse = StaticHeaderBlock([
         (":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", MessageEncoding.acceptHeader),
+        ("x-request-id", "-"),
     ])
     static let grpcOK = StaticHeaderBlock([("grpc-status", "0")])
 }
@@ -262,7 +265,23 @@ final class NGHTTP2Session {
 
     private func withNV<R>(_ fields: HeaderFields, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
         switch fields {
-        case .grpcResponse: return body(StaticHeaderBlock.grpcResponse.nva, StaticHeaderBlock.grpcResponse.count)
+        case .grpcResponse(let requestID):
+            // The static fields as they are; the request id's bytes are
+            // copied by nghttp2 during the submit (no NO_COPY flag on it).
+            let block = StaticHeaderBlock.grpcResponse
+            return requestID.withBytes { idBytes in
+                withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: block.count) { nva in
+                    for i in 0..<block.count { nva[i] = block.nva[i] }
+                    let last = block.count - 1
+                    nva[last].value = idBytes.baseAddress.map { UnsafeMutablePointer(mutating: $0.assumingMemoryBound(to: UInt8.self)) }
+                        ?? block.nva[last].value
+                    nva[last].valuelen = idBytes.count
+                    // Each value is new: not indexed in HPACK's dynamic table
+                    // (it would only evict the fields that repeat).
+                    nva[last].flags = UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_INDEX.rawValue)
+                    return body(UnsafePointer(nva.baseAddress!), block.count)
+                }
+            }
         case .grpcOK: return body(StaticHeaderBlock.grpcOK.nva, StaticHeaderBlock.grpcOK.count)
         case .list(let headers): return withNVArray(headers, body)
         }
@@ -285,9 +304,9 @@ final class NGHTTP2Session {
         }
         return storage.withUnsafeMutableBufferPointer { bytes in
             let base = bytes.baseAddress ?? UnsafeMutablePointer<UInt8>.allocate(capacity: 0)
-            var nva = ranges.map { r in
+            var nva = zip(headers, ranges).map { header, r in
                 nghttp2_nv(name: base + r.0, value: base + r.2, namelen: r.1, valuelen: r.3,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                           flags: UInt8(header.0 == "x-request-id" ? NGHTTP2_NV_FLAG_NO_INDEX.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue))
             }
             return nva.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
         }

@@ -1,4 +1,16 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The monotonic clock in nanoseconds (vDSO: no system call).
+enum DispatchTimeNanos {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
 
 /// One gRPC call on the server: what the client asked for, and the way to
 /// answer. Created by the transport, handed to the method's handler.
@@ -19,6 +31,11 @@ public final class ServerCall: @unchecked Sendable {
     public let allocator: ByteBufferAllocator
     /// The client's address, for logs.
     public let peer: String
+    /// The client's `x-request-id` when valid (1…128 visible ASCII
+    /// characters), else one made by the transport; echoed in the response
+    /// headers of every call. (A made one becomes a String only when asked.)
+    public var requestID: String { requestIDValue.string }
+    let requestIDValue: RequestIDValue
 
     // MARK: Event-loop state, owned by the connection.
 
@@ -66,6 +83,15 @@ public final class ServerCall: @unchecked Sendable {
     var pendingResponseMetadata = Metadata()
     /// A plain-HTTP answer (405/415) rather than a gRPC one: no trailers.
     var plainHTTP = false
+    /// An observer reads the call's attributes when it ends (the access log).
+    let keepsAttributes: Bool
+    /// When the call began (uptime nanoseconds), for its duration.
+    let startNanos: UInt64
+    /// The status the call was finished with (nil: not finished).
+    var finalCode: GRPCStatusCode?
+    /// Log attributes set by handlers (`annotate`), at most `maxAttributes`.
+    var attributes: [(key: String, value: String)] = []
+    public static let maxAttributes = 8
 
     /// Above this many queued response bytes the call stops being writable;
     /// a streaming handler should wait for `onWritable`.
@@ -103,7 +129,10 @@ public final class ServerCall: @unchecked Sendable {
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
          maxMessageLength: Int, connection: GRPCConnectionHandler, eventLoop: EventLoop,
-         allocator: ByteBufferAllocator, peer: String) {
+         allocator: ByteBufferAllocator, peer: String, requestID: RequestIDValue, keepsAttributes: Bool = false) {
+        self.keepsAttributes = keepsAttributes
+        self.startNanos = DispatchTimeNanos.now()
+        self.requestIDValue = requestID
         self.streamID = streamID
         self.path = path
         self.kind = kind
@@ -163,6 +192,7 @@ public final class ServerCall: @unchecked Sendable {
         }
         guard !isFinished else { return }
         guard case .streaming = responseState else { return finish(status) }
+        finalCode = status.code
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
@@ -207,6 +237,32 @@ public final class ServerCall: @unchecked Sendable {
 
     /// True between `pauseRequests` and `resumeRequests`.
     public var isPaused: Bool { requestsPaused }
+
+    // MARK: Log attributes
+
+    /// Attaches `key=value` to the call for its access-log line (the tenant
+    /// known after authentication, the reason of an error). A key set again
+    /// is replaced; past `maxAttributes` keys more are dropped. From any
+    /// thread: it hops to the event loop (in order with a `finish` sent from
+    /// the same thread afterwards).
+    public func annotate(_ key: String, _ value: String) {
+        guard keepsAttributes else { return }  // (nobody reads them: no allocation per call)
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.annotate(key, value) }
+            return
+        }
+        if let index = attributes.firstIndex(where: { $0.key == key }) {
+            attributes[index].value = value
+        } else if attributes.count < Self.maxAttributes {
+            attributes.append((key, value))
+        }
+    }
+
+    /// The attributes set so far (event loop only).
+    public var logAttributes: [(key: String, value: String)] {
+        eventLoop.preconditionInEventLoop()
+        return attributes
+    }
 
     // MARK: Answering
 
@@ -280,13 +336,14 @@ public final class ServerCall: @unchecked Sendable {
             return
         }
         guard !isFinished else { return }
+        finalCode = status.code
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
         switch responseState {
         case .idle:
             responseState = .done
-            var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil)
+            var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil, requestID: requestID)
             fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: trailers))
             connection?.submitResponse(self, headers: .list(fields), hasBody: false)
         case .streaming:
@@ -303,12 +360,12 @@ public final class ServerCall: @unchecked Sendable {
     private func startResponse() {
         responseState = .streaming
         if pendingResponseMetadata.isEmpty && responseEncoding == .identity {
-            connection?.submitResponse(self, headers: .grpcResponse, hasBody: true)
+            connection?.submitResponse(self, headers: .grpcResponse(requestID: requestIDValue), hasBody: true)
             return
         }
         let headers = GRPCHeaders.responseHeaders(
             metadata: pendingResponseMetadata,
-            encoding: responseEncoding == .identity ? nil : responseEncoding)
+            encoding: responseEncoding == .identity ? nil : responseEncoding, requestID: requestID)
         connection?.submitResponse(self, headers: .list(headers), hasBody: true)
     }
 
@@ -470,11 +527,12 @@ public final class ServerCall: @unchecked Sendable {
 
 /// Header fields of gRPC responses.
 enum GRPCHeaders {
-    static func responseHeaders(metadata: Metadata, encoding: MessageEncoding?) -> [(String, String)] {
+    static func responseHeaders(metadata: Metadata, encoding: MessageEncoding?, requestID: String) -> [(String, String)] {
         var fields: [(String, String)] = [
             (":status", "200"),
             ("content-type", "application/grpc"),
             ("grpc-accept-encoding", MessageEncoding.acceptHeader),
+            ("x-request-id", requestID),
         ]
         if let encoding { fields.append(("grpc-encoding", encoding.rawValue)) }
         appendCustom(metadata, to: &fields)

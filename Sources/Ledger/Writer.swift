@@ -36,6 +36,8 @@ final class PendingWrite {
     /// Applies the command (inside a savepoint) and returns how to report success.
     let execute: (LedgerStore) throws -> () -> Void
     let fail: (LedgerError) -> Void
+    /// When it was queued (uptime nanoseconds), for the write-latency metric.
+    let queuedNanos = WriterMetrics.nowNanos()
 
     init(deadlineUptimeNanos: UInt64?, ticket: WriteTicket?, execute: @escaping (LedgerStore) throws -> () -> Void,
          fail: @escaping (LedgerError) -> Void) {
@@ -76,6 +78,8 @@ final class LedgerWriter: @unchecked Sendable {
     /// Sizes of recent batches, for metrics (written by the writer thread only).
     private(set) var batchesCommitted = 0
     private(set) var commandsCommitted = 0
+    /// Reported through the swift-metrics facade (writer thread only).
+    private var metrics = WriterMetrics()
 
     init(store: LedgerStore, configuration: Configuration, cache: BalanceCache, feed: CommitFeed? = nil) {
         precondition(configuration.maxQueueDepth > 0 && configuration.maxBatchSize > 0)
@@ -94,7 +98,9 @@ final class LedgerWriter: @unchecked Sendable {
         do {
             seqs = try store.flushPending()
             cache.beginCommit(touched)
+            let started = WriterMetrics.nowNanos()
             try store.db.run("COMMIT")
+            metrics.commitDuration.recordNanoseconds(Int64(WriterMetrics.nowNanos() &- started))
         } catch {
             try? store.db.run("ROLLBACK")
             store.discardPending()
@@ -103,6 +109,7 @@ final class LedgerWriter: @unchecked Sendable {
         }
         cache.endCommit(touched, tenantSeqs: seqs)
         feed?.committed(tenantSeqs: seqs, clients: touched)
+        metrics.committed(tenantSeqs: seqs)
     }
 
     /// Rolls back the open transaction (if any) and forgets what it touched.
@@ -217,6 +224,7 @@ final class LedgerWriter: @unchecked Sendable {
                     : max(1_000, nextMaintenanceMicros - store.clock.nowMicros())
                 if !condition.wait(until: Date(timeIntervalSinceNow: Double(waitMicros) / 1_000_000)) { break }
             }
+            metrics.queueDepth.record(queue.count - queueHead)
             let end = min(queue.count, queueHead + configuration.maxBatchSize)
             let batch = Array(queue[queueHead..<end])
             queueHead = end
@@ -296,6 +304,11 @@ final class LedgerWriter: @unchecked Sendable {
             try commit()
             batchesCommitted += 1
             commandsCommitted += applied.count
+            // Every command the batch took, applied or refused (a refusal is
+            // answered after the commit too).
+            metrics.batchCommands.record(batch.count)
+            let now = WriterMetrics.nowNanos()
+            for write in batch { metrics.writeLatency.recordNanoseconds(Int64(now &- write.queuedNanos)) }
             if !failures.contains(where: { $0.1.storageProblem != nil }) { clearStorageProblem() }
             for report in reports { report() }
         } catch {

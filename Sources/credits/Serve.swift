@@ -108,6 +108,17 @@ struct Serve: ParsableCommand {
 
     @Option(help: "TLS: check the certificate, key and client CA files for changes every this many seconds and reload them (0: only on SIGHUP).")
     var tlsReloadCheckSeconds = 5
+    @Option(help: "Port of the Prometheus metrics endpoint (GET /metrics over HTTP/1.1; 0: no metrics).")
+    var metricsPort = 0
+
+    @Option(help: "Address the metrics endpoint listens on.")
+    var metricsHost = "127.0.0.1"
+
+    @Option(help: "Access log: one line per call (label access, level info): on or off.")
+    var accessLog: OnOff = .on
+
+    @Option(help: "Access-log lines per second at most (token bucket); lines over it are dropped and counted in one line per second.")
+    var accessLogMaxLinesPerSecond = 1_000
 
     @Flag(help: "Also serve credits.testing.v1.TestService (for the transport's end-to-end tests).")
     var enableTestService = false
@@ -144,6 +155,8 @@ struct Serve: ParsableCommand {
         guard tlsHandshakeTimeoutSeconds >= 1 && tlsHandshakeTimeoutSeconds <= 300 else { throw ValidationError("--tls-handshake-timeout-seconds must be 1…300") }
         guard tlsReloadCheckSeconds >= 0 && tlsReloadCheckSeconds <= 86_400 else { throw ValidationError("--tls-reload-check-seconds must be 0…86400") }
         guard balanceCacheRows >= 0 && balanceCacheRows <= 10_000_000 else { throw ValidationError("--balance-cache-rows must be 0…10000000") }
+        guard (0...65_535).contains(metricsPort) else { throw ValidationError("--metrics-port must be 0…65535") }
+        guard (1...1_000_000).contains(accessLogMaxLinesPerSecond) else { throw ValidationError("--access-log-max-lines-per-second must be 1…1000000") }
     }
 
     func run() throws {
@@ -168,6 +181,8 @@ struct Serve: ParsableCommand {
         if adminToken == nil {
             logger.warning("no admin key (--admin-key-file or CREDITS_ADMIN_KEY): admin calls are refused")
         }
+        let observability = ServeObservability(metricsEnabled: metricsPort != 0, accessLog: accessLog == .on,
+                                               maxAccessLinesPerSecond: accessLogMaxLinesPerSecond)
         var ledgerOptions = Ledger.Options()
         ledgerOptions.synchronousFull = sync == .full
         ledgerOptions.maxQueueDepth = maxWriteQueue
@@ -209,12 +224,21 @@ struct Serve: ParsableCommand {
         configuration.logger = Logger(label: "credits.transport")
         configuration.tls = tls
         configuration.tlsHandshakeTimeout = .seconds(Int64(tlsHandshakeTimeoutSeconds))
+        configuration.observer = observability.callObserver(methods: router.allPaths)
+        let metricsAddress: SocketAddress?
+        do {
+            metricsAddress = try observability.start(host: metricsHost, port: metricsPort, ledger: ledger)
+        } catch {
+            ledger.close()
+            throw CLIError("cannot listen for metrics on \(metricsHost):\(metricsPort): \(CLIError.reason(error))")
+        }
 
         let server = GRPCServer(configuration: configuration, router: router)
         let address: SocketAddress
         do {
             address = try server.start()
         } catch {
+            observability.stop()
             ledger.close()
             throw CLIError("cannot listen on \(host):\(port): \(CLIError.reason(error))")
         }
@@ -224,6 +248,7 @@ struct Serve: ParsableCommand {
             "version": "\(CreditsVersion.number)",
             "address": "\(address)", "db": "\(dbURL.path)", "sync": "\(sync.rawValue)", "threads": "\(threads)",
             "services": "\(router.serviceNames.joined(separator: ","))",
+            "metrics": "\(metricsAddress.map { "\($0)" } ?? "off")", "access_log": "\(accessLog.rawValue)",
         ])
         // TLS reload: SIGHUP, and a poll of the files' modification times.
         var hangup: DispatchSourceSignal?
@@ -261,6 +286,7 @@ struct Serve: ParsableCommand {
         health.finishWatchers()
         api.endStreams()
         try server.shutdownGracefully()
+        observability.stop()
         ledger.close()
         signals.forEach { $0.cancel() }
         hangup?.cancel()

@@ -104,7 +104,7 @@ final class Harness {
 
     init(maxMessage: Int = 1024, limits: HTTP2Limits = HTTP2Limits(), clientWindow: UInt32 = 1 << 20, manualWindow: Bool = false,
          responseBufferBytes: Int = 1 << 20, budgetBytes: Int = 256 << 20, stuckTimeout: TimeAmount = .seconds(30),
-         requestBudgetBytes: Int = 256 << 20) throws {
+         requestBudgetBytes: Int = 256 << 20, observer: GRPCCallObserver? = nil) throws {
         client = H2TestClient(initialWindowBytes: clientWindow, manualWindow: manualWindow)
         budget = MemoryBudget(limitBytes: budgetBytes)
         requestBudget = MemoryBudget(limitBytes: requestBudgetBytes)
@@ -120,6 +120,13 @@ final class Harness {
                 var trailers = Metadata()
                 trailers.add("x-trailer", "done")
                 call.finish(.ok, trailers: trailers)
+            },
+            // Notes log attributes (one set twice), then fails.
+            .unary("/test.Svc/Annotated") { call, _ in
+                call.annotate("tenant", "t1")
+                call.annotate("reason", "FIRST")
+                call.annotate("reason", "NO_LUCK")
+                call.finish(GRPCStatus(.failedPrecondition, "no"))
             },
             .unary("/test.Svc/Fail") { call, _ in
                 call.finish(GRPCStatus(.failedPrecondition, "no 100% ✓", details: [1, 2, 3]))
@@ -157,7 +164,7 @@ final class Harness {
             router: router, limits: limits, maxReceiveMessageBytes: maxMessage,
             maxBufferedBytesPerConnection: 1 << 20, requestBudget: requestBudget, idleTimeout: .seconds(60),
             maxResponseBufferBytesPerConnection: responseBufferBytes, responseBudget: budget,
-            stuckTimeout: stuckTimeout, logger: logger)
+            stuckTimeout: stuckTimeout, logger: logger, observer: observer)
         channel = EmbeddedChannel(handler: GRPCConnectionHandler(configuration: configuration))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         pump()

@@ -216,7 +216,7 @@ import Testing
     }
 
     @Test func responseHeadersAdvertiseEncodings() {
-        let fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: .gzip)
+        let fields = GRPCHeaders.responseHeaders(metadata: Metadata(), encoding: .gzip, requestID: "r1")
         #expect(fields.contains { $0 == (":status", "200") })
         #expect(fields.contains { $0 == ("content-type", "application/grpc") })
         #expect(fields.contains { $0 == ("grpc-accept-encoding", "identity,gzip") })

@@ -95,3 +95,21 @@ def test_import_bench_runs_with_a_tiny_count():
     assert "| records | 300 (applied 300, failed 0, complete True) |" in r.stdout, r.stdout
     assert "| records/s |" in r.stdout and "| server peak RSS (VmHWM) |" in r.stdout, r.stdout
     assert "1 tenants, 300 entries" in r.stdout and ": OK |" in r.stdout, r.stdout
+
+
+def test_metrics_bench_smoke(tmp_path):
+    """tools/bench/metrics --quick with the binaries under test: every mode runs, the
+    ratios are printed, the JSON has the three medians, and the metrics mode was scraped."""
+    from conftest import credits_binary
+    import os
+    loadgen = Path(os.environ.get("LOADGEN_BIN", ".build/debug/loadgen")).resolve()
+    out = tmp_path / "metrics.json"
+    r = subprocess.run([str(ROOT / "tools/bench/metrics"), "--quick", "--credits-bin", str(credits_binary()),
+                        "--loadgen-bin", str(loadgen), "--json", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ratio metrics/off:" in r.stdout and "ratio access/off:" in r.stdout, r.stdout
+    result = json.loads(out.read_text())
+    assert set(result["medians"]) == {"off", "metrics", "access"}
+    assert all(m["rps"] > 0 for m in result["medians"].values()), result
+    assert "GetBalance OK count" in r.stderr and "samples" in r.stderr, r.stderr[-2000:]
