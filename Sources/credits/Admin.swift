@@ -60,8 +60,7 @@ struct Migrate: ParsableCommand {
     @OptionGroup var database: DatabaseOption
 
     func run() throws {
-        try DatabaseAccess.check(database.db, for: .write)
-        let applied = try DatabaseAccess.opening(database.db) { try Ledger.migrate(path: database.db) }
+        let applied = try DatabaseAccess.opening(database.db, for: .write) { try Ledger.migrate(path: database.db) }
         print(applied.isEmpty ? "schema is current (version \(Ledger.schemaVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
     }
 }
@@ -71,8 +70,7 @@ struct Verify: ParsableCommand {
     @OptionGroup var database: DatabaseOption
 
     func run() throws {
-        try DatabaseAccess.check(database.db, for: .read)
-        let report = try DatabaseAccess.opening(database.db) { try Ledger.verify(path: database.db) }
+        let report = try DatabaseAccess.opening(database.db, for: .read) { try Ledger.verify(path: database.db) }
         print(report)
         if !report.ok { throw ExitCode(1) }
     }
@@ -109,8 +107,7 @@ struct CreateTenantCommand: ParsableCommand {
     @Flag(help: "Allow directory keys to act for this tenant.") var allowDirectory = false
 
     func run() throws {
-        try DatabaseAccess.check(database.db, for: .write)
-        let ledger = try DatabaseAccess.opening(database.db) { try Ledger(path: database.db, options: .adminBesideServer) }
+        let ledger = try DatabaseAccess.opening(database.db, for: .write) { try Ledger(path: database.db, options: .adminBesideServer) }
         defer { ledger.close() }
         do {
             _ = try ledger.write(CreateTenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory))
@@ -130,8 +127,7 @@ struct CreateKeyCommand: ParsableCommand {
 
     func run() throws {
         guard let role = Role(rawValue: role) else { throw ValidationError("--role must be staff, app or directory") }
-        try DatabaseAccess.check(database.db, for: .write)
-        let ledger = try DatabaseAccess.opening(database.db) { try Ledger(path: database.db, options: .adminBesideServer) }
+        let ledger = try DatabaseAccess.opening(database.db, for: .write) { try Ledger(path: database.db, options: .adminBesideServer) }
         defer { ledger.close() }
         let keyId = IDs.make("key")
         let secret = Authenticator.newSecret()

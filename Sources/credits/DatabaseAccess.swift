@@ -59,6 +59,12 @@ enum DatabaseAccess {
         }
     }
 
+    /// `check(path, for: use)`, then `opening(path, open)`.
+    static func opening<T>(_ path: String, for use: Use, _ open: () throws -> T) throws -> T {
+        try check(path, for: use)
+        return try opening(path, open)
+    }
+
     /// Runs `open` (which opens the database), turning an SQLite error that
     /// still happens (I/O error, corruption found later, …) into one line.
     static func opening<T>(_ path: String, _ open: () throws -> T) throws -> T {
