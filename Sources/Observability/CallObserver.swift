@@ -52,10 +52,11 @@ final class ConnectionCallObserver: GRPCConnectionObserver {
 
     func callEnded(_ call: EndedCall) {
         if let metrics {
-            metrics.openStreams.decrement()
             let method = cachedMethod(call, metrics)
             method.counter(call.code).increment()
             method.series.latency.recordNanoseconds(Int64(clamping: call.durationNanos))
+            // Last: a scrape that sees no open stream sees every ended call counted.
+            metrics.openStreams.decrement()
         }
         accessLog?.log(call, peer: peer)
     }

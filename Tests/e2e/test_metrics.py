@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import time
 import socket
 import subprocess
 
@@ -53,6 +54,17 @@ def scrape(port: int) -> dict:
     return parse(text)
 
 
+def scrape_settled(port: int, timeout: float = 5.0) -> dict:
+    """A scrape taken once no call is open: a call is counted when its stream
+    closes on the server, which may come just after the client has its answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(port)
+        if samples.get(("credits_grpc_open_streams", ()), 0) == 0 or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.02)
+
+
 def requests(samples: dict) -> dict:
     """{(method, code): count} of credits_grpc_requests_total."""
     out = {}
@@ -91,7 +103,7 @@ def test_flow_moves_counters_exactly(credits_stubs, metrics_server):
     for _ in range(7):
         t.balance(client)
     channel.close()
-    after = scrape(srv.metrics_port)
+    after = scrape_settled(srv.metrics_port)
 
     moved = {k: v - requests(before).get(k, 0) for k, v in requests(after).items()}
     moved = {k: v for k, v in moved.items() if v}
