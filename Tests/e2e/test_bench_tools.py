@@ -113,3 +113,63 @@ def test_metrics_bench_smoke(tmp_path):
     assert set(result["medians"]) == {"off", "metrics", "access"}
     assert all(m["rps"] > 0 for m in result["medians"].values()), result
     assert "GetBalance OK count" in r.stderr and "samples" in r.stderr, r.stderr[-2000:]
+
+
+def test_cxx_write_server_builds_and_commits_each_answered_spend(tmp_path, credits_stubs):
+    """tools/bench/cxx-write-server (the issue-16 bar for tools/bench/run): it builds (unoptimized, to
+    keep this short), answers SpendCredits with a spend id and the balance after it, refuses an
+    overdraw and bad input with nothing written, takes `loadgen --scenario spend` unchanged, and each
+    answered spend is one committed debit row."""
+    import os
+    import signal
+    import sqlite3
+
+    import grpc
+    from test_loadgen import loadgen_binary
+
+    build = subprocess.run([str(ROOT / "tools/bench/cxx-write-server/build"), str(tmp_path / "build")],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, "CXXFLAGS": "-O0 -g0"})
+    assert build.returncode == 0, build.stderr[-2000:]
+    binary = build.stdout.strip().splitlines()[-1]
+    db = tmp_path / "w.sqlite"
+    srv = subprocess.Popen([binary, "--db", str(db), "--port", "0", "--batch", "8", "--seed-amount", "1000"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = srv.stderr.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        port = int(line.split("listening on 127.0.0.1:")[1].split()[0])
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = credits_stubs.credits_grpc.CreditServiceStub(ch)
+        req = credits_stubs.credits.SpendCreditsRequest
+        r1 = stub.SpendCredits(req(client_id="c1", amount_minor=300, center_id="x", idempotency_key="k1"), timeout=10)
+        r2 = stub.SpendCredits(req(client_id="c1", amount_minor=200, center_id="x", idempotency_key="k2"), timeout=10)
+        assert (r1.spend.id, r1.spend.seq, r1.spend.amount_minor, r1.balance.available_minor) == ("sp-1", 1, 300, 700)
+        assert (r2.spend.id, r2.balance.available_minor, r2.balance.client_id) == ("sp-2", 500, "c1")
+        for bad, code in [(req(client_id="c1", amount_minor=501), grpc.StatusCode.FAILED_PRECONDITION),
+                          (req(client_id="c2", amount_minor=1001), grpc.StatusCode.FAILED_PRECONDITION),
+                          (req(client_id="", amount_minor=1), grpc.StatusCode.INVALID_ARGUMENT),
+                          (req(client_id="c1", amount_minor=0), grpc.StatusCode.INVALID_ARGUMENT)]:
+            with pytest.raises(grpc.RpcError) as e:
+                stub.SpendCredits(bad, timeout=10)
+            assert e.value.code() == code, bad
+        ch.close()
+        # The load tool drives it as it is (auth metadata ignored): 40 spends of 1 over 4 clients.
+        lg = subprocess.run([str(loadgen_binary()), "--target", f"127.0.0.1:{port}", "--scenario", "spend",
+                             "--token", "unused", "--clients", "4", "--count", "40", "--amount", "1",
+                             "--connections", "2", "--streams", "8", "--quiet", "--json", str(tmp_path / "lg.json")],
+                            capture_output=True, text=True, timeout=120)
+        assert lg.returncode == 0, lg.stdout + lg.stderr
+        assert json.loads((tmp_path / "lg.json").read_text())["errors"] == 0
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        out, err = srv.communicate(timeout=30)
+    assert srv.returncode == 0, err
+    counters = json.loads(out.strip().splitlines()[-1])
+    assert counters["spends"] == 42 and counters["refused"] == 2 and counters["failed"] == 0, counters
+    assert 1 <= counters["mean_batch"] <= 8 and counters["writer_cpu_us_per_spend"] > 0, counters
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*), sum(amount_minor) FROM debits").fetchone() == (42, 540)
+    assert con.execute("SELECT available_minor FROM balances WHERE client_id = 'c1'").fetchone() == (500,)
+    assert con.execute("SELECT count(*) FROM balances WHERE client_id = 'c2'").fetchone() == (0,)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
