@@ -173,3 +173,31 @@ def test_cxx_write_server_builds_and_commits_each_answered_spend(tmp_path, credi
     assert con.execute("SELECT count(*) FROM balances WHERE client_id = 'c2'").fetchone() == (0,)
     assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     con.close()
+
+
+def test_btree_ops_counts_each_statements_writes(tmp_path):
+    """tools/bench/btree-ops with tiny counts on the binaries under test: the LD_PRELOAD shim
+    (tools/bench/sqltrace) sees the server's spend statements and the ceiling program's, and the
+    ceiling program's count is exactly what its schema implies (entries + entries_by_client,
+    idempotency + idempotency_by_age, clients: 5 B-tree writes per op)."""
+    import re
+
+    from conftest import credits_binary
+    from test_loadgen import loadgen_binary
+
+    out = tmp_path / "btree.md"
+    r = subprocess.run([str(ROOT / "tools/bench/btree-ops"), "--credits-bin", str(credits_binary()),
+                        "--loadgen-bin", str(loadgen_binary()), "--spends", "1000", "--clients", "20",
+                        "--connections", "2", "--streams", "4", "--data-dir", str(tmp_path), "--markdown", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = out.read_text()
+    totals = [float(x) for x in re.findall(r"\*\*([0-9.]+) B-tree writes\*\*", text)]
+    assert len(totals) == 2, text
+    ours, ceiling = totals
+    assert ceiling == 5.0, text
+    assert ours >= 5.0, text
+    assert "| `INSERT INTO entries" in text and "entries INSERT 1.00 → " in text, text
+    assert re.search(r"Untraced run just before .*ledger writer\) \d+", text), text
+    # It removes its scratch directory unless --keep.
+    assert not list(tmp_path.glob("btree-ops.*")), list(tmp_path.iterdir())
