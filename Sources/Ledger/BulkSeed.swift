@@ -574,7 +574,7 @@ private final class BulkSeeder {
         let lot: SeedLot
         if rng.chance(0.6) {
             let package = packages[rng.below(packages.count)]
-            lot = SeedLot(id: IDs.make("lot"), origin: .purchase, amountMinor: package.creditsMinor,
+            lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .purchase, amountMinor: package.creditsMinor,
                           validUntilMicros: package.validityDays.map { time + Int64($0) * Self.microsPerDay }, package: package,
                           paymentRef: "pay-\(seq)", priceMinor: package.priceMinor, note: package.name, createdSeq: seq, createdMicros: time)
             try append(.purchase, client, amountMinor: lot.amountMinor, debit: .system(Account.purchases), credit: .available,
@@ -583,7 +583,7 @@ private final class BulkSeeder {
         } else {
             let amount = rng.int64(100...1_000) * 50
             let validUntil: Int64? = rng.chance(0.5) ? time + rng.int64(730...1_825) * Self.microsPerDay : nil
-            lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
+            lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
                           paymentRef: nil, priceMinor: amount, note: "front desk", createdSeq: seq, createdMicros: time)
             try append(.order, client, amountMinor: amount, debit: .system(Account.orders), credit: .available, refId: lot.id,
                        idempotencyKey: key, reason: "credit_order", note: lot.note,
@@ -597,7 +597,7 @@ private final class BulkSeeder {
     /// The final credit order of each client: its reserve for later load, drawn last (no expiry, newest).
     private func reserve(_ client: SeedClient) throws {
         let seq = self.seq + 1
-        let lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
+        let lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
                           paymentRef: nil, priceMinor: 0, note: "load test reserve", createdSeq: seq, createdMicros: timeOf(seq))
         try append(.order, client, amountMinor: lot.amountMinor, debit: .system(Account.orders), credit: .available, refId: lot.id,
                    idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note,
@@ -614,7 +614,7 @@ private final class BulkSeeder {
     private func spend(_ client: SeedClient) throws -> Int {
         let amount = drawAmount(client)
         let allocations = draw(amount, from: client, hold: false)
-        let id = IDs.make("spd")
+        let id = IDs.make("spd", nowMicros: nowMicros)
         let seq = self.seq + 1
         let booking = "bk-\(seq)"
         let reason = Self.spendReasons[rng.below(Self.spendReasons.count)]
@@ -632,7 +632,7 @@ private final class BulkSeeder {
     private func holdCycle(_ client: SeedClient, maxEntries: Int) throws -> Int {
         let amount = drawAmount(client)
         let pins = draw(amount, from: client, hold: true)
-        let holdId = IDs.make("hld")
+        let holdId = IDs.make("hld", nowMicros: nowMicros)
         let holdSeq = self.seq + 1
         let booking = "bk-\(holdSeq)"
         let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
@@ -665,7 +665,7 @@ private final class BulkSeeder {
             left -= take
         }
         precondition(left == 0)
-        let spendId = IDs.make("spd")
+        let spendId = IDs.make("spd", nowMicros: nowMicros)
         let reason: SpendReason = rng.chance(0.8) ? .checkIn : .booking
         let (captureSeq, captureTime) = try append(.capture, client, amountMinor: capture, debit: .held,
                                                    credit: .system(Account.consumption), refId: spendId, bookingRef: booking,

@@ -49,7 +49,7 @@ public struct CreateCoupon: LedgerCommand {
     public func apply(_ store: LedgerStore) throws -> Coupon {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
-        let coupon = Coupon(id: IDs.make("cpn"), name: name, serviceId: serviceId, valueMinor: valueMinor, maxUses: maxUses,
+        let coupon = Coupon(id: IDs.make("cpn", clock: store.clock), name: name, serviceId: serviceId, valueMinor: valueMinor, maxUses: maxUses,
                             validityDays: validityDays, active: true, createdMicros: now, updatedMicros: now)
         try CouponRows.insert(coupon, tenant: tenantId, db: store.db)
         return coupon
@@ -260,7 +260,7 @@ public struct RedeemCustomerCredit: LedgerCommand {
         let share = lastUse ? credit.revenueMinor - credit.revenueAllocatedMinor : credit.revenueMinor / Int64(credit.maxUses)
         precondition(share >= 0 && share <= credit.revenueDeferredMinor, "revenue share \(share) of credit \(credit.id) out of bounds")
 
-        let id = IDs.make("crd")
+        let id = IDs.make("crd", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenantId, type: .couponRedeem, client: credit.clientId, amountMinor: 1, debit: CouponAccount.uses(credit.clientId),
             credit: CouponAccount.usesRedeemed, refId: id, centerId: centerId, bookingRef: bookingRef,
@@ -412,7 +412,7 @@ public struct CreateMembershipCreditRule: LedgerCommand {
         let now = store.clock.nowMicros()
         let start = startMicros ?? now
         let rule = MembershipCreditRule(
-            id: IDs.make("rul"), couponId: couponId, clientId: clientId, membershipId: membershipId, frequency: frequency, day: day,
+            id: IDs.make("rul", clock: store.clock), couponId: couponId, clientId: clientId, membershipId: membershipId, frequency: frequency, day: day,
             revenueMinor: revenueMinor, enabled: true, startMicros: start,
             nextIssueMicros: RuleSchedule.firstIssue(frequency, day: day, atOrAfter: start), lastPeriod: nil, createdMicros: now,
             disabledMicros: nil)
@@ -479,7 +479,7 @@ enum CouponOps {
         precondition(coupon.active && coupon.maxUses >= 1 && revenueMinor >= 0)
         let now = store.clock.nowMicros()
         let expires = expiresMicros ?? coupon.validityDays.map { now + Int64($0) * RuleSchedule.microsPerDay }
-        let id = IDs.make("ccr")
+        let id = IDs.make("ccr", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenant, type: .couponIssue, client: clientId, amountMinor: Int64(coupon.maxUses), debit: CouponAccount.usesIssued,
             credit: CouponAccount.uses(clientId), refId: id, idempotencyKey: idempotencyKey, reason: "issue", note: coupon.id)

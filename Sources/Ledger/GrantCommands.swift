@@ -182,11 +182,10 @@ public struct AdjustBalance: LedgerCommand {
         let amount = -amountMinor
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amount, centerId: nil,
                                                  serviceCategory: nil, membershipId: nil, hold: false)
-        let id = IDs.make("adj")
-        let entry = try store.appendEntry(
-            tenant: tenantId, type: .adjustment, client: clientId, amountMinor: amount, debit: Account.available(clientId),
-            credit: Account.adjustments, refId: id, centerId: centerId, idempotencyKey: idempotencyKey ?? "",
-            reason: reason, allocations: allocations)
+        let id = IDs.make("adj", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.negativeAdjustment(
+            clientId: clientId, adjustmentId: id, amountMinor: amount, centerId: centerId, reason: reason,
+            idempotencyKey: idempotencyKey ?? "", allocations: allocations))
         return AdjustmentResult(adjustmentId: id, lot: nil, allocations: allocations,
                                 balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor, heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }

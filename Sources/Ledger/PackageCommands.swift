@@ -40,7 +40,7 @@ public struct CreatePackage: LedgerCommand {
     public func apply(_ store: LedgerStore) throws -> CreditPackage {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
-        let package = CreditPackage(id: IDs.make("pkg"), name: name, creditsMinor: creditsMinor, priceMinor: priceMinor,
+        let package = CreditPackage(id: IDs.make("pkg", clock: store.clock), name: name, creditsMinor: creditsMinor, priceMinor: priceMinor,
                                     validityDays: validityDays, scope: scope, active: true, createdMicros: now, updatedMicros: now)
         try PackageRows.insert(package, tenant: tenantId, db: store.db)
         return package

@@ -71,7 +71,7 @@ public struct CreateClientPackage: LedgerCommand {
         let tenantRow = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
         guard validUntilMicros >= now else { throw LedgerError.invalid("valid_until", "must not be in the past") }
-        let package = ClientPackage(id: IDs.make("spk"), clientId: clientId, name: name, scopeId: scopeId, validFromMicros: validFromMicros,
+        let package = ClientPackage(id: IDs.make("spk", clock: store.clock), clientId: clientId, name: name, scopeId: scopeId, validFromMicros: validFromMicros,
                                     validUntilMicros: validUntilMicros, active: true, lines: lines, createdSeq: tenantRow.lastSeq + 1,
                                     createdMicros: now, deactivatedMicros: nil, deactivationReason: "")
         try SessionRows.insertPackage(db: store.db, tenant: tenantId, package)
@@ -207,7 +207,7 @@ public struct UsePackageCredit: LedgerCommand {
                      "the package chosen is not eligible")
         precondition(scopeId == nil || package.scopeId == scopeId, "the package chosen is out of scope")
 
-        let id = IDs.make("rdm")
+        let id = IDs.make("rdm", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenantId, type: .sessionUse, client: clientId, amountMinor: 1,
             debit: SessionAccount.line(packageId: packageId, serviceId: serviceId), credit: SessionAccount.used, refId: id,

@@ -59,10 +59,10 @@ public struct SpendCredits: LedgerCommand {
     public func apply(_ store: LedgerStore) throws -> SpendResult {
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
                                                  serviceCategory: serviceCategory, membershipId: membershipId, hold: false)
-        let spend = try SpendRows.record(store: store, tenant: tenantId, clientId: clientId, amountMinor: amountMinor, reason: reason,
-                                         centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, holdId: nil,
-                                         allocations: allocations, idempotencyKey: idempotencyKey ?? "", debit: Account.available(clientId),
-                                         entryType: .spend)
+        let id = IDs.make("spd", clock: store.clock)
+        let plan = EntryPlans.spend(clientId: clientId, spendId: id, amountMinor: amountMinor, reason: reason, centerId: centerId,
+                                    bookingRef: bookingRef, idempotencyKey: idempotencyKey ?? "", allocations: allocations)
+        let spend = try SpendRows.record(store: store, tenant: tenantId, plan: plan, serviceCategory: serviceCategory, holdId: nil)
         return SpendResult(spend: spend.0, balance: spend.1)
     }
 
@@ -79,18 +79,18 @@ enum SpendRows {
               serviceCategory: r.optionalText(7), holdId: r.optionalText(8), seq: r.int(9), createdMicros: r.int(10), allocations: [])
     }
 
-    /// Appends the spend's entry and its row.
-    static func record(store: LedgerStore, tenant: String, clientId: String, amountMinor: Int64, reason: SpendReason,
-                       centerId: String, bookingRef: String, serviceCategory: String?, holdId: String?, allocations: [Allocation],
-                       idempotencyKey: String, debit: String, entryType: EntryType) throws -> (Spend, BalanceSummary) {
-        let id = IDs.make("spd")
-        let entry = try store.appendEntry(
-            tenant: tenant, type: entryType, client: clientId, amountMinor: amountMinor, debit: debit,
-            credit: Account.consumption, refId: id, centerId: centerId, bookingRef: bookingRef,
-            idempotencyKey: idempotencyKey, reason: reason.rawValue, allocations: allocations)
+    /// Appends the spend's planned entry (a spend, or a capture's) and its row.
+    static func record(store: LedgerStore, tenant: String, plan: EntryPlan, serviceCategory: String?,
+                       holdId: String?) throws -> (Spend, BalanceSummary) {
+        precondition(plan.type == .spend || plan.type == .capture, "a spend row records a spend or capture entry")
+        precondition(plan.credit == Account.consumption, "a spend's credit goes to consumption")
+        let id = plan.refId, clientId = plan.clientId, amountMinor = plan.amountMinor, centerId = plan.centerId
+        let bookingRef = plan.bookingRef
+        let reason = SpendReason(rawValue: plan.reason)!
+        let entry = try store.appendEntry(tenant: tenant, plan)
         let spend = Spend(id: id, clientId: clientId, amountMinor: amountMinor, reversedMinor: 0, reason: reason, centerId: centerId,
                           bookingRef: bookingRef, serviceCategory: serviceCategory, holdId: holdId, seq: entry.seq,
-                          createdMicros: entry.timeMicros, allocations: allocations)
+                          createdMicros: entry.timeMicros, allocations: plan.allocations)
         try store.db.statement("INSERT INTO spends (tenant_id, \(columns)) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)")
             .bind(.text(tenant), .text(id), .text(clientId), .int(amountMinor), .text(reason.rawValue), .text(centerId),
                   .text(bookingRef), serviceCategory.map(SQLValue.text) ?? .null, holdId.map(SQLValue.text) ?? .null,
@@ -148,11 +148,10 @@ public struct CreateHold: LedgerCommand {
         }
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
                                                  serviceCategory: serviceCategory, membershipId: membershipId, hold: true)
-        let id = IDs.make("hld")
-        let entry = try store.appendEntry(
-            tenant: tenantId, type: .hold, client: clientId, amountMinor: amountMinor, debit: Account.available(clientId),
-            credit: Account.held(clientId), refId: id, centerId: centerId, bookingRef: bookingRef,
-            idempotencyKey: idempotencyKey ?? "", reason: "hold", allocations: allocations)
+        let id = IDs.make("hld", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.hold(
+            clientId: clientId, holdId: id, amountMinor: amountMinor, centerId: centerId, bookingRef: bookingRef,
+            idempotencyKey: idempotencyKey ?? "", allocations: allocations))
         let hold = Hold(id: id, clientId: clientId, amountMinor: amountMinor, capturedMinor: 0, state: .held, expiresMicros: expiresMicros,
                         centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, membershipId: membershipId,
                         seq: entry.seq, createdMicros: now, spendId: nil, allocations: allocations)
@@ -206,26 +205,18 @@ enum HoldRows {
     }
 
     /// The lots a hold still pins, soonest expiry first.
-    static func pinned(store: LedgerStore, tenant: String, holdId: String) throws -> [(lot: Lot, heldMinor: Int64)] {
+    static func pinned(store: LedgerStore, tenant: String, holdId: String) throws -> [Splits.Pin] {
         let pins = try store.db.statement("""
             SELECT a.lot_id, SUM(a.held_delta_minor) FROM allocations a
             JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
             WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id HAVING SUM(a.held_delta_minor) > 0
             """).bind(.text(tenant), .text(holdId)).rows { ($0.text(0), $0.int(1)) }
-        var out: [(Lot, Int64)] = []
+        var out: [Splits.Pin] = []
         for (lotId, held) in pins {
             guard let lot = try store.lot(tenant: tenant, id: lotId) else { preconditionFailure("hold pins unknown lot \(lotId)") }
-            precondition(lot.heldMinor >= held, "lot \(lotId) holds less than its hold pins")
-            out.append((lot, held))
+            out.append(Splits.Pin(lot: lot, heldMinor: held))
         }
-        return out.sorted { a, b in
-            switch (a.0.validUntilMicros, b.0.validUntilMicros) {
-            case let (x?, y?) where x != y: return x < y
-            case (nil, _?): return false
-            case (_?, nil): return true
-            default: return a.0.createdSeq < b.0.createdSeq
-            }
-        }
+        return Splits.captureOrder(out)
     }
 }
 
@@ -274,27 +265,11 @@ public struct CaptureHold: LedgerCommand {
         }
         let pins = try HoldRows.pinned(store: store, tenant: tenantId, holdId: holdId)
         precondition(pins.reduce(0) { $0 + $1.heldMinor } == hold.amountMinor, "hold \(holdId) pins a different amount than it holds")
-        var left = capture
-        var captureAllocations: [Allocation] = []
-        var releaseAllocations: [Allocation] = []
-        for (lot, held) in pins {
-            let take = min(left, held)
-            if take > 0 { captureAllocations.append(Allocation(lotId: lot.id, remainingDeltaMinor: -take, heldDeltaMinor: -take)) }
-            if held - take > 0 { releaseAllocations.append(Allocation(lotId: lot.id, remainingDeltaMinor: 0, heldDeltaMinor: -(held - take))) }
-            left -= take
-        }
-        precondition(left == 0)
-        let key = idempotencyKey ?? ""
-        let (spend, _) = try SpendRows.record(store: store, tenant: tenantId, clientId: hold.clientId, amountMinor: capture, reason: reason,
-                                              centerId: hold.centerId, bookingRef: hold.bookingRef, serviceCategory: hold.serviceCategory,
-                                              holdId: holdId, allocations: captureAllocations, idempotencyKey: key,
-                                              debit: Account.held(hold.clientId), entryType: .capture)
-        if capture < hold.amountMinor {
-            try store.appendEntry(tenant: tenantId, type: .release, client: hold.clientId, amountMinor: hold.amountMinor - capture,
-                                  debit: Account.held(hold.clientId), credit: Account.available(hold.clientId), refId: holdId,
-                                  centerId: hold.centerId, bookingRef: hold.bookingRef, idempotencyKey: key,
-                                  reason: "partial_capture", allocations: releaseAllocations)
-        }
+        let plans = EntryPlans.capture(hold: hold, spendId: IDs.make("spd", clock: store.clock), captureMinor: capture, reason: reason,
+                                       idempotencyKey: idempotencyKey ?? "", pins: pins)
+        let (spend, _) = try SpendRows.record(store: store, tenant: tenantId, plan: plans[0], serviceCategory: hold.serviceCategory,
+                                              holdId: holdId)
+        for release in plans.dropFirst() { try store.appendEntry(tenant: tenantId, release) }
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
         // The reply's balance never counts credit past valid_until.
         try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: now)
@@ -315,10 +290,8 @@ public struct CaptureHold: LedgerCommand {
 func settleExpiredLots(store: LedgerStore, tenant: String, lotIds: [String]) throws {
     let now = store.clock.nowMicros()
     for id in Set(lotIds).sorted() {
-        guard let lot = try store.lot(tenant: tenant, id: id), let until = lot.validUntilMicros, until <= now else { continue }
-        if lot.freeMinor > 0 || (lot.state == .active && lot.heldMinor == 0) {
-            try store.expire(tenant: tenant, lot: lot)
-        }
+        guard let lot = try store.lot(tenant: tenant, id: id) else { preconditionFailure("settling unknown lot \(id)") }
+        if ExpiryPlan.needsSettling(lot, now: now) { try store.expire(tenant: tenant, lot: lot) }
     }
 }
 
@@ -349,11 +322,8 @@ public struct ReleaseHold: LedgerCommand {
     public func apply(_ store: LedgerStore) throws -> HoldResult {
         var hold = try HoldRows.open(store: store, tenant: tenantId, holdId: holdId)
         let pins = try HoldRows.pinned(store: store, tenant: tenantId, holdId: holdId)
-        let allocations = pins.map { Allocation(lotId: $0.lot.id, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldMinor) }
-        try store.appendEntry(tenant: tenantId, type: .release, client: hold.clientId, amountMinor: hold.amountMinor,
-                              debit: Account.held(hold.clientId), credit: Account.available(hold.clientId), refId: holdId,
-                              centerId: hold.centerId, bookingRef: hold.bookingRef, idempotencyKey: idempotencyKey ?? "",
-                              reason: automatic ? "hold_expired" : "released", allocations: allocations)
+        try store.appendEntry(tenant: tenantId, EntryPlans.release(hold: hold, automatic: automatic, idempotencyKey: idempotencyKey ?? "",
+                                                                   pins: pins))
         try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: store.clock.nowMicros())
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
         hold.state = automatic ? .expired : .released
@@ -402,15 +372,10 @@ public struct ReverseSpend: LedgerCommand {
         guard var spend = try StoreReads(db: store.db).spend(tenant: tenantId, id: spendId) else {
             throw LedgerError.notFound(kind: "spend", id: spendId)
         }
-        let reversible = spend.amountMinor - spend.reversedMinor
-        guard amountMinor <= reversible else {
-            throw LedgerError.reversalExceedsSpend(reversibleMinor: reversible, requestedMinor: amountMinor)
-        }
-        let allocations = try returnAllocations(store: store, tenant: tenantId, refId: spendId, amountMinor: amountMinor)
-        let entry = try store.appendEntry(tenant: tenantId, type: .reversal, client: spend.clientId, amountMinor: amountMinor,
-                                          debit: Account.consumption, credit: Account.available(spend.clientId), refId: spendId,
-                                          centerId: spend.centerId, bookingRef: spend.bookingRef,
-                                          idempotencyKey: idempotencyKey ?? "", reason: reason, allocations: allocations)
+        let plan = try EntryPlans.reversal(spend: spend, amountMinor: amountMinor, reason: reason, idempotencyKey: idempotencyKey ?? "",
+                                           owed: try store.outstandingDraws(tenant: tenantId, refId: spendId))
+        let allocations = plan.allocations
+        let entry = try store.appendEntry(tenant: tenantId, plan)
         try store.db.statement("UPDATE spends SET reversed_minor = reversed_minor + ? WHERE tenant_id = ? AND id = ?")
             .bind(.int(amountMinor), .text(tenantId), .text(spendId)).run()
         spend.reversedMinor += amountMinor
@@ -423,19 +388,4 @@ public struct ReverseSpend: LedgerCommand {
 
     public func resultId(_ output: SpendResult) -> String { output.spend.id }
     public func resultSeq(_ output: SpendResult) -> Int64 { output.balance.seq }
-}
-
-/// Allocations returning `amountMinor` to the lots that `refId` drew from and
-/// still owes, most recently drawn first.
-func returnAllocations(store: LedgerStore, tenant: String, refId: String, amountMinor: Int64) throws -> [Allocation] {
-    let owed = try store.outstandingDraws(tenant: tenant, refId: refId)
-    var left = amountMinor
-    var allocations: [Allocation] = []
-    for draw in owed.reversed() where left > 0 && draw.minor > 0 {
-        let give = min(left, draw.minor)
-        allocations.append(Allocation(lotId: draw.lotId, remainingDeltaMinor: give, heldDeltaMinor: 0))
-        left -= give
-    }
-    precondition(left == 0, "returning more than \(refId) drew")
-    return allocations
 }

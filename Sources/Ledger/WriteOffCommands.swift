@@ -39,10 +39,10 @@ public struct CreateWriteOff: LedgerCommand {
         let now = store.clock.nowMicros()
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: nil,
                                                  serviceCategory: nil, membershipId: nil, hold: false)
-        let id = IDs.make("wof")
-        let entry = try store.appendEntry(tenant: tenantId, type: .writeOff, client: clientId, amountMinor: amountMinor,
-                                          debit: Account.available(clientId), credit: Account.writeOffs, refId: id,
-                                          idempotencyKey: idempotencyKey ?? "", reason: reason, allocations: allocations)
+        let id = IDs.make("wof", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.writeOff(
+            clientId: clientId, writeOffId: id, amountMinor: amountMinor, reason: reason, idempotencyKey: idempotencyKey ?? "",
+            allocations: allocations))
         let writeOff = WriteOff(id: id, clientId: clientId, amountMinor: amountMinor, reason: reason, state: .active, seq: entry.seq,
                                 voidSeq: nil, createdMicros: now, allocations: allocations)
         try store.db.statement("INSERT INTO write_offs (tenant_id, id, client_id, amount_minor, reason, state, seq, created_micros) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)")
@@ -84,10 +84,10 @@ public struct VoidWriteOff: LedgerCommand {
             throw LedgerError.notFound(kind: "write_off", id: writeOffId)
         }
         guard writeOff.state == .active else { throw LedgerError.writeOffVoided(writeOffId: writeOffId) }
-        let allocations = try returnAllocations(store: store, tenant: tenantId, refId: writeOffId, amountMinor: writeOff.amountMinor)
-        let entry = try store.appendEntry(tenant: tenantId, type: .writeOffVoid, client: writeOff.clientId, amountMinor: writeOff.amountMinor,
-                                          debit: Account.writeOffs, credit: Account.available(writeOff.clientId), refId: writeOffId,
-                                          idempotencyKey: idempotencyKey ?? "", reason: "void", allocations: allocations)
+        let plan = try EntryPlans.voidWriteOff(writeOff, idempotencyKey: idempotencyKey ?? "",
+                                               owed: try store.outstandingDraws(tenant: tenantId, refId: writeOffId))
+        let allocations = plan.allocations
+        let entry = try store.appendEntry(tenant: tenantId, plan)
         try store.db.statement("UPDATE write_offs SET state = 'voided', void_seq = ? WHERE tenant_id = ? AND id = ? AND state = 'active'")
             .bind(.int(entry.seq), .text(tenantId), .text(writeOffId)).run()
         precondition(store.db.changes == 1)

@@ -43,7 +43,7 @@ struct SeedCommand: ParsableCommand {
     @Flag(help: "No progress lines.") var quiet = false
 
     func run() throws {
-        let keyId = IDs.make("key")
+        let keyId = IDs.make("key", clock: SystemClock())
         let secret = Authenticator.newSecret()
         var plan = BulkSeedPlan(tenantId: tenant, tenantName: "seeded \(tenant)", clients: clients, entries: entries)
         plan.currency = currency
