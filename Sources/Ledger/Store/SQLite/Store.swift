@@ -6,7 +6,7 @@ import Synchronization
 /// reader's thread for the `load…` functions, through `StoreReads`).
 public final class LedgerStore {
     let db: SQLiteConnection
-    let clock: LedgerClock
+    public let clock: LedgerClock
 
     /// Clients whose lots, holds or balance the open transaction changed,
     /// and tenants whose seq it advanced: the balance cache drops them when
@@ -105,7 +105,7 @@ public final class LedgerStore {
 
     // MARK: Tenants
 
-    func tenant(_ id: String) throws -> Tenant? {
+    public func tenant(_ id: String) throws -> Tenant? {
         try db.statement("SELECT id, name, currency, allow_directory, created_micros, last_seq FROM tenants WHERE id = ?")
             .bind(.text(id))
             .first { Tenant(id: $0.text(0), name: $0.text(1), currency: $0.text(2), allowDirectory: $0.bool(3), createdMicros: $0.int(4),
@@ -113,13 +113,13 @@ public final class LedgerStore {
     }
 
     /// Throws NOT_FOUND unless the tenant exists (remembered once seen).
-    func requireTenantExists(_ id: String) throws {
+    public func requireTenantExists(_ id: String) throws {
         if knownTenants.contains(id) { return }
         _ = try requireTenant(id)
         knownTenants.insert(id)
     }
 
-    func requireTenant(_ id: String) throws -> Tenant {
+    public func requireTenant(_ id: String) throws -> Tenant {
         guard let tenant = try tenant(id) else { throw LedgerError.notFound(kind: "tenant", id: id) }
         return tenant
     }
@@ -151,7 +151,7 @@ public final class LedgerStore {
             .first { ClientBalance(availableMinor: $0.int(0), heldMinor: $0.int(1)) } ?? ClientBalance(availableMinor: 0, heldMinor: 0)
     }
 
-    func summary(tenant: String, client: String) throws -> BalanceSummary {
+    public func summary(tenant: String, client: String) throws -> BalanceSummary {
         let balance = try clientBalance(tenant: tenant, client: client)
         let seq = try requireTenant(tenant).lastSeq
         return BalanceSummary(clientId: client, availableMinor: balance.availableMinor, heldMinor: balance.heldMinor, seq: seq)
@@ -159,7 +159,7 @@ public final class LedgerStore {
 
     /// The client's balance after a write, once the client's due lots are
     /// expired (a write's reply never counts credit past valid_until).
-    func summaryAfterExpiry(tenant: String, client: String) throws -> BalanceSummary {
+    public func summaryAfterExpiry(tenant: String, client: String) throws -> BalanceSummary {
         try expireDueLots(tenant: tenant, client: client, now: clock.nowMicros())
         return try summary(tenant: tenant, client: client)
     }
@@ -183,7 +183,7 @@ public final class LedgerStore {
     /// and updates the client's balance and the counter-account. Asserts that
     /// no client balance goes negative (callers check sufficiency first).
     @discardableResult
-    func appendEntry(tenant: String, _ plan: EntryPlan) throws -> LedgerEntry {
+    public func appendEntry(tenant: String, _ plan: EntryPlan) throws -> LedgerEntry {
         let client = plan.clientId, amountMinor = plan.amountMinor
         touch(tenant: tenant, client: client)
         let seq = try nextSeq(tenant: tenant)
@@ -274,7 +274,7 @@ public final class LedgerStore {
             createdSeq: r.int(16), createdMicros: r.int(17), state: LotState(rawValue: r.text(18))!)
     }
 
-    func lot(tenant: String, id: String) throws -> Lot? {
+    public func lot(tenant: String, id: String) throws -> Lot? {
         try db.statement("SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?")
             .bind(.text(tenant), .text(id)).first(Self.readLot)
     }
@@ -288,7 +288,7 @@ public final class LedgerStore {
     }
 
     /// Creates a lot and the entry that funds it.
-    func createLot(tenant: String, client: String, origin: LotOrigin, entryType: EntryType, fundingAccount: String,
+    public func createLot(tenant: String, client: String, origin: LotOrigin, entryType: EntryType, fundingAccount: String,
                    amountMinor: Int64, centerId: String, validFromMicros: Int64?, validUntilMicros: Int64?, scope: Scope,
                    packageId: String?, paymentRef: String?, priceMinor: Int64, note: String, reason: String,
                    idempotencyKey: String) throws -> (Lot, LedgerEntry) {
@@ -318,7 +318,7 @@ public final class LedgerStore {
 
     /// Writes expiry entries for the client's lots past valid_until that have
     /// free credit left (the held part stays pinned until its hold resolves).
-    func expireDueLots(tenant: String, client: String, now: Int64) throws {
+    public func expireDueLots(tenant: String, client: String, now: Int64) throws {
         let due = try db.statement("""
             SELECT \(Self.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
               AND valid_until_micros IS NOT NULL AND valid_until_micros <= ? ORDER BY valid_until_micros, created_seq
@@ -328,7 +328,7 @@ public final class LedgerStore {
 
     /// Returns the EXPIRY entry, if the lot had free credit to write off.
     @discardableResult
-    func expire(tenant: String, lot: Lot) throws -> LedgerEntry? {
+    public func expire(tenant: String, lot: Lot) throws -> LedgerEntry? {
         touch(tenant: tenant, client: lot.clientId)
         var entry: LedgerEntry?
         if let plan = EntryPlans.expiry(of: lot) {
@@ -342,23 +342,11 @@ public final class LedgerStore {
 
     // MARK: Drawing
 
-    /// Writes the expiry of the client's due lots, then chooses the
-    /// allocations of a draw of `amountMinor` from the lots eligible now
-    /// (`centerId` nil: any valid lot, whatever its scope).
-    func drawEligible(tenant: String, client: String, amountMinor: Int64, centerId: String?, serviceCategory: String?,
-                      membershipId: String?, hold: Bool) throws -> [Allocation] {
-        try requireTenantExists(tenant)
-        let now = clock.nowMicros()
-        let lots = try eligibleLots(tenant: tenant, client: client, now: now, centerId: centerId,
-                                    serviceCategory: serviceCategory, membershipId: membershipId, expireDue: true)
-        return try Draws.draw(amountMinor, from: lots, hold: hold)
-    }
-
     /// The lots a spend or hold may draw from now, in draw order.
     /// With `expireDue`, first writes the expiry entries of the client's lots
     /// past valid_until (read in the same query as the active lots: due lots
     /// come first in draw order).
-    func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
+    public func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
                       membershipId: String?, expireDue: Bool = false) throws -> [Lot] {
         var lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
         if expireDue, lots.contains(where: { Draws.isDue($0, now: now) }) {
@@ -379,7 +367,7 @@ public final class LedgerStore {
 
     /// Net amount per lot drawn by the entries of `refId` and not yet
     /// returned (spends and their reversals, write-offs and their voids).
-    func outstandingDraws(tenant: String, refId: String) throws -> [Splits.Owed] {
+    public func outstandingDraws(tenant: String, refId: String) throws -> [Splits.Owed] {
         try db.statement("""
             SELECT a.lot_id, -SUM(a.remaining_delta_minor), MIN(a.seq) FROM allocations a
             JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
@@ -420,85 +408,5 @@ enum ListCodec {
     static func encode(_ list: [String]) -> String { list.joined(separator: String(separator)) }
     static func decode(_ text: String) -> [String] {
         text.isEmpty ? [] : text.split(separator: separator, omittingEmptySubsequences: false).map(String.init)
-    }
-}
-
-/// Random, prefixed identifiers: `lot_` + 20 base-32 characters (100 bits).
-public enum IDs {
-    private static let alphabet: [UInt8] = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
-    private static let pool = Mutex(RandomPool())
-
-    /// "<prefix>_" and 20 characters of base32 (alphabet in ASCII order):
-    /// 10 for the milliseconds since 1970, then 10 for 50 random bits. Ids
-    /// made later sort after earlier ones, so the B-trees keyed by them
-    /// (spends, holds, lots, entries by ref) grow at their right edge instead
-    /// of touching a random page per insert; 50 random bits keep them
-    /// unguessable and distinct within a millisecond.
-    /// The time prefix is the ledger's clock (`LedgerClock`), never the wall
-    /// clock read here: tests with a fixed clock get ids of that time.
-    public static func make(_ prefix: String, clock: any LedgerClock) -> String {
-        make(prefix, nowMicros: clock.nowMicros())
-    }
-
-    public static func make(_ prefix: String, nowMicros: Int64) -> String {
-        let millis = UInt64(max(0, nowMicros / 1000))
-        var random = pool.withLock { $0.next() }
-        var bytes = [UInt8](repeating: 0, count: prefix.utf8.count + 21)
-        var i = 0
-        for b in prefix.utf8 { bytes[i] = b; i += 1 }
-        bytes[i] = UInt8(ascii: "_")
-        i += 1
-        for k in 0..<10 {  // most significant first: string order = time order
-            bytes[i + k] = alphabet[Int((millis >> UInt64(5 * (9 - k))) & 31)]
-        }
-        for k in 10..<20 {
-            bytes[i + k] = alphabet[Int(random & 31)]
-            random >>= 5
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-extension IDs {
-    /// The milliseconds since 1970 an id made by `make` carries (its time
-    /// prefix); nil if `id` is not such an id.
-    public static func timeMillis(of id: String) -> UInt64? {
-        guard let underscore = id.utf8.lastIndex(of: UInt8(ascii: "_")) else { return nil }
-        let body = Array(id.utf8[id.utf8.index(after: underscore)...])
-        guard body.count == 20 else { return nil }
-        var millis: UInt64 = 0
-        for b in body.prefix(10) {
-            guard let digit = alphabet.firstIndex(of: b) else { return nil }
-            millis = millis << 5 | UInt64(digit)
-        }
-        return millis
-    }
-}
-
-/// Random words from the kernel, read from /dev/urandom 4 KiB at a time
-/// (one read per 512 words instead of a getrandom call per word).
-private struct RandomPool {
-    private static let urandom: Int32 = {
-        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
-        precondition(fd >= 0, "cannot open /dev/urandom: errno \(errno)")
-        return fd
-    }()
-
-    private var words = [UInt64](repeating: 0, count: 512)
-    private var index = 512
-
-    mutating func next() -> UInt64 {
-        if index == words.count {
-            words.withUnsafeMutableBytes { buffer in
-                var filled = 0
-                while filled < buffer.count {
-                    let n = read(Self.urandom, buffer.baseAddress! + filled, buffer.count - filled)
-                    if n > 0 { filled += n } else { precondition(n < 0 && errno == EINTR, "reading /dev/urandom failed: errno \(errno)") }
-                }
-            }
-            index = 0
-        }
-        defer { index += 1 }
-        return words[index]
     }
 }
