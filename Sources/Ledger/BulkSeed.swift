@@ -315,14 +315,12 @@ private final class SeedLot {
 
     var freeMinor: Int64 { remainingMinor - heldMinor }
 
-    /// The ledger's draw order (`LedgerStore.activeLots`): soonest expiry first, no expiry last, then oldest.
-    func drawsBefore(_ other: SeedLot) -> Bool {
-        switch (validUntilMicros, other.validUntilMicros) {
-        case let (a?, b?) where a != b: return a < b
-        case (nil, _?): return false
-        case (_?, nil): return true
-        default: return createdSeq < other.createdSeq
-        }
+    /// The lot as the money model sees it (its state follows its amounts).
+    func value(client: String) -> Lot {
+        Lot(id: id, clientId: client, origin: origin, centerId: "", amountMinor: amountMinor, remainingMinor: remainingMinor,
+            heldMinor: heldMinor, validFromMicros: nil, validUntilMicros: validUntilMicros, scope: package?.scope ?? .any,
+            packageId: package?.id, paymentRef: paymentRef, priceMinor: priceMinor, note: note, createdSeq: createdSeq,
+            createdMicros: createdMicros, state: remainingMinor == 0 ? .exhausted : .active)
     }
 }
 
@@ -374,23 +372,20 @@ private final class SeedClient {
         heldAccount = Account.held(id)
     }
 
+    /// Inserts `lot` among the active lots in draw order (`Draws.precedes`).
     func activate(_ lot: SeedLot) {
-        let index = active.firstIndex { lot.drawsBefore($0) } ?? active.endIndex
+        let value = lot.value(client: id)
+        let index = active.firstIndex { Draws.precedes(value, $0.value(client: id)) } ?? active.endIndex
         active.insert(lot, at: index)
     }
-}
 
-private struct SeedAllocation {
-    var lot: SeedLot
-    var remainingDeltaMinor: Int64
-    var heldDeltaMinor: Int64
-}
-
-/// One side of an entry: the client's own accounts, or a system account.
-private enum Leg {
-    case available
-    case held
-    case system(String)
+    /// The active or parked lot `id`.
+    func lot(_ lotId: String) -> SeedLot {
+        guard let lot = active.first(where: { $0.id == lotId }) ?? parked.first(where: { $0.id == lotId }) else {
+            preconditionFailure("client \(id) has no lot \(lotId)")
+        }
+        return lot
+    }
 }
 
 /// SplitMix64: small, fast, reproducible from a seed (the bulk seeder's
@@ -572,23 +567,24 @@ private final class BulkSeeder {
         let time = timeOf(seq)
         let key = "seed-\(seq)"
         let lot: SeedLot
+        let entry: EntryPlan
         if rng.chance(0.6) {
             let package = packages[rng.below(packages.count)]
             lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .purchase, amountMinor: package.creditsMinor,
                           validUntilMicros: package.validityDays.map { time + Int64($0) * Self.microsPerDay }, package: package,
                           paymentRef: "pay-\(seq)", priceMinor: package.priceMinor, note: package.name, createdSeq: seq, createdMicros: time)
-            try append(.purchase, client, amountMinor: lot.amountMinor, debit: .system(Account.purchases), credit: .available,
-                       refId: lot.id, paymentRef: lot.paymentRef ?? "", idempotencyKey: key, reason: "purchase", note: lot.note,
-                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+            entry = EntryPlans.fundLot(type: .purchase, clientId: client.id, lotId: lot.id, amountMinor: lot.amountMinor,
+                                       fundingAccount: Account.purchases, centerId: plan.centerId, paymentRef: lot.paymentRef ?? "",
+                                       idempotencyKey: key, reason: "purchase", note: lot.note)
         } else {
             let amount = rng.int64(100...1_000) * 50
             let validUntil: Int64? = rng.chance(0.5) ? time + rng.int64(730...1_825) * Self.microsPerDay : nil
             lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
                           paymentRef: nil, priceMinor: amount, note: "front desk", createdSeq: seq, createdMicros: time)
-            try append(.order, client, amountMinor: amount, debit: .system(Account.orders), credit: .available, refId: lot.id,
-                       idempotencyKey: key, reason: "credit_order", note: lot.note,
-                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: amount, heldDeltaMinor: 0)])
+            entry = EntryPlans.fundLot(type: .order, clientId: client.id, lotId: lot.id, amountMinor: amount, fundingAccount: Account.orders,
+                                       centerId: plan.centerId, paymentRef: "", idempotencyKey: key, reason: "credit_order", note: lot.note)
         }
+        try append(entry, client, lots: [lot])
         client.activate(lot)
         report.lots += 1
         return 1
@@ -599,9 +595,9 @@ private final class BulkSeeder {
         let seq = self.seq + 1
         let lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
                           paymentRef: nil, priceMinor: 0, note: "load test reserve", createdSeq: seq, createdMicros: timeOf(seq))
-        try append(.order, client, amountMinor: lot.amountMinor, debit: .system(Account.orders), credit: .available, refId: lot.id,
-                   idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note,
-                   allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+        try append(EntryPlans.fundLot(type: .order, clientId: client.id, lotId: lot.id, amountMinor: lot.amountMinor,
+                                      fundingAccount: Account.orders, centerId: plan.centerId, paymentRef: "",
+                                      idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note), client, lots: [lot])
         client.activate(lot)
         report.lots += 1
     }
@@ -610,7 +606,7 @@ private final class BulkSeeder {
         min(client.availableMinor, rng.int64(2...120) * 50)
     }
 
-    /// SpendCredits: draws from the lots in draw order.
+    /// SpendCredits: draws from the lots in draw order (`Draws.draw`).
     private func spend(_ client: SeedClient) throws -> Int {
         let amount = drawAmount(client)
         let allocations = draw(amount, from: client, hold: false)
@@ -619,87 +615,78 @@ private final class BulkSeeder {
         let booking = "bk-\(seq)"
         let reason = Self.spendReasons[rng.below(Self.spendReasons.count)]
         let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
-        let (entrySeq, time) = try append(.spend, client, amountMinor: amount, debit: .available, credit: .system(Account.consumption),
-                                          refId: id, bookingRef: booking, idempotencyKey: "seed-\(seq)", reason: reason.rawValue,
-                                          allocations: allocations)
+        let (entrySeq, time) = try append(EntryPlans.spend(clientId: client.id, spendId: id, amountMinor: amount, reason: reason,
+                                                           centerId: plan.centerId, bookingRef: booking, idempotencyKey: "seed-\(seq)",
+                                                           allocations: allocations), client, lots: client.active)
         try replaceLastSpend(client, with: SeedSpend(
             id: id, amountMinor: amount, reason: reason, bookingRef: booking, serviceCategory: category, holdId: nil,
-            seq: entrySeq, createdMicros: time, owed: allocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+            seq: entrySeq, createdMicros: time, owed: allocations.map { (client.lot($0.lotId), -$0.remainingDeltaMinor) }))
         return 1
     }
 
-    /// CreateHold, then CaptureHold (whole or part, the rest released) or ReleaseHold.
+    /// CreateHold, then CaptureHold (whole or part, the rest released) or ReleaseHold, split by `Splits`.
     private func holdCycle(_ client: SeedClient, maxEntries: Int) throws -> Int {
         let amount = drawAmount(client)
-        let pins = draw(amount, from: client, hold: true)
+        let pinned = draw(amount, from: client, hold: true)
         let holdId = IDs.make("hld", nowMicros: nowMicros)
         let holdSeq = self.seq + 1
         let booking = "bk-\(holdSeq)"
         let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
-        let (_, holdTime) = try append(.hold, client, amountMinor: amount, debit: .available, credit: .held, refId: holdId,
-                                       bookingRef: booking, idempotencyKey: "seed-\(holdSeq)", reason: "hold", allocations: pins)
+        let (_, holdTime) = try append(EntryPlans.hold(clientId: client.id, holdId: holdId, amountMinor: amount, centerId: plan.centerId,
+                                                       bookingRef: booking, idempotencyKey: "seed-\(holdSeq)", allocations: pinned),
+                                       client, lots: client.active)
         var hold = Hold(id: holdId, clientId: client.id, amountMinor: amount, capturedMinor: 0, state: .held,
                         expiresMicros: holdTime + holdWindowMicros, centerId: plan.centerId, bookingRef: booking,
                         serviceCategory: category, membershipId: nil, seq: holdSeq, createdMicros: holdTime, spendId: nil, allocations: [])
+        let pins = Splits.captureOrder(pinned.map { Splits.Pin(lot: client.lot($0.lotId).value(client: client.id), heldMinor: $0.heldDeltaMinor) })
         let key = "seed-\(self.seq + 1)"
         let roll = rng.unit()
         if roll < 0.15 {
-            try append(.release, client, amountMinor: amount, debit: .held, credit: .available, refId: holdId, bookingRef: booking,
-                       idempotencyKey: key, reason: "released",
-                       allocations: pins.map { SeedAllocation(lot: $0.lot, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldDeltaMinor) })
+            try append(EntryPlans.release(hold: hold, automatic: false, idempotencyKey: key, pins: pins), client, lots: client.active)
             hold.state = .released
             try stage(hold)
             return 2
         }
         let partial = roll < 0.30 && maxEntries >= 3 && amount >= 100
         let capture = partial ? rng.int64(1...(amount - 1)) : amount
-        var left = capture
-        var captureAllocations: [SeedAllocation] = []
-        var releaseAllocations: [SeedAllocation] = []
-        for pin in pins {
-            let take = min(left, pin.heldDeltaMinor)
-            if take > 0 { captureAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: -take, heldDeltaMinor: -take)) }
-            if pin.heldDeltaMinor - take > 0 {
-                releaseAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: 0, heldDeltaMinor: -(pin.heldDeltaMinor - take)))
-            }
-            left -= take
-        }
-        precondition(left == 0)
         let spendId = IDs.make("spd", nowMicros: nowMicros)
         let reason: SpendReason = rng.chance(0.8) ? .checkIn : .booking
-        let (captureSeq, captureTime) = try append(.capture, client, amountMinor: capture, debit: .held,
-                                                   credit: .system(Account.consumption), refId: spendId, bookingRef: booking,
-                                                   idempotencyKey: key, reason: reason.rawValue, allocations: captureAllocations)
-        if capture < amount {
-            try append(.release, client, amountMinor: amount - capture, debit: .held, credit: .available, refId: holdId,
-                       bookingRef: booking, idempotencyKey: key, reason: "partial_capture", allocations: releaseAllocations)
-        }
+        let entries = EntryPlans.capture(hold: hold, spendId: spendId, captureMinor: capture, reason: reason, idempotencyKey: key, pins: pins)
+        let (captureSeq, captureTime) = try append(entries[0], client, lots: client.active)
+        for release in entries.dropFirst() { try append(release, client, lots: client.active) }
         hold.state = .captured
         hold.capturedMinor = capture
         hold.spendId = spendId
         try stage(hold)
         try replaceLastSpend(client, with: SeedSpend(
             id: spendId, amountMinor: capture, reason: reason, bookingRef: booking, serviceCategory: category, holdId: holdId,
-            seq: captureSeq, createdMicros: captureTime, owed: captureAllocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+            seq: captureSeq, createdMicros: captureTime, owed: entries[0].allocations.map { (client.lot($0.lotId), -$0.remainingDeltaMinor) }))
         return capture < amount ? 3 : 2
     }
 
-    /// ReverseSpend of the client's last spend: credit returns to its lots, most recently drawn first.
+    /// ReverseSpend of the client's last spend: credit returns to its lots,
+    /// most recently drawn first (`EntryPlans.reversal`, `Splits.returning`).
     private func reverse(_ client: SeedClient, _ spend: SeedSpend) throws -> Int {
         let reversible = spend.amountMinor - spend.reversedMinor
         let amount = rng.chance(0.5) ? reversible : rng.int64(1...reversible)
-        var left = amount
-        var allocations: [SeedAllocation] = []
-        for i in spend.owed.indices.reversed() where left > 0 && spend.owed[i].minor > 0 {
-            let give = min(left, spend.owed[i].minor)
-            allocations.append(SeedAllocation(lot: spend.owed[i].lot, remainingDeltaMinor: give, heldDeltaMinor: 0))
-            spend.owed[i].minor -= give
-            left -= give
+        let value = Spend(id: spend.id, clientId: client.id, amountMinor: spend.amountMinor, reversedMinor: spend.reversedMinor,
+                          reason: spend.reason, centerId: plan.centerId, bookingRef: spend.bookingRef, serviceCategory: spend.serviceCategory,
+                          holdId: spend.holdId, seq: spend.seq, createdMicros: spend.createdMicros, allocations: [])
+        let entry: EntryPlan
+        do {
+            entry = try EntryPlans.reversal(spend: value, amountMinor: amount, reason: "refund", idempotencyKey: "seed-\(seq + 1)",
+                                            owed: spend.owed.map { Splits.Owed(lotId: $0.lot.id, minor: $0.minor) })
+        } catch {
+            preconditionFailure("reversing \(amount) of spend \(spend.id), \(reversible) reversible: \(error)")
         }
-        precondition(left == 0, "returning more than spend \(spend.id) drew")
-        let refilled = allocations.filter { $0.lot.remainingMinor == 0 }.map(\.lot)
-        try append(.reversal, client, amountMinor: amount, debit: .system(Account.consumption), credit: .available, refId: spend.id,
-                   bookingRef: spend.bookingRef, idempotencyKey: "seed-\(seq + 1)", reason: "refund", allocations: allocations)
+        for allocation in entry.allocations {
+            let i = spend.owed.firstIndex { $0.lot.id == allocation.lotId }!
+            spend.owed[i].minor -= allocation.remainingDeltaMinor
+            precondition(spend.owed[i].minor >= 0, "returning more than spend \(spend.id) drew")
+        }
+        let owedLots = spend.owed.map(\.lot)
+        let refilled = entry.allocations.map { a in owedLots.first { $0.id == a.lotId }! }.filter { $0.remainingMinor == 0 }
+        try append(entry, client, lots: owedLots)
         spend.reversedMinor += amount
         for lot in refilled {
             client.parked.removeAll { $0 === lot }
@@ -709,19 +696,14 @@ private final class BulkSeeder {
         return 1
     }
 
-    /// `LedgerStore.draw` over the client's active lots (all valid, scope any).
-    private func draw(_ amountMinor: Int64, from client: SeedClient, hold: Bool) -> [SeedAllocation] {
+    /// `Draws.draw` over the client's active lots (all valid, scope any).
+    private func draw(_ amountMinor: Int64, from client: SeedClient, hold: Bool) -> [Allocation] {
         precondition(amountMinor > 0 && amountMinor <= client.availableMinor)
-        var left = amountMinor
-        var allocations: [SeedAllocation] = []
-        for lot in client.active where left > 0 && lot.freeMinor > 0 {
-            let take = min(left, lot.freeMinor)
-            allocations.append(hold ? SeedAllocation(lot: lot, remainingDeltaMinor: 0, heldDeltaMinor: take)
-                                    : SeedAllocation(lot: lot, remainingDeltaMinor: -take, heldDeltaMinor: 0))
-            left -= take
+        do {
+            return try Draws.draw(amountMinor, from: client.active.map { $0.value(client: client.id) }, hold: hold)
+        } catch {
+            preconditionFailure("client \(client.id): lots hold less than its available balance: \(error)")
         }
-        precondition(left == 0, "client \(client.id): lots hold less than its available balance")
-        return allocations
     }
 
     /// The previous last spend can no longer be reversed here: write its row
@@ -740,29 +722,32 @@ private final class BulkSeeder {
         startMicros + (seq - 1) * stepMicros + Int64(truncatingIfNeeded: UInt64(bitPattern: seq &* 0x2545_F491_4F6C_DD1D) % UInt64(stepMicros))
     }
 
+    /// Writes one planned entry (its invariants were checked when planned):
+    /// the client's balances move by `plan.clientDeltas`, the system
+    /// accounts by `plan.systemDeltas`, and each allocation's lot (found
+    /// among `lots`) by `LotRules.applying`.
     @discardableResult
-    private func append(_ type: EntryType, _ client: SeedClient, amountMinor: Int64, debit: Leg, credit: Leg, refId: String,
-                        bookingRef: String = "", paymentRef: String = "", idempotencyKey: String, reason: String,
-                        note: String = "", allocations: [SeedAllocation]) throws -> (seq: Int64, timeMicros: Int64) {
-        precondition(amountMinor > 0, "ledger entries move a positive amount")
+    private func append(_ entry: EntryPlan, _ client: SeedClient, lots: [SeedLot]) throws -> (seq: Int64, timeMicros: Int64) {
+        precondition(entry.clientId == client.id, "an entry of client \(entry.clientId) written for \(client.id)")
         seq += 1
         let time = timeOf(seq)
-        let debitAccount = move(debit, -amountMinor, client)
-        let creditAccount = move(credit, amountMinor, client)
-        precondition(debitAccount != creditAccount, "an entry moves money between two different accounts")
+        let deltas = entry.clientDeltas
+        client.availableMinor += deltas.availableMinor
+        client.heldMinor += deltas.heldMinor
+        for (account, delta) in entry.systemDeltas { systemBalances[account, default: 0] += delta }
         precondition(client.availableMinor >= 0 && client.heldMinor >= 0, "client \(client.id) balance would go negative")
         precondition(client.availableMinor + client.heldMinor <= LedgerLimits.maxBalanceMinor, "client \(client.id) balance out of range")
-        try write(insertEntry, [.text(tenant), .int(seq), .text(type.rawValue), .text(client.id), .int(amountMinor), .text(debitAccount),
-                               .text(creditAccount), .int(client.availableMinor), .int(client.heldMinor), .int(time), .text(refId),
-                               .text(plan.centerId), .text(bookingRef), .text(paymentRef), .text(idempotencyKey), .text(reason),
-                               .text(note)])
-        for (ordinal, allocation) in allocations.enumerated() {
-            let lot = allocation.lot
-            precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
-            lot.remainingMinor += allocation.remainingDeltaMinor
-            lot.heldMinor += allocation.heldDeltaMinor
-            precondition(0 <= lot.heldMinor && lot.heldMinor <= lot.remainingMinor && lot.remainingMinor <= lot.amountMinor,
-                         "lot \(lot.id) out of bounds")
+        try write(insertEntry, [.text(tenant), .int(seq), .text(entry.type.rawValue), .text(client.id), .int(entry.amountMinor),
+                               .text(entry.debit), .text(entry.credit), .int(client.availableMinor), .int(client.heldMinor), .int(time),
+                               .text(entry.refId), .text(entry.centerId), .text(entry.bookingRef), .text(entry.paymentRef),
+                               .text(entry.idempotencyKey), .text(entry.reason), .text(entry.note)])
+        for (ordinal, allocation) in entry.allocations.enumerated() {
+            guard let lot = lots.first(where: { $0.id == allocation.lotId }) else {
+                preconditionFailure("entry \(seq) allocates to lot \(allocation.lotId), not among the client's")
+            }
+            let after = LotRules.applying(allocation, to: lot.value(client: client.id))
+            lot.remainingMinor = after.remainingMinor
+            lot.heldMinor = after.heldMinor
             try write(insertAllocation, [.text(tenant), .int(seq), .int(Int64(ordinal)), .text(lot.id),
                                         .int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor)])
         }
@@ -770,24 +755,9 @@ private final class BulkSeeder {
         if report.entries == 0 { report.firstEntryMicros = time }
         report.lastEntryMicros = time
         report.entries += 1
-        report.allocations += allocations.count
+        report.allocations += entry.allocations.count
         if let progress, report.entries % BulkSeed.progressInterval == 0 { progress(report.entries) }
         return (seq, time)
-    }
-
-    /// Applies one side of an entry to the in-memory balances; returns the account's name.
-    private func move(_ leg: Leg, _ deltaMinor: Int64, _ client: SeedClient) -> String {
-        switch leg {
-        case .available:
-            client.availableMinor += deltaMinor
-            return client.availableAccount
-        case .held:
-            client.heldMinor += deltaMinor
-            return client.heldAccount
-        case .system(let account):
-            systemBalances[account, default: 0] += deltaMinor
-            return account
-        }
     }
 
     // MARK: Final rows
