@@ -2,6 +2,7 @@ import ArgumentParser
 import CreditsAPI
 import Foundation
 import Ledger
+import LedgerSeed
 
 /// `credits admin seed`: a new tenant with K clients and L ledger entries,
 /// written offline straight into the database (scale benchmarks, issue 5).
