@@ -286,8 +286,9 @@ private final class SeedClient {
 
     /// Inserts `lot` among the active lots in draw order (`Draws.precedes`).
     func activate(_ lot: SeedLot) {
-        let value = lot.value(client: id)
-        let index = active.firstIndex { Draws.precedes(value, $0.value(client: id)) } ?? active.endIndex
+        let index = active.firstIndex {
+            Draws.precedes(validUntilMicros: lot.validUntilMicros, createdSeq: lot.createdSeq, $0.validUntilMicros, $0.createdSeq)
+        } ?? active.endIndex
         active.insert(lot, at: index)
     }
 
@@ -571,7 +572,7 @@ private final class BulkSeeder {
     /// Writes one planned entry (its invariants were checked when planned):
     /// the client's balances move by `plan.clientDeltas`, the system
     /// accounts by `plan.systemDeltas`, and each allocation's lot (found
-    /// among `lots`) by `LotRules.applying`.
+    /// among `lots`) within `LotRules.checkBounds`.
     @discardableResult
     private func append(_ entry: EntryPlan, _ client: SeedClient, lots: [SeedLot]) throws -> (seq: Int64, timeMicros: Int64) {
         precondition(entry.clientId == client.id, "an entry of client \(entry.clientId) written for \(client.id)")
@@ -589,9 +590,10 @@ private final class BulkSeeder {
             guard let lot = lots.first(where: { $0.id == allocation.lotId }) else {
                 preconditionFailure("entry \(seq) allocates to lot \(allocation.lotId), not among the client's")
             }
-            let after = LotRules.applying(allocation, to: lot.value(client: client.id))
-            lot.remainingMinor = after.remainingMinor
-            lot.heldMinor = after.heldMinor
+            precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
+            lot.remainingMinor += allocation.remainingDeltaMinor
+            lot.heldMinor += allocation.heldDeltaMinor
+            LotRules.checkBounds(lotId: lot.id, amountMinor: lot.amountMinor, remainingMinor: lot.remainingMinor, heldMinor: lot.heldMinor)
             try load.insertAllocation(tenant: tenant, seq: seq, ordinal: ordinal, allocation)
         }
         client.lastSeq = seq

@@ -7,11 +7,17 @@ public enum Draws {
     /// order (`ORDER BY valid_until_micros IS NULL, valid_until_micros,
     /// created_seq`); `eligible` asserts it.
     public static func precedes(_ a: Lot, _ b: Lot) -> Bool {
-        switch (a.validUntilMicros, b.validUntilMicros) {
+        precedes(validUntilMicros: a.validUntilMicros, createdSeq: a.createdSeq, b.validUntilMicros, b.createdSeq)
+    }
+
+    /// The draw order on the two keys it uses (for callers that keep lots in
+    /// their own shape, e.g. the bulk seeder).
+    public static func precedes(validUntilMicros a: Int64?, createdSeq aSeq: Int64, _ b: Int64?, _ bSeq: Int64) -> Bool {
+        switch (a, b) {
         case let (x?, y?) where x != y: return x < y
         case (nil, _?): return false
         case (_?, nil): return true
-        default: return a.createdSeq < b.createdSeq
+        default: return aSeq < bSeq
         }
     }
 

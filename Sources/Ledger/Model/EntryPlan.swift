@@ -17,6 +17,10 @@ public struct EntryPlan: Sendable, Equatable {
     public var reason: String
     public var note: String
     public var allocations: [Allocation]
+    /// How the entry moves the client's available and held balances (set by `init`).
+    public private(set) var availableDeltaMinor: Int64 = 0
+    public private(set) var heldDeltaMinor: Int64 = 0
+    public var clientDeltas: (availableMinor: Int64, heldMinor: Int64) { (availableDeltaMinor, heldDeltaMinor) }
 
     /// Asserts the invariants of an entry: a positive amount between two
     /// different accounts; client accounts only of its own client; each lot
@@ -38,31 +42,33 @@ public struct EntryPlan: Sendable, Equatable {
         self.reason = reason
         self.note = note
         self.allocations = allocations
+        // The client's two account names, made once (an entry is on the writer's hot path).
+        let available = Account.available(clientId), held = Account.held(clientId)
+        var deltas: (availableMinor: Int64, heldMinor: Int64) = (0, 0)
+        for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
+            if account == available { deltas.availableMinor += delta }
+            if account == held { deltas.heldMinor += delta }
+        }
+        availableDeltaMinor = deltas.availableMinor
+        heldDeltaMinor = deltas.heldMinor
         precondition(amountMinor > 0, "ledger entries move a positive amount")
         precondition(debit != credit, "an entry moves money between two different accounts")
         for account in [debit, credit] where account.hasPrefix("client:") {
-            precondition(account == Account.available(clientId) || account == Account.held(clientId),
-                         "an entry touches only its own client's accounts")
+            precondition(account == available || account == held, "an entry touches only its own client's accounts")
         }
-        precondition(Set(allocations.map(\.lotId)).count == allocations.count, "an entry allocates to each lot at most once")
-        for allocation in allocations {
+        for (i, allocation) in allocations.enumerated() {
             precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
+            if allocations.count <= 16 {
+                for other in allocations[..<i] { precondition(other.lotId != allocation.lotId, "an entry allocates to each lot at most once") }
+            }
         }
-        let deltas = clientDeltas
+        if allocations.count > 16 {
+            precondition(Set(allocations.map(\.lotId)).count == allocations.count, "an entry allocates to each lot at most once")
+        }
         precondition(allocations.reduce(0) { $0 + $1.remainingDeltaMinor } == deltas.availableMinor + deltas.heldMinor,
                      "\(type) entry: the allocations' remaining Δ is not the client's balance Δ")
         precondition(allocations.reduce(0) { $0 + $1.heldDeltaMinor } == deltas.heldMinor,
                      "\(type) entry: the allocations' held Δ is not the client's held Δ")
-    }
-
-    /// How the entry moves the client's available and held balances.
-    public var clientDeltas: (availableMinor: Int64, heldMinor: Int64) {
-        var available: Int64 = 0, held: Int64 = 0
-        for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
-            if account == Account.available(clientId) { available += delta }
-            if account == Account.held(clientId) { held += delta }
-        }
-        return (available, held)
     }
 
     /// The system (non-client) accounts the entry moves, with their Δ.
