@@ -75,9 +75,52 @@ public protocol LedgerStorage: AnyObject {
     func insertWriteOff(_ writeOff: WriteOff, tenant: String) throws
     /// Marks an active write-off voided by the entry `voidSeq`; asserts it was active.
     func markWriteOffVoided(tenant: String, id: String, voidSeq: Int64) throws
+
+    // MARK: Coupons (Sources/Ledger/Coupons)
+
+    func coupon(tenant: String, id: String) throws -> Coupon?
+    func insertCoupon(_ coupon: Coupon, tenant: String) throws
+    func deactivateCoupon(tenant: String, id: String, updatedMicros: Int64) throws
+    func customerCredit(tenant: String, id: String) throws -> CustomerCredit?
+    func insertCustomerCredit(_ credit: CustomerCredit, tenant: String) throws
+    func updateCustomerCredit(_ credit: CustomerCredit, tenant: String) throws
+    func couponRedemption(tenant: String, id: String) throws -> CreditRedemption?
+    func insertCouponRedemption(_ redemption: CreditRedemption, tenant: String) throws
+    func markCouponRedemptionCancelled(_ redemption: CreditRedemption, tenant: String) throws
+    func creditRule(tenant: String, id: String) throws -> MembershipCreditRule?
+    func saveCreditRule(_ rule: MembershipCreditRule, tenant: String) throws
+
+    // MARK: Session packages (Sources/Ledger/Sessions)
+
+    func sessionPackage(tenant: String, id: String) throws -> ClientPackage?
+    func insertSessionPackage(_ package: ClientPackage, tenant: String) throws
+    func changeSessionLine(tenant: String, packageId: String, serviceId: String, usedDelta: Int64, forfeitedDelta: Int64) throws
+    /// Deactivates an active package; asserts it was active.
+    func deactivateSessionPackage(tenant: String, id: String, atMicros: Int64, reason: String) throws
+    /// The package a use should draw from (see `SessionRows.packageToUse`).
+    func sessionPackageToUse(tenant: String, client: String, serviceId: String, scopeId: String?, now: Int64) throws -> String?
+    func sessionRedemption(tenant: String, id: String) throws -> PackageRedemption?
+    func insertSessionRedemption(_ redemption: PackageRedemption, tenant: String) throws
+    /// Cancels an active redemption; asserts it was active.
+    func cancelSessionRedemption(tenant: String, id: String, cancelSeq: Int64, cancelledMicros: Int64, reason: String) throws
+    func paymentRef(tenant: String, ref: String) throws -> PaymentRefStatus?
+    func savePaymentRef(_ status: PaymentRefStatus, tenant: String, seq: Int64) throws
 }
 
 extension LedgerStorage {
+    /// Appends one entry given field by field (the coupon and session
+    /// entries, which move no lots); `EntryPlan`'s init checks it.
+    @discardableResult
+    public func appendEntry(tenant: String, type: EntryType, client: String, amountMinor: Int64,
+                            debit: String, credit: String, refId: String, centerId: String = "",
+                            bookingRef: String = "", paymentRef: String = "", idempotencyKey: String = "",
+                            reason: String = "", note: String = "", allocations: [Allocation] = []) throws -> LedgerEntry {
+        try appendEntry(tenant: tenant, EntryPlan(
+            type: type, clientId: client, amountMinor: amountMinor, debit: debit, credit: credit, refId: refId, centerId: centerId,
+            bookingRef: bookingRef, paymentRef: paymentRef, idempotencyKey: idempotencyKey, reason: reason, note: note,
+            allocations: allocations))
+    }
+
     /// Load, plan: the allocations of a draw of `amountMinor` from the lots
     /// eligible now (their due expiry written first). `centerId` nil: any
     /// valid lot, whatever its scope.

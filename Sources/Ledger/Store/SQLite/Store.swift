@@ -166,18 +166,6 @@ public final class LedgerStore {
 
     // MARK: The one way money moves
 
-    /// Appends one entry (see `EntryPlan`; its init checks it).
-    @discardableResult
-    func appendEntry(tenant: String, type: EntryType, client: String, amountMinor: Int64,
-                     debit: String, credit: String, refId: String, centerId: String = "",
-                     bookingRef: String = "", paymentRef: String = "", idempotencyKey: String = "",
-                     reason: String = "", note: String = "", allocations: [Allocation] = []) throws -> LedgerEntry {
-        try appendEntry(tenant: tenant, EntryPlan(
-            type: type, clientId: client, amountMinor: amountMinor, debit: debit, credit: credit, refId: refId, centerId: centerId,
-            bookingRef: bookingRef, paymentRef: paymentRef, idempotencyKey: idempotencyKey, reason: reason, note: note,
-            allocations: allocations))
-    }
-
     /// Appends one planned entry: takes the tenant's next seq, moves the
     /// amount from debit to credit, applies the allocations to their lots,
     /// and updates the client's balance and the counter-account. Asserts that
