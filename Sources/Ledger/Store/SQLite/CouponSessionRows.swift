@@ -73,4 +73,37 @@ extension LedgerStore {
     public func savePaymentRef(_ status: PaymentRefStatus, tenant: String, seq: Int64) throws {
         try SessionRows.savePaymentRef(db: db, tenant: tenant, status, seq: seq)
     }
+
+    // MARK: Coupon maintenance (the writer's, on this store)
+
+    /// Active credits past their expiry time, soonest first, with their tenant.
+    func dueCustomerCredits(now: Int64, limit: Int) throws -> [(tenant: String, credit: CustomerCredit)] {
+        try db.statement("""
+            SELECT \(CouponRows.creditColumns), tenant_id FROM coupon_credits INDEXED BY coupon_credits_due
+            WHERE state = 'active' AND expires_micros IS NOT NULL AND expires_micros <= ? ORDER BY expires_micros LIMIT ?
+            """).bind(.int(now), .int(Int64(limit))).rows { ($0.text(18), CouponRows.readCredit($0)) }
+    }
+
+    /// Enabled rules whose next issue time has come, soonest first, with their tenant.
+    func dueCreditRules(now: Int64, limit: Int) throws -> [(tenant: String, rule: MembershipCreditRule)] {
+        try db.statement("""
+            SELECT \(CouponRows.ruleColumns), tenant_id FROM coupon_rules INDEXED BY coupon_rules_due
+            WHERE enabled = 1 AND next_issue_micros <= ? ORDER BY next_issue_micros LIMIT ?
+            """).bind(.int(now), .int(Int64(limit))).rows { ($0.text(13), CouponRows.readRule($0)) }
+    }
+
+    /// Records the rule's period as handled ('coupon_inactive' until an issue
+    /// says otherwise); false if it was already (UNIQUE rule, period).
+    func claimRulePeriod(tenant: String, ruleId: String, period: String, now: Int64) throws -> Bool {
+        try db.statement("""
+            INSERT INTO coupon_rule_periods (tenant_id, rule_id, period, credit_id, outcome, time_micros)
+            VALUES (?, ?, ?, NULL, 'coupon_inactive', ?) ON CONFLICT DO NOTHING
+            """).bind(.text(tenant), .text(ruleId), .text(period), .int(now)).run()
+        return db.changes == 1
+    }
+
+    func recordRulePeriodIssued(tenant: String, ruleId: String, period: String, creditId: String) throws {
+        try db.statement("UPDATE coupon_rule_periods SET credit_id = ?, outcome = 'issued' WHERE tenant_id = ? AND rule_id = ? AND period = ?")
+            .bind(.text(creditId), .text(tenant), .text(ruleId), .text(period)).run()
+    }
 }
