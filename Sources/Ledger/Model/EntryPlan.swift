@@ -44,18 +44,14 @@ public struct EntryPlan: Sendable, Equatable {
         self.allocations = allocations
         // The client's two account names, made once (an entry is on the writer's hot path).
         let available = Account.available(clientId), held = Account.held(clientId)
-        var deltas: (availableMinor: Int64, heldMinor: Int64) = (0, 0)
-        for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
-            if account == available { deltas.availableMinor += delta }
-            if account == held { deltas.heldMinor += delta }
-        }
-        availableDeltaMinor = deltas.availableMinor
-        heldDeltaMinor = deltas.heldMinor
+        // No array literals here: this runs for every entry on the writer thread.
+        if debit == available { availableDeltaMinor -= amountMinor } else if debit == held { heldDeltaMinor -= amountMinor }
+        if credit == available { availableDeltaMinor += amountMinor } else if credit == held { heldDeltaMinor += amountMinor }
+        let deltas = clientDeltas
         precondition(amountMinor > 0, "ledger entries move a positive amount")
         precondition(debit != credit, "an entry moves money between two different accounts")
-        for account in [debit, credit] where account.hasPrefix("client:") {
-            precondition(account == available || account == held, "an entry touches only its own client's accounts")
-        }
+        precondition(!debit.hasPrefix("client:") || debit == available || debit == held, "an entry touches only its own client's accounts")
+        precondition(!credit.hasPrefix("client:") || credit == available || credit == held, "an entry touches only its own client's accounts")
         for (i, allocation) in allocations.enumerated() {
             precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
             if allocations.count <= 16 {
