@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "credits",
             dependencies: [
-                "GRPCTransport", "GRPCServices", "CreditsAPI", "Ledger", "Observability",
+                "GRPCTransport", "GRPCServices", "CreditsAPI", "Ledger", "LedgerSeed", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -146,11 +146,14 @@ let package = Package(
             ]
         ),
 
+        // Offline bulk seeding of a tenant for scale benchmarks: the money model's plans, the store's BulkLoad.
+        .target(name: "LedgerSeed", dependencies: ["Ledger"], swiftSettings: releaseSpeed),
+
         // Group-commit benchmark of the ledger (tools/bench/ledger-group-commit).
         .executableTarget(name: "ledgerbench", dependencies: ["Ledger"]),
 
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerSeed"]),
         .testTarget(name: "GRPCClientTests", dependencies: ["GRPCClient"]),
         .testTarget(name: "creditctlTests", dependencies: ["creditctl", "CreditsProto"]),
         .testTarget(

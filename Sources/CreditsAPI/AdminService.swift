@@ -101,7 +101,7 @@ struct AdminServiceRoutes {
             check.add("role", "is required (STAFF, APP or DIRECTORY)")
             role = .staff
         }
-        let keyId = IDs.make("key")
+        let keyId = IDs.make("key", clock: core.ledger.options.clock)
         let secret = Authenticator.newSecret()
         let command = CreateAPIKey(keyId: keyId, tenantId: role == .directory ? nonEmpty(req.tenantID) : req.tenantID,
                                    role: role, label: req.label, secretHash: Authenticator.hash(secret))

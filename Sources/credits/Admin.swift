@@ -129,7 +129,7 @@ struct CreateKeyCommand: ParsableCommand {
         guard let role = Role(rawValue: role) else { throw ValidationError("--role must be staff, app or directory") }
         let ledger = try DatabaseAccess.opening(database.db, for: .write) { try Ledger(path: database.db, options: .adminBesideServer) }
         defer { ledger.close() }
-        let keyId = IDs.make("key")
+        let keyId = IDs.make("key", clock: ledger.options.clock)
         let secret = Authenticator.newSecret()
         do {
             _ = try ledger.write(CreateAPIKey(keyId: keyId, tenantId: role == .directory ? nil : tenant, role: role, label: label,

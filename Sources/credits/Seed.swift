@@ -2,6 +2,7 @@ import ArgumentParser
 import CreditsAPI
 import Foundation
 import Ledger
+import LedgerSeed
 
 /// `credits admin seed`: a new tenant with K clients and L ledger entries,
 /// written offline straight into the database (scale benchmarks, issue 5).
@@ -43,7 +44,7 @@ struct SeedCommand: ParsableCommand {
     @Flag(help: "No progress lines.") var quiet = false
 
     func run() throws {
-        let keyId = IDs.make("key")
+        let keyId = IDs.make("key", clock: SystemClock())
         let secret = Authenticator.newSecret()
         var plan = BulkSeedPlan(tenantId: tenant, tenantName: "seeded \(tenant)", clients: clients, entries: entries)
         plan.currency = currency

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Ledger
+import LedgerSeed
 
 @Suite struct BulkSeedTests {
     static let staffKey = BulkSeedPlan.StaffKey(keyId: "key_seedtest", label: "seed", secretHash: Array(repeating: 7, count: 32))

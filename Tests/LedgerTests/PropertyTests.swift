@@ -141,6 +141,9 @@ final class PropertyRun {
     var retryLast: (() -> String?)?
     var step = 0
     var counts: [String: Int] = [:]
+    /// Every lot as the model's `LotRules` say the store's entries leave it
+    /// (each entry's allocations applied in seq order, bounds asserted).
+    var lotMirror: [String: Lot] = [:]
 
     init(seed: UInt64, maintenance: Bool) throws {
         self.seed = seed
@@ -209,6 +212,46 @@ final class PropertyRun {
     }
 
     func count(_ name: String) { counts[name, default: 0] += 1 }
+
+    // MARK: The money model's plans (Sources/Ledger/Model), from the test model's lots
+
+    /// A test-model lot as the ledger's `Lot` value (created_seq: arrival order).
+    func asLot(_ i: Int) -> Lot {
+        let l = model.lots[i]
+        return Lot(id: l.id, clientId: l.client, origin: .order, centerId: l.center, amountMinor: max(1, l.remaining), remainingMinor: l.remaining,
+                   heldMinor: l.held, validFromMicros: nil, validUntilMicros: l.validUntil, scope: l.scope, packageId: nil, paymentRef: nil,
+                   priceMinor: 0, note: "", createdSeq: Int64(l.order), createdMicros: 0, state: .active)
+    }
+
+    /// What `Draws` plans for a draw from the client's lots now.
+    func plannedDraw(_ client: String, _ amount: Int64, center: String?, category: String?, membership: String?,
+                     hold: Bool) -> Result<[Allocation], LedgerError> {
+        let lots = model.lots.indices.filter { model.lots[$0].client == client }.map(asLot).sorted(by: Draws.precedes)
+        do {
+            return .success(try Draws.draw(amount, from: Draws.eligible(lots, now: now, centerId: center, serviceCategory: category,
+                                                                        membershipId: membership), hold: hold))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// The model's plan agrees with the test's own reckoning (and so, where
+    /// the step checks the ledger against that, with the store).
+    func expectPlan(_ planned: Result<[Allocation], LedgerError>, _ drawn: Result<[(Int, Int64)], LedgerError>, hold: Bool) {
+        let expected = drawn.map { takes in
+            takes.map { Allocation(lotId: model.lots[$0.0].id, remainingDeltaMinor: hold ? 0 : -$0.1, heldDeltaMinor: hold ? $0.1 : 0) }
+        }
+        #expect(planned == expected, "Draws plan — \(context())")
+    }
+
+    /// What `Splits.returning` plans for giving `amount` back to `owed`.
+    func plannedReturn(_ amount: Int64, owed: [(Int, Int64)]) -> [Allocation]? {
+        guard owed.reduce(0, { $0 + $1.1 }) >= amount else {
+            Issue.record("the test model owes less than \(amount) — \(context())")
+            return nil
+        }
+        return Splits.returning(amount, owed: owed.map { Splits.Owed(lotId: model.lots[$0.0].id, minor: $0.1) })
+    }
 
     /// Writes `command`; on success checks the result with `check`, on failure
     /// expects exactly `expectedError`.
@@ -290,6 +333,7 @@ final class PropertyRun {
         count("spend")
         let (client, amount, center, category, membership) = randomSpendTarget()
         let drawn = model.draw(amount, from: model.eligible(client: client, now: now, center: center, category: category, membership: membership))
+        expectPlan(plannedDraw(client, amount, center: center, category: category, membership: membership, hold: false), drawn, hold: false)
         let command = SpendCredits(tenantId: fx.tenant, clientId: client, amountMinor: amount, reason: .service, centerId: center, bookingRef: "b\(step)",
                                    serviceCategory: category, membershipId: membership, idempotencyKey: fx.key())
         switch drawn {
@@ -310,6 +354,7 @@ final class PropertyRun {
         let (client, amount, center, category, membership) = randomSpendTarget()
         let expires = now + rng.int64(3_600...5 * 86_400) * microsPerSecond
         let drawn = model.draw(amount, from: model.eligible(client: client, now: now, center: center, category: category, membership: membership))
+        expectPlan(plannedDraw(client, amount, center: center, category: category, membership: membership, hold: true), drawn, hold: true)
         let command = CreateHold(tenantId: fx.tenant, clientId: client, amountMinor: amount, centerId: center, bookingRef: "h\(step)",
                                  serviceCategory: category, membershipId: membership, expiresMicros: expires, idempotencyKey: fx.key())
         switch drawn {
@@ -356,6 +401,8 @@ final class PropertyRun {
                 left -= take
             }
             let spend = try #require(result.spend)
+            let split = Splits.capture(capture, pins: Splits.captureOrder(hold.pins.map { Splits.Pin(lot: asLot($0.0), heldMinor: $0.1) }))
+            #expect(split.capture == spend.allocations, "Splits.capture plan — \(context())")
             #expect(spend.amountMinor == capture && spend.holdId == hold.id, "\(context())")
             #expect(spend.allocations == takes.map { Allocation(lotId: model.lots[$0.0].id, remainingDeltaMinor: -$0.1, heldDeltaMinor: -$0.1) },
                     "capture allocations — \(context())")
@@ -364,6 +411,9 @@ final class PropertyRun {
             #expect(added.first?.type == .capture, "\(context())")
             if capture < hold.amount {
                 #expect(added.count >= 2 && added[1].type == .release && added[1].allocations == releases, "release allocations — \(context())")
+                #expect(added.count >= 2 && added[1].allocations == split.release, "Splits.capture release plan — \(context())")
+            } else {
+                #expect(split.release.isEmpty, "\(context())")
             }
             for (i, take) in takes { model.lots[i].remaining -= take; model.lots[i].held -= take }
             for (i, held) in pins { model.lots[i].held -= held - (takes.first { $0.0 == i }?.1 ?? 0) }
@@ -399,6 +449,7 @@ final class PropertyRun {
         let seqBefore = fx.lastSeq
         try write(command, expectedError: expectedError) { result in
             var owed = spend.owed
+            let planned = plannedReturn(amount, owed: spend.owed)
             var expectedModel = model
             let gives = expectedModel.giveBack(amount, owed: &owed, now: now)
             let expected = gives.map { Allocation(lotId: model.lots[$0.0].id, remainingDeltaMinor: $0.1, heldDeltaMinor: 0) }
@@ -406,6 +457,7 @@ final class PropertyRun {
             let added = try newEntries(spend.client, after: seqBefore)
             #expect(added.first?.type == .reversal && added.first?.amountMinor == amount, "\(context())")
             let actual = added.first?.allocations ?? []
+            #expect(planned == actual, "Splits.returning plan — \(context())")
             if actual == expected {
                 model = expectedModel
                 model.spends[s].owed = owed
@@ -442,7 +494,9 @@ final class PropertyRun {
         count("writeOff")
         let client = rng.pick(clients), amount = rng.int64(10...200)
         let command = CreateWriteOff(tenantId: fx.tenant, clientId: client, amountMinor: amount, reason: "bad debt", idempotencyKey: fx.key())
-        switch model.draw(amount, from: model.eligible(client: client, now: now, center: nil, category: nil, membership: nil)) {
+        let drawn = model.draw(amount, from: model.eligible(client: client, now: now, center: nil, category: nil, membership: nil))
+        expectPlan(plannedDraw(client, amount, center: nil, category: nil, membership: nil, hold: false), drawn, hold: false)
+        switch drawn {
         case .failure(let error): try write(command, expectedError: error) { _ in }
         case .success(let takes):
             try write(command, expectedError: nil) { result in
@@ -464,6 +518,7 @@ final class PropertyRun {
         let seqBefore = fx.lastSeq
         try write(command, expectedError: writeOff.voided ? .writeOffVoided(writeOffId: writeOff.id) : nil) { result in
             var owed = writeOff.owed
+            let planned = plannedReturn(writeOff.amount, owed: writeOff.owed)
             let gives = model.giveBack(writeOff.amount, owed: &owed, now: now)
             model.writeOffs[w].owed = owed
             model.writeOffs[w].voided = true
@@ -471,6 +526,7 @@ final class PropertyRun {
             let added = try newEntries(writeOff.client, after: seqBefore)
             #expect(added.first?.allocations == gives.map { Allocation(lotId: model.lots[$0.0].id, remainingDeltaMinor: $0.1, heldDeltaMinor: 0) },
                     "void allocations — \(context())")
+            #expect(added.first?.allocations == planned, "Splits.returning plan of the void — \(context())")
             try expectBalance(result.balance)
         }
     }
@@ -491,7 +547,9 @@ final class PropertyRun {
         } else {
             let command = AdjustBalance(tenantId: fx.tenant, clientId: client, amountMinor: -amount, reason: "correction", centerId: "c1",
                                         validUntilMicros: nil, idempotencyKey: fx.key())
-            switch model.draw(amount, from: model.eligible(client: client, now: now, center: nil, category: nil, membership: nil)) {
+            let drawn = model.draw(amount, from: model.eligible(client: client, now: now, center: nil, category: nil, membership: nil))
+            expectPlan(plannedDraw(client, amount, center: nil, category: nil, membership: nil, hold: false), drawn, hold: false)
+            switch drawn {
             case .failure(let error): try write(command, expectedError: error) { _ in }
             case .success(let takes):
                 try write(command, expectedError: nil) { result in
@@ -588,11 +646,28 @@ final class PropertyRun {
                     }
                     #expect(entry.availableAfterMinor == state.available && entry.heldAfterMinor == state.held, "entry \(entry.seq) — \(context())")
                     #expect(entry.availableAfterMinor >= 0 && entry.heldAfterMinor >= 0 && entry.amountMinor > 0, "\(context())")
+                    for allocation in entry.allocations {
+                        if lotMirror[allocation.lotId] == nil {
+                            // A lot's first entry funds it: all of its amount.
+                            #expect(allocation.remainingDeltaMinor > 0 && allocation.heldDeltaMinor == 0, "lot \(allocation.lotId) — \(context())")
+                            lotMirror[allocation.lotId] = Lot(
+                                id: allocation.lotId, clientId: client, origin: .order, centerId: "", amountMinor: allocation.remainingDeltaMinor,
+                                remainingMinor: 0, heldMinor: 0, validFromMicros: nil, validUntilMicros: nil, scope: .any, packageId: nil,
+                                paymentRef: nil, priceMinor: 0, note: "", createdSeq: entry.seq, createdMicros: 0, state: .active)
+                        }
+                        lotMirror[allocation.lotId] = LotRules.applying(allocation, to: lotMirror[allocation.lotId]!)
+                    }
                     state.seq = entry.seq
                 }
                 if page.count < LedgerLimits.maxPageSize { break }
             }
             cursor[client] = state
+            // The store's lots are what LotRules make of its entries.
+            for lot in snapshot.lots {
+                let mirrored = lotMirror[lot.id]
+                #expect(mirrored.map { [$0.amountMinor, $0.remainingMinor, $0.heldMinor] } == [lot.amountMinor, lot.remainingMinor, lot.heldMinor]
+                        && mirrored?.state == lot.state, "lot \(lot.id) differs from LotRules over its entries — \(context())")
+            }
             #expect(state.available == summary.availableMinor + snapshot.pendingExpiryMinor && state.held == summary.heldMinor,
                     "\(client): entries say \(state.available)/\(state.held) — \(context())")
         }

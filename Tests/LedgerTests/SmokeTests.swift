@@ -36,17 +36,37 @@ import Testing
 @Suite struct IDAndStatementCacheTests {
     @Test func idsAreWellFormedAndDistinct() {
         let alphabet = Set("0123456789abcdefghjkmnpqrstvwxyz")
+        let clock = TestClock()
         var seen = Set<String>()
         for _ in 0..<5_000 {
-            let id = IDs.make("spd")
+            let id = IDs.make("spd", clock: clock)
             #expect(id.hasPrefix("spd_") && id.count == 24 && id.dropFirst(4).allSatisfy { alphabet.contains($0) }, "\(id)")
             seen.insert(id)
         }
         #expect(seen.count == 5_000)
         // Later ids sort after earlier ones (millisecond prefix).
-        let first = IDs.make("x")
-        Thread.sleep(forTimeInterval: 0.003)
-        #expect(IDs.make("x") > first)
+        let first = IDs.make("x", clock: clock)
+        clock.advance(micros: 1_000)
+        #expect(IDs.make("x", clock: clock) > first)
+    }
+
+    /// Ids carry the injected clock's time, not the wall clock's: ids made
+    /// by the ledger's commands under a test clock decode to its millisecond.
+    @Test func idsCarryTheInjectedClocksTime() throws {
+        let clock = TestClock(1_234_567_890_123_456)
+        #expect(IDs.timeMillis(of: IDs.make("lot", clock: clock)) == 1_234_567_890_123)
+        #expect(IDs.timeMillis(of: IDs.make("lot", nowMicros: 42_000)) == 42)
+
+        let f = try Fixture()
+        defer { f.finish() }
+        let nowMillis = UInt64(f.clock.nowMicros() / 1_000)
+        let lot = try f.order("c1", 1_000)
+        let spend = try f.spend("c1", 300)
+        #expect(IDs.timeMillis(of: lot.id) == nowMillis)
+        #expect(IDs.timeMillis(of: spend.spend.id) == nowMillis)
+        f.clock.advance(seconds: 86_400)
+        let later = try f.spend("c1", 100)
+        #expect(IDs.timeMillis(of: later.spend.id) == nowMillis + 86_400_000)
     }
 
     /// Statements that differ only between the hashed windows are still told apart.

@@ -1,12 +1,15 @@
+import Ledger
+
 /// Offline bulk seeding of a tenant for scale benchmarks (issue 5, 2(e)):
 /// K clients and exactly L ledger entries of realistic history, written in
 /// one SQLite transaction on a connection of its own — no group-commit
 /// writer, no idempotency records, no reads back from the database.
 ///
-/// The money model is the ledger's: every entry is the row `appendEntry`
-/// would write for the same command (same accounts, columns, allocations,
-/// after-balances, lot states, draw order), computed on an in-memory copy of
-/// the tenant's clients, lots and system accounts. Lots, spends and holds are
+/// The money model is the ledger's (Sources/Ledger/Model): every entry is
+/// the `EntryPlan` the command would append (same accounts, allocations,
+/// draw order, splits), applied to an in-memory copy of the tenant's
+/// clients, lots and system accounts; the rows go through the store's
+/// `BulkLoad`, which holds all the SQL. Lots, spends and holds are
 /// written once, in their final state; clients, accounts and the tenant's
 /// last_seq at the end. Tenant, staff key and packages go through the normal
 /// commands. `Ledger.verify` recomputes everything afterwards.
@@ -71,7 +74,7 @@ public struct BulkSeedPlan: Sendable {
 
     /// Throws `invalidArgument` naming every bad field.
     public func validate() throws(LedgerError) {
-        var v = Validator()
+        var v = FieldValidator()
         v.id(tenantId, "tenant_id")
         v.text(tenantName, "tenant_name", max: 200, required: true)
         v.check(currency.utf8.count == 3 && currency.utf8.allSatisfy { $0 >= 65 && $0 <= 90 }, "currency",
@@ -133,50 +136,47 @@ public enum BulkSeed {
     public static func run(path: String, plan: BulkSeedPlan, clock: LedgerClock = SystemClock(),
                            progress: ((_ entriesWritten: Int) -> Void)? = nil) throws -> BulkSeedReport {
         try plan.validate()
-        let db = try SQLiteConnection(path: path)
-        try Schema.migrate(db, clock: clock)
-        let settings = try LoadSettings(db: db, cacheMiB: plan.cacheMiB)
+        let load = try BulkLoad(path: path, clock: clock, cacheMiB: plan.cacheMiB)
         var report: BulkSeedReport
         do {
-            report = try seedInOneTransaction(db: db, plan: plan, clock: clock, progress: progress)
+            report = try seedInOneTransaction(load: load, plan: plan, clock: clock, progress: progress)
         } catch {
-            try? settings.restore()
+            try? load.restoreSettings()
             throw error
         }
         let restoreStart = monotonicSeconds()
-        try settings.restore()
-        report.rollbackJournal = settings.rollbackJournal
+        try load.restoreSettings()
+        report.rollbackJournal = load.rollbackJournal
         report.commitSeconds += monotonicSeconds() - restoreStart
-        // DROP INDEX removed their statistics; the server writes them at every start too.
-        try Schema.installPlannerStatistics(db)
+        try load.installPlannerStatistics()
         let checkpointStart = monotonicSeconds()
-        try settings.checkpoint()
+        try load.checkpoint()
         report.checkpointSeconds = monotonicSeconds() - checkpointStart
         return report
     }
 
-    private static func seedInOneTransaction(db: SQLiteConnection, plan: BulkSeedPlan, clock: LedgerClock,
+    private static func seedInOneTransaction(load: BulkLoad, plan: BulkSeedPlan, clock: LedgerClock,
                                              progress: ((Int) -> Void)?) throws -> BulkSeedReport {
-        try db.run("BEGIN IMMEDIATE")
+        try load.begin()
         do {
             let started = monotonicSeconds()
-            let seeder = try BulkSeeder(db: db, plan: plan, clock: clock, progress: progress)
+            let seeder = try BulkSeeder(load: load, plan: plan, clock: clock, progress: progress)
             try seeder.createTenantKeyAndPackages()  // refuses an existing tenant before anything else changes
-            let indexes = try DeferredIndexes.drop(db: db, plannedEntries: plan.entries)
+            try load.dropIndexes(plannedEntries: plan.entries)
             try seeder.writeHistory()
             let inserted = monotonicSeconds()
-            try seeder.moveStagedRows()
-            try indexes.rebuild()
+            try load.moveStagedRows()
+            try load.rebuildIndexes()
             let indexed = monotonicSeconds()
-            try db.run("COMMIT")
+            try load.commit()
             var report = seeder.report
-            report.indexesRebuilt = !indexes.dropped.isEmpty
+            report.indexesRebuilt = load.indexesDropped
             report.insertSeconds = inserted - started
             report.indexSeconds = indexed - inserted
             report.commitSeconds = monotonicSeconds() - indexed
             return report
         } catch {
-            try? db.run("ROLLBACK")
+            load.rollback()
             throw error
         }
     }
@@ -185,94 +185,6 @@ public enum BulkSeed {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-}
-
-/// Connection settings for the load, and the normal ones after it.
-private struct LoadSettings {
-    let db: SQLiteConnection
-    let normalCacheSize: Int64
-    /// With no other connection on the database, the load runs with a rollback
-    /// journal: new pages go straight to the file, once, instead of through
-    /// the WAL and a checkpoint. (The commit stays atomic: a crash leaves a hot
-    /// journal that the next open rolls back.)
-    let rollbackJournal: Bool
-
-    init(db: SQLiteConnection, cacheMiB: Int) throws {
-        self.db = db
-        normalCacheSize = try db.statement("PRAGMA cache_size").first { $0.int(0) } ?? -2_000
-        do {
-            rollbackJournal = try db.statement("PRAGMA journal_mode=DELETE").first { $0.text(0) } == "delete"
-        } catch let error as SQLiteError where error.isBusy {
-            rollbackJournal = false  // another connection has the database open: stay in WAL mode
-        }
-        // No fsync per commit: the seed is one transaction, made durable once after it.
-        try db.execute("PRAGMA synchronous=OFF")
-        try db.execute("PRAGMA cache_size=-\(cacheMiB * 1_024)")
-        // Every row the seed writes belongs to the tenant it creates first, in the same transaction.
-        try db.execute("PRAGMA foreign_keys=OFF")
-        // Staged rows and sorts go to temporary files, not memory.
-        try db.execute("PRAGMA temp_store=FILE")
-    }
-
-    /// What `SQLiteConnection` sets at open, then the data made durable: the
-    /// WAL checkpointed with synchronous=FULL, or the file synced.
-    func restore() throws {
-        try db.execute("PRAGMA synchronous=FULL")
-        try db.execute("PRAGMA cache_size=\(normalCacheSize)")
-        try db.execute("PRAGMA foreign_keys=ON")
-        try db.execute("PRAGMA temp_store=MEMORY")
-        if rollbackJournal {
-            let mode = try db.statement("PRAGMA journal_mode=WAL").first { $0.text(0) }
-            guard mode == "wal" else { throw SQLiteError(code: SQLITE_ERROR, message: "cannot return to WAL mode (\(mode ?? "?"))", sql: nil) }
-            try syncFile()
-        }
-    }
-
-    func checkpoint() throws {
-        let busy = try db.statement("PRAGMA wal_checkpoint(TRUNCATE)").first { $0.int(0) } ?? 0
-        if busy != 0 {
-            // Another connection reads: the data is committed and durable in the WAL; SQLite checkpoints it later.
-            try db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        }
-    }
-
-    private func syncFile() throws {
-        let fd = open(db.path, O_RDONLY)
-        guard fd >= 0 else { throw SQLiteError(code: SQLITE_IOERR, message: "cannot open \(db.path) to sync it", sql: nil) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw SQLiteError(code: SQLITE_IOERR, message: "fsync of \(db.path) failed", sql: nil) }
-    }
-}
-
-/// The secondary indexes of the tables the seed fills. Inserting into them
-/// row by row at random keys dominates a large load; building them once
-/// from sorted rows is several times faster. Dropped and built again inside
-/// the seed's transaction (a failure rolls both back), from their own SQL in
-/// sqlite_schema; only when the seed writes at least as many entries as the
-/// database holds already (else rebuilding costs more than it saves).
-private struct DeferredIndexes {
-    static let tables = ["entries", "allocations", "lots", "holds", "spends"]
-
-    let db: SQLiteConnection
-    let dropped: [(name: String, sql: String)]
-
-    static func drop(db: SQLiteConnection, plannedEntries: Int) throws -> DeferredIndexes {
-        let existing = try db.statement("SELECT COUNT(*) FROM entries").first { $0.int(0) } ?? 0
-        guard Int64(plannedEntries) >= existing else { return DeferredIndexes(db: db, dropped: []) }
-        let placeholders = tables.map { _ in "?" }.joined(separator: ", ")
-        let indexes = try db.statement("""
-            SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN (\(placeholders)) ORDER BY name
-            """).bind(tables.map(SQLValue.text)).rows { (name: $0.text(0), sql: $0.text(1)) }
-        for index in indexes {
-            let quoted = index.name.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"")
-            try db.execute("DROP INDEX main.\"\(quoted)\"")
-        }
-        return DeferredIndexes(db: db, dropped: indexes)
-    }
-
-    func rebuild() throws {
-        for index in dropped { try db.execute(index.sql) }
     }
 }
 
@@ -315,14 +227,12 @@ private final class SeedLot {
 
     var freeMinor: Int64 { remainingMinor - heldMinor }
 
-    /// The ledger's draw order (`LedgerStore.activeLots`): soonest expiry first, no expiry last, then oldest.
-    func drawsBefore(_ other: SeedLot) -> Bool {
-        switch (validUntilMicros, other.validUntilMicros) {
-        case let (a?, b?) where a != b: return a < b
-        case (nil, _?): return false
-        case (_?, nil): return true
-        default: return createdSeq < other.createdSeq
-        }
+    /// The lot as the money model sees it (its state follows its amounts).
+    func value(client: String) -> Lot {
+        Lot(id: id, clientId: client, origin: origin, centerId: "", amountMinor: amountMinor, remainingMinor: remainingMinor,
+            heldMinor: heldMinor, validFromMicros: nil, validUntilMicros: validUntilMicros, scope: package?.scope ?? .any,
+            packageId: package?.id, paymentRef: paymentRef, priceMinor: priceMinor, note: note, createdSeq: createdSeq,
+            createdMicros: createdMicros, state: remainingMinor == 0 ? .exhausted : .active)
     }
 }
 
@@ -374,43 +284,21 @@ private final class SeedClient {
         heldAccount = Account.held(id)
     }
 
+    /// Inserts `lot` among the active lots in draw order (`Draws.precedes`).
     func activate(_ lot: SeedLot) {
-        let index = active.firstIndex { lot.drawsBefore($0) } ?? active.endIndex
+        let index = active.firstIndex {
+            Draws.precedes(validUntilMicros: lot.validUntilMicros, createdSeq: lot.createdSeq, $0.validUntilMicros, $0.createdSeq)
+        } ?? active.endIndex
         active.insert(lot, at: index)
     }
-}
 
-private struct SeedAllocation {
-    var lot: SeedLot
-    var remainingDeltaMinor: Int64
-    var heldDeltaMinor: Int64
-}
-
-/// One side of an entry: the client's own accounts, or a system account.
-private enum Leg {
-    case available
-    case held
-    case system(String)
-}
-
-/// SplitMix64: small, fast, reproducible from a seed (the bulk seeder's
-/// `BulkSeedPlan.randomSeed`; the property tests' seeds).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D4_9BB3_1332_8D39
-        return z ^ (z >> 31)
+    /// The active or parked lot `id`.
+    func lot(_ lotId: String) -> SeedLot {
+        guard let lot = active.first(where: { $0.id == lotId }) ?? parked.first(where: { $0.id == lotId }) else {
+            preconditionFailure("client \(id) has no lot \(lotId)")
+        }
+        return lot
     }
-    mutating func below(_ n: Int) -> Int { Int.random(in: 0..<n, using: &self) }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
-    mutating func int64(_ range: ClosedRange<Int64>) -> Int64 { Int64.random(in: range, using: &self) }
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
-    mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
-    mutating func pick<T>(_ values: [T]) -> T { values[Int.random(in: 0..<values.count, using: &self)] }
 }
 
 /// Generates and writes the history, inside the caller's transaction.
@@ -423,7 +311,7 @@ private final class BulkSeeder {
     static let serviceCategories: [String?] = ["class", "spa", "pt", nil]
     static let spendReasons: [SpendReason] = [.booking, .checkIn, .service]
 
-    let db: SQLiteConnection
+    let load: BulkLoad
     let plan: BulkSeedPlan
     let tenant: String
     let nowMicros: Int64
@@ -438,18 +326,8 @@ private final class BulkSeeder {
     var seq: Int64 = 0
     var report: BulkSeedReport
 
-    static let stagedTables = ["lots", "spends", "holds"]
-
-    let insertEntry: PreparedStatement
-    let insertAllocation: PreparedStatement
-    let stageLot: PreparedStatement
-    let stageSpend: PreparedStatement
-    let stageHold: PreparedStatement
-    let insertClient: PreparedStatement
-    let insertAccount: PreparedStatement
-
-    init(db: SQLiteConnection, plan: BulkSeedPlan, clock: LedgerClock, progress: ((Int) -> Void)?) throws {
-        self.db = db
+    init(load: BulkLoad, plan: BulkSeedPlan, clock: LedgerClock, progress: ((Int) -> Void)?) throws {
+        self.load = load
         self.plan = plan
         self.progress = progress
         tenant = plan.tenantId
@@ -464,25 +342,7 @@ private final class BulkSeeder {
         clients = (0..<plan.clients).map { SeedClient(id: plan.clientPrefix + String($0)) }
         report = BulkSeedReport(tenantId: plan.tenantId)
 
-        insertEntry = try db.statement("""
-            INSERT INTO entries (tenant_id, seq, type, client_id, amount_minor, debit_account, credit_account,
-              available_after_minor, held_after_minor, time_micros, ref_id, center_id, booking_ref, payment_ref,
-              idempotency_key, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        insertAllocation = try db.statement("""
-            INSERT INTO allocations (tenant_id, seq, ordinal, lot_id, remaining_delta_minor, held_delta_minor) VALUES (?, ?, ?, ?, ?, ?)
-            """)
-        for table in Self.stagedTables {
-            // Same columns, in the same order; no key, no constraint (checked when the rows move).
-            try db.execute("CREATE TEMP TABLE seed_\(table) AS SELECT * FROM main.\(table) WHERE 0")
-        }
-        stageLot = try db.statement("""
-            INSERT INTO temp.seed_lots (tenant_id, \(LedgerStore.lotColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        stageSpend = try db.statement("INSERT INTO temp.seed_spends (tenant_id, \(SpendRows.columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        stageHold = try db.statement("INSERT INTO temp.seed_holds (tenant_id, \(HoldRows.columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        insertClient = try db.statement("INSERT INTO clients (tenant_id, client_id, available_minor, held_minor, last_seq) VALUES (?, ?, ?, ?, ?)")
-        insertAccount = try db.statement("INSERT INTO accounts (tenant_id, account, balance_minor) VALUES (?, ?, ?)")
+        try load.prepareInserts()
     }
 
     /// Every entry — the history, then each client's reserve — and the final
@@ -499,31 +359,15 @@ private final class BulkSeeder {
         precondition(seq == Int64(plan.entries) && report.entries == plan.entries,
                      "wrote \(seq) entries, planned \(plan.entries)")
         report.clients = clients.count
-        try db.statement("UPDATE tenants SET last_seq = ? WHERE id = ?").bind(.int(seq), .text(tenant)).run()
-        precondition(db.changes == 1)
-    }
-
-    private func write(_ statement: PreparedStatement, _ values: [SQLValue]) throws {
-        try statement.bind(values).run()
-    }
-
-    /// Lots, spends and holds have random ids: staged in arrival order, then
-    /// written in key order (a sort instead of a random B-tree insert per row).
-    func moveStagedRows() throws {
-        for table in Self.stagedTables {
-            try db.execute("INSERT INTO main.\(table) SELECT * FROM temp.seed_\(table) ORDER BY tenant_id, id")
-            try db.execute("DROP TABLE temp.seed_\(table)")
-        }
+        try load.setLastSeq(tenant: tenant, seq: seq)
     }
 
     // MARK: Tenant, key and catalog through the normal commands
 
     func createTenantKeyAndPackages() throws {
         let clock = SeedClock(startMicros - Self.microsPerDay)
-        let store = LedgerStore(db: db, clock: clock)
         let tenantCommand = CreateTenant(id: tenant, name: plan.tenantName, currency: plan.currency, allowDirectory: false)
-        try tenantCommand.validate()
-        _ = try tenantCommand.apply(store)  // throws alreadyExists for an existing tenant
+        _ = try load.apply(tenantCommand, clock: clock)  // throws alreadyExists for an existing tenant
         let catalog: [(String, Int64, Int64, Int32?)] = [
             ("10 credits", 10_000, 9_000, 730),
             ("25 credits", 25_000, 21_000, 1_095),
@@ -533,14 +377,12 @@ private final class BulkSeeder {
         for (name, credits, price, days) in catalog {
             let command = CreatePackage(tenantId: tenant, name: name, creditsMinor: credits, priceMinor: price, validityDays: days,
                                         scope: .any, idempotencyKey: nil)
-            try command.validate()
-            packages.append(try command.apply(store))
+            packages.append(try load.apply(command, clock: clock))
         }
         if let key = plan.staffKey {
             clock.micros = nowMicros
             let command = CreateAPIKey(keyId: key.keyId, tenantId: tenant, role: .staff, label: key.label, secretHash: key.secretHash)
-            try command.validate()
-            _ = try command.apply(store)
+            _ = try load.apply(command, clock: clock)
         }
     }
 
@@ -572,23 +414,24 @@ private final class BulkSeeder {
         let time = timeOf(seq)
         let key = "seed-\(seq)"
         let lot: SeedLot
+        let entry: EntryPlan
         if rng.chance(0.6) {
             let package = packages[rng.below(packages.count)]
-            lot = SeedLot(id: IDs.make("lot"), origin: .purchase, amountMinor: package.creditsMinor,
+            lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .purchase, amountMinor: package.creditsMinor,
                           validUntilMicros: package.validityDays.map { time + Int64($0) * Self.microsPerDay }, package: package,
                           paymentRef: "pay-\(seq)", priceMinor: package.priceMinor, note: package.name, createdSeq: seq, createdMicros: time)
-            try append(.purchase, client, amountMinor: lot.amountMinor, debit: .system(Account.purchases), credit: .available,
-                       refId: lot.id, paymentRef: lot.paymentRef ?? "", idempotencyKey: key, reason: "purchase", note: lot.note,
-                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+            entry = EntryPlans.fundLot(type: .purchase, clientId: client.id, lotId: lot.id, amountMinor: lot.amountMinor,
+                                       fundingAccount: Account.purchases, centerId: plan.centerId, paymentRef: lot.paymentRef ?? "",
+                                       idempotencyKey: key, reason: "purchase", note: lot.note)
         } else {
             let amount = rng.int64(100...1_000) * 50
             let validUntil: Int64? = rng.chance(0.5) ? time + rng.int64(730...1_825) * Self.microsPerDay : nil
-            lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
+            lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: amount, validUntilMicros: validUntil, package: nil,
                           paymentRef: nil, priceMinor: amount, note: "front desk", createdSeq: seq, createdMicros: time)
-            try append(.order, client, amountMinor: amount, debit: .system(Account.orders), credit: .available, refId: lot.id,
-                       idempotencyKey: key, reason: "credit_order", note: lot.note,
-                       allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: amount, heldDeltaMinor: 0)])
+            entry = EntryPlans.fundLot(type: .order, clientId: client.id, lotId: lot.id, amountMinor: amount, fundingAccount: Account.orders,
+                                       centerId: plan.centerId, paymentRef: "", idempotencyKey: key, reason: "credit_order", note: lot.note)
         }
+        try append(entry, client, lots: [lot])
         client.activate(lot)
         report.lots += 1
         return 1
@@ -597,11 +440,11 @@ private final class BulkSeeder {
     /// The final credit order of each client: its reserve for later load, drawn last (no expiry, newest).
     private func reserve(_ client: SeedClient) throws {
         let seq = self.seq + 1
-        let lot = SeedLot(id: IDs.make("lot"), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
+        let lot = SeedLot(id: IDs.make("lot", nowMicros: nowMicros), origin: .order, amountMinor: plan.reserveMinor, validUntilMicros: nil, package: nil,
                           paymentRef: nil, priceMinor: 0, note: "load test reserve", createdSeq: seq, createdMicros: timeOf(seq))
-        try append(.order, client, amountMinor: lot.amountMinor, debit: .system(Account.orders), credit: .available, refId: lot.id,
-                   idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note,
-                   allocations: [SeedAllocation(lot: lot, remainingDeltaMinor: lot.amountMinor, heldDeltaMinor: 0)])
+        try append(EntryPlans.fundLot(type: .order, clientId: client.id, lotId: lot.id, amountMinor: lot.amountMinor,
+                                      fundingAccount: Account.orders, centerId: plan.centerId, paymentRef: "",
+                                      idempotencyKey: "seed-\(seq)", reason: "credit_order", note: lot.note), client, lots: [lot])
         client.activate(lot)
         report.lots += 1
     }
@@ -610,96 +453,87 @@ private final class BulkSeeder {
         min(client.availableMinor, rng.int64(2...120) * 50)
     }
 
-    /// SpendCredits: draws from the lots in draw order.
+    /// SpendCredits: draws from the lots in draw order (`Draws.draw`).
     private func spend(_ client: SeedClient) throws -> Int {
         let amount = drawAmount(client)
         let allocations = draw(amount, from: client, hold: false)
-        let id = IDs.make("spd")
+        let id = IDs.make("spd", nowMicros: nowMicros)
         let seq = self.seq + 1
         let booking = "bk-\(seq)"
         let reason = Self.spendReasons[rng.below(Self.spendReasons.count)]
         let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
-        let (entrySeq, time) = try append(.spend, client, amountMinor: amount, debit: .available, credit: .system(Account.consumption),
-                                          refId: id, bookingRef: booking, idempotencyKey: "seed-\(seq)", reason: reason.rawValue,
-                                          allocations: allocations)
+        let (entrySeq, time) = try append(EntryPlans.spend(clientId: client.id, spendId: id, amountMinor: amount, reason: reason,
+                                                           centerId: plan.centerId, bookingRef: booking, idempotencyKey: "seed-\(seq)",
+                                                           allocations: allocations), client, lots: client.active)
         try replaceLastSpend(client, with: SeedSpend(
             id: id, amountMinor: amount, reason: reason, bookingRef: booking, serviceCategory: category, holdId: nil,
-            seq: entrySeq, createdMicros: time, owed: allocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+            seq: entrySeq, createdMicros: time, owed: allocations.map { (client.lot($0.lotId), -$0.remainingDeltaMinor) }))
         return 1
     }
 
-    /// CreateHold, then CaptureHold (whole or part, the rest released) or ReleaseHold.
+    /// CreateHold, then CaptureHold (whole or part, the rest released) or ReleaseHold, split by `Splits`.
     private func holdCycle(_ client: SeedClient, maxEntries: Int) throws -> Int {
         let amount = drawAmount(client)
-        let pins = draw(amount, from: client, hold: true)
-        let holdId = IDs.make("hld")
+        let pinned = draw(amount, from: client, hold: true)
+        let holdId = IDs.make("hld", nowMicros: nowMicros)
         let holdSeq = self.seq + 1
         let booking = "bk-\(holdSeq)"
         let category = Self.serviceCategories[rng.below(Self.serviceCategories.count)]
-        let (_, holdTime) = try append(.hold, client, amountMinor: amount, debit: .available, credit: .held, refId: holdId,
-                                       bookingRef: booking, idempotencyKey: "seed-\(holdSeq)", reason: "hold", allocations: pins)
+        let (_, holdTime) = try append(EntryPlans.hold(clientId: client.id, holdId: holdId, amountMinor: amount, centerId: plan.centerId,
+                                                       bookingRef: booking, idempotencyKey: "seed-\(holdSeq)", allocations: pinned),
+                                       client, lots: client.active)
         var hold = Hold(id: holdId, clientId: client.id, amountMinor: amount, capturedMinor: 0, state: .held,
                         expiresMicros: holdTime + holdWindowMicros, centerId: plan.centerId, bookingRef: booking,
                         serviceCategory: category, membershipId: nil, seq: holdSeq, createdMicros: holdTime, spendId: nil, allocations: [])
+        let pins = Splits.captureOrder(pinned.map { Splits.Pin(lot: client.lot($0.lotId).value(client: client.id), heldMinor: $0.heldDeltaMinor) })
         let key = "seed-\(self.seq + 1)"
         let roll = rng.unit()
         if roll < 0.15 {
-            try append(.release, client, amountMinor: amount, debit: .held, credit: .available, refId: holdId, bookingRef: booking,
-                       idempotencyKey: key, reason: "released",
-                       allocations: pins.map { SeedAllocation(lot: $0.lot, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldDeltaMinor) })
+            try append(EntryPlans.release(hold: hold, automatic: false, idempotencyKey: key, pins: pins), client, lots: client.active)
             hold.state = .released
             try stage(hold)
             return 2
         }
         let partial = roll < 0.30 && maxEntries >= 3 && amount >= 100
         let capture = partial ? rng.int64(1...(amount - 1)) : amount
-        var left = capture
-        var captureAllocations: [SeedAllocation] = []
-        var releaseAllocations: [SeedAllocation] = []
-        for pin in pins {
-            let take = min(left, pin.heldDeltaMinor)
-            if take > 0 { captureAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: -take, heldDeltaMinor: -take)) }
-            if pin.heldDeltaMinor - take > 0 {
-                releaseAllocations.append(SeedAllocation(lot: pin.lot, remainingDeltaMinor: 0, heldDeltaMinor: -(pin.heldDeltaMinor - take)))
-            }
-            left -= take
-        }
-        precondition(left == 0)
-        let spendId = IDs.make("spd")
+        let spendId = IDs.make("spd", nowMicros: nowMicros)
         let reason: SpendReason = rng.chance(0.8) ? .checkIn : .booking
-        let (captureSeq, captureTime) = try append(.capture, client, amountMinor: capture, debit: .held,
-                                                   credit: .system(Account.consumption), refId: spendId, bookingRef: booking,
-                                                   idempotencyKey: key, reason: reason.rawValue, allocations: captureAllocations)
-        if capture < amount {
-            try append(.release, client, amountMinor: amount - capture, debit: .held, credit: .available, refId: holdId,
-                       bookingRef: booking, idempotencyKey: key, reason: "partial_capture", allocations: releaseAllocations)
-        }
+        let entries = EntryPlans.capture(hold: hold, spendId: spendId, captureMinor: capture, reason: reason, idempotencyKey: key, pins: pins)
+        let (captureSeq, captureTime) = try append(entries[0], client, lots: client.active)
+        for release in entries.dropFirst() { try append(release, client, lots: client.active) }
         hold.state = .captured
         hold.capturedMinor = capture
         hold.spendId = spendId
         try stage(hold)
         try replaceLastSpend(client, with: SeedSpend(
             id: spendId, amountMinor: capture, reason: reason, bookingRef: booking, serviceCategory: category, holdId: holdId,
-            seq: captureSeq, createdMicros: captureTime, owed: captureAllocations.map { ($0.lot, -$0.remainingDeltaMinor) }))
+            seq: captureSeq, createdMicros: captureTime, owed: entries[0].allocations.map { (client.lot($0.lotId), -$0.remainingDeltaMinor) }))
         return capture < amount ? 3 : 2
     }
 
-    /// ReverseSpend of the client's last spend: credit returns to its lots, most recently drawn first.
+    /// ReverseSpend of the client's last spend: credit returns to its lots,
+    /// most recently drawn first (`EntryPlans.reversal`, `Splits.returning`).
     private func reverse(_ client: SeedClient, _ spend: SeedSpend) throws -> Int {
         let reversible = spend.amountMinor - spend.reversedMinor
         let amount = rng.chance(0.5) ? reversible : rng.int64(1...reversible)
-        var left = amount
-        var allocations: [SeedAllocation] = []
-        for i in spend.owed.indices.reversed() where left > 0 && spend.owed[i].minor > 0 {
-            let give = min(left, spend.owed[i].minor)
-            allocations.append(SeedAllocation(lot: spend.owed[i].lot, remainingDeltaMinor: give, heldDeltaMinor: 0))
-            spend.owed[i].minor -= give
-            left -= give
+        let value = Spend(id: spend.id, clientId: client.id, amountMinor: spend.amountMinor, reversedMinor: spend.reversedMinor,
+                          reason: spend.reason, centerId: plan.centerId, bookingRef: spend.bookingRef, serviceCategory: spend.serviceCategory,
+                          holdId: spend.holdId, seq: spend.seq, createdMicros: spend.createdMicros, allocations: [])
+        let entry: EntryPlan
+        do {
+            entry = try EntryPlans.reversal(spend: value, amountMinor: amount, reason: "refund", idempotencyKey: "seed-\(seq + 1)",
+                                            owed: spend.owed.map { Splits.Owed(lotId: $0.lot.id, minor: $0.minor) })
+        } catch {
+            preconditionFailure("reversing \(amount) of spend \(spend.id), \(reversible) reversible: \(error)")
         }
-        precondition(left == 0, "returning more than spend \(spend.id) drew")
-        let refilled = allocations.filter { $0.lot.remainingMinor == 0 }.map(\.lot)
-        try append(.reversal, client, amountMinor: amount, debit: .system(Account.consumption), credit: .available, refId: spend.id,
-                   bookingRef: spend.bookingRef, idempotencyKey: "seed-\(seq + 1)", reason: "refund", allocations: allocations)
+        for allocation in entry.allocations {
+            let i = spend.owed.firstIndex { $0.lot.id == allocation.lotId }!
+            spend.owed[i].minor -= allocation.remainingDeltaMinor
+            precondition(spend.owed[i].minor >= 0, "returning more than spend \(spend.id) drew")
+        }
+        let owedLots = spend.owed.map(\.lot)
+        let refilled = entry.allocations.map { a in owedLots.first { $0.id == a.lotId }! }.filter { $0.remainingMinor == 0 }
+        try append(entry, client, lots: owedLots)
         spend.reversedMinor += amount
         for lot in refilled {
             client.parked.removeAll { $0 === lot }
@@ -709,19 +543,14 @@ private final class BulkSeeder {
         return 1
     }
 
-    /// `LedgerStore.draw` over the client's active lots (all valid, scope any).
-    private func draw(_ amountMinor: Int64, from client: SeedClient, hold: Bool) -> [SeedAllocation] {
+    /// `Draws.draw` over the client's active lots (all valid, scope any).
+    private func draw(_ amountMinor: Int64, from client: SeedClient, hold: Bool) -> [Allocation] {
         precondition(amountMinor > 0 && amountMinor <= client.availableMinor)
-        var left = amountMinor
-        var allocations: [SeedAllocation] = []
-        for lot in client.active where left > 0 && lot.freeMinor > 0 {
-            let take = min(left, lot.freeMinor)
-            allocations.append(hold ? SeedAllocation(lot: lot, remainingDeltaMinor: 0, heldDeltaMinor: take)
-                                    : SeedAllocation(lot: lot, remainingDeltaMinor: -take, heldDeltaMinor: 0))
-            left -= take
+        do {
+            return try Draws.draw(amountMinor, from: client.active.map { $0.value(client: client.id) }, hold: hold)
+        } catch {
+            preconditionFailure("client \(client.id): lots hold less than its available balance: \(error)")
         }
-        precondition(left == 0, "client \(client.id): lots hold less than its available balance")
-        return allocations
     }
 
     /// The previous last spend can no longer be reversed here: write its row
@@ -740,86 +569,61 @@ private final class BulkSeeder {
         startMicros + (seq - 1) * stepMicros + Int64(truncatingIfNeeded: UInt64(bitPattern: seq &* 0x2545_F491_4F6C_DD1D) % UInt64(stepMicros))
     }
 
+    /// Writes one planned entry (its invariants were checked when planned):
+    /// the client's balances move by `plan.clientDeltas`, the system
+    /// accounts by `plan.systemDeltas`, and each allocation's lot (found
+    /// among `lots`) within `LotRules.checkBounds`.
     @discardableResult
-    private func append(_ type: EntryType, _ client: SeedClient, amountMinor: Int64, debit: Leg, credit: Leg, refId: String,
-                        bookingRef: String = "", paymentRef: String = "", idempotencyKey: String, reason: String,
-                        note: String = "", allocations: [SeedAllocation]) throws -> (seq: Int64, timeMicros: Int64) {
-        precondition(amountMinor > 0, "ledger entries move a positive amount")
+    private func append(_ entry: EntryPlan, _ client: SeedClient, lots: [SeedLot]) throws -> (seq: Int64, timeMicros: Int64) {
+        precondition(entry.clientId == client.id, "an entry of client \(entry.clientId) written for \(client.id)")
         seq += 1
         let time = timeOf(seq)
-        let debitAccount = move(debit, -amountMinor, client)
-        let creditAccount = move(credit, amountMinor, client)
-        precondition(debitAccount != creditAccount, "an entry moves money between two different accounts")
+        let deltas = entry.clientDeltas
+        client.availableMinor += deltas.availableMinor
+        client.heldMinor += deltas.heldMinor
+        for (account, delta) in entry.systemDeltas { systemBalances[account, default: 0] += delta }
         precondition(client.availableMinor >= 0 && client.heldMinor >= 0, "client \(client.id) balance would go negative")
         precondition(client.availableMinor + client.heldMinor <= LedgerLimits.maxBalanceMinor, "client \(client.id) balance out of range")
-        try write(insertEntry, [.text(tenant), .int(seq), .text(type.rawValue), .text(client.id), .int(amountMinor), .text(debitAccount),
-                               .text(creditAccount), .int(client.availableMinor), .int(client.heldMinor), .int(time), .text(refId),
-                               .text(plan.centerId), .text(bookingRef), .text(paymentRef), .text(idempotencyKey), .text(reason),
-                               .text(note)])
-        for (ordinal, allocation) in allocations.enumerated() {
-            let lot = allocation.lot
+        try load.insertEntry(tenant: tenant, seq: seq, entry, availableAfterMinor: client.availableMinor, heldAfterMinor: client.heldMinor,
+                             timeMicros: time)
+        for (ordinal, allocation) in entry.allocations.enumerated() {
+            guard let lot = lots.first(where: { $0.id == allocation.lotId }) else {
+                preconditionFailure("entry \(seq) allocates to lot \(allocation.lotId), not among the client's")
+            }
             precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
             lot.remainingMinor += allocation.remainingDeltaMinor
             lot.heldMinor += allocation.heldDeltaMinor
-            precondition(0 <= lot.heldMinor && lot.heldMinor <= lot.remainingMinor && lot.remainingMinor <= lot.amountMinor,
-                         "lot \(lot.id) out of bounds")
-            try write(insertAllocation, [.text(tenant), .int(seq), .int(Int64(ordinal)), .text(lot.id),
-                                        .int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor)])
+            LotRules.checkBounds(lotId: lot.id, amountMinor: lot.amountMinor, remainingMinor: lot.remainingMinor, heldMinor: lot.heldMinor)
+            try load.insertAllocation(tenant: tenant, seq: seq, ordinal: ordinal, allocation)
         }
         client.lastSeq = seq
         if report.entries == 0 { report.firstEntryMicros = time }
         report.lastEntryMicros = time
         report.entries += 1
-        report.allocations += allocations.count
+        report.allocations += entry.allocations.count
         if let progress, report.entries % BulkSeed.progressInterval == 0 { progress(report.entries) }
         return (seq, time)
-    }
-
-    /// Applies one side of an entry to the in-memory balances; returns the account's name.
-    private func move(_ leg: Leg, _ deltaMinor: Int64, _ client: SeedClient) -> String {
-        switch leg {
-        case .available:
-            client.availableMinor += deltaMinor
-            return client.availableAccount
-        case .held:
-            client.heldMinor += deltaMinor
-            return client.heldAccount
-        case .system(let account):
-            systemBalances[account, default: 0] += deltaMinor
-            return account
-        }
     }
 
     // MARK: Final rows
 
     private func flushSpend(_ client: SeedClient) throws {
         guard let s = client.lastSpend else { return }
-        try write(stageSpend, [.text(tenant), .text(s.id), .text(client.id), .int(s.amountMinor), .int(s.reversedMinor),
-                              .text(s.reason.rawValue), .text(plan.centerId), .text(s.bookingRef),
-                              s.serviceCategory.map(SQLValue.text) ?? .null, s.holdId.map(SQLValue.text) ?? .null,
-                              .int(s.seq), .int(s.createdMicros)])
+        try load.stageSpend(Spend(id: s.id, clientId: client.id, amountMinor: s.amountMinor, reversedMinor: s.reversedMinor, reason: s.reason,
+                                  centerId: plan.centerId, bookingRef: s.bookingRef, serviceCategory: s.serviceCategory, holdId: s.holdId,
+                                  seq: s.seq, createdMicros: s.createdMicros, allocations: []), tenant: tenant)
         client.lastSpend = nil
         report.spends += 1
     }
 
     private func flushLot(_ lot: SeedLot, client: SeedClient) throws {
-        precondition(lot.heldMinor == 0, "lot \(lot.id) is written with credit held")
-        let scope = lot.package?.scope ?? .any
-        try write(stageLot, [.text(tenant), .text(lot.id), .text(client.id), .text(lot.origin.rawValue), .text(plan.centerId),
-                            .int(lot.amountMinor), .int(lot.remainingMinor), .int(lot.heldMinor), .null,
-                            lot.validUntilMicros.map(SQLValue.int) ?? .null, .text(ListCodec.encode(scope.serviceCategories)),
-                            .text(ListCodec.encode(scope.centers)), .text(ListCodec.encode(scope.membershipIds)),
-                            lot.package.map { SQLValue.text($0.id) } ?? .null, lot.paymentRef.map(SQLValue.text) ?? .null,
-                            .int(lot.priceMinor), .text(lot.note), .int(lot.createdSeq), .int(lot.createdMicros),
-                            .text(lot.remainingMinor == 0 ? LotState.exhausted.rawValue : LotState.active.rawValue)])
+        var value = lot.value(client: client.id)
+        value.centerId = plan.centerId
+        try load.stageLot(value, tenant: tenant)
     }
 
-    /// The row `HoldRows.insert` writes.
     private func stage(_ h: Hold) throws {
-        try write(stageHold, [.text(tenant), .text(h.id), .text(h.clientId), .int(h.amountMinor), .int(h.capturedMinor), .text(h.state.rawValue),
-                             .int(h.expiresMicros), .text(h.centerId), .text(h.bookingRef), h.serviceCategory.map(SQLValue.text) ?? .null,
-                             h.membershipId.map(SQLValue.text) ?? .null, .int(h.seq), .int(h.createdMicros),
-                             h.spendId.map(SQLValue.text) ?? .null])
+        try load.stageHold(h, tenant: tenant)
         report.holds += 1
     }
 
@@ -832,19 +636,19 @@ private final class BulkSeeder {
             let lotsMinor = client.active.reduce(Int64(0)) { $0 + $1.remainingMinor }
             precondition(lotsMinor == client.availableMinor, "client \(client.id): lots hold \(lotsMinor), balance \(client.availableMinor)")
             precondition(client.availableMinor >= plan.reserveMinor, "client \(client.id) ends below its reserve")
-            try write(insertClient, [.text(tenant), .text(client.id), .int(client.availableMinor), .int(client.heldMinor), .int(client.lastSeq)])
+            try load.insertClient(tenant: tenant, client: client.id, availableMinor: client.availableMinor, heldMinor: client.heldMinor,
+                                  lastSeq: client.lastSeq)
             client.parked = []
             client.active = []
         }
         for (account, balance) in systemBalances.sorted(by: { $0.key < $1.key }) {
-            try write(insertAccount, [.text(tenant), .text(account), .int(balance)])
+            try load.insertAccount(tenant: tenant, account: account, balanceMinor: balance)
         }
         let clientTotal = clients.reduce(Int64(0)) { $0 + $1.availableMinor + $1.heldMinor }
         precondition(systemBalances.values.reduce(0, +) + clientTotal == 0, "accounts do not sum to zero")
     }
 }
 
-import CSQLite
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

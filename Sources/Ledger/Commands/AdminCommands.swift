@@ -1,6 +1,6 @@
 /// Tenants and API keys (admin operations).
 
-public struct CreateTenant: LedgerCommand {
+public struct CreateTenant: StorageCommand {
     public static let operation = "create_tenant"
     public var id: String
     public var name: String
@@ -26,19 +26,19 @@ public struct CreateTenant: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> Tenant {
+    public func apply(to store: some LedgerStorage) throws -> Tenant {
         if try store.tenant(id) != nil { throw LedgerError.alreadyExists(kind: "tenant", id: id) }
         let now = store.clock.nowMicros()
-        try store.db.statement("INSERT INTO tenants (id, name, currency, allow_directory, last_seq, created_micros) VALUES (?, ?, ?, ?, 0, ?)")
-            .bind(.text(id), .text(name), .text(currency), .int(allowDirectory ? 1 : 0), .int(now)).run()
-        return Tenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory, createdMicros: now, lastSeq: 0)
+        let tenant = Tenant(id: id, name: name, currency: currency, allowDirectory: allowDirectory, createdMicros: now, lastSeq: 0)
+        try store.insertTenant(tenant)
+        return tenant
     }
 
     public func resultId(_ output: Tenant) -> String { output.id }
     public func resultSeq(_ output: Tenant) -> Int64 { 0 }
 }
 
-public struct SetDirectoryAccess: LedgerCommand {
+public struct SetDirectoryAccess: StorageCommand {
     public static let operation = "set_directory_access"
     public var tenantId: String
     public var allow: Bool
@@ -57,9 +57,9 @@ public struct SetDirectoryAccess: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> Tenant {
+    public func apply(to store: some LedgerStorage) throws -> Tenant {
         var tenant = try store.requireTenant(tenantId)
-        try store.db.statement("UPDATE tenants SET allow_directory = ? WHERE id = ?").bind(.int(allow ? 1 : 0), .text(tenantId)).run()
+        try store.setDirectoryAccess(tenant: tenantId, allow: allow)
         tenant.allowDirectory = allow
         return tenant
     }
@@ -68,7 +68,7 @@ public struct SetDirectoryAccess: LedgerCommand {
     public func resultSeq(_ output: Tenant) -> Int64 { output.lastSeq }
 }
 
-public struct CreateAPIKey: LedgerCommand {
+public struct CreateAPIKey: StorageCommand {
     public static let operation = "create_api_key"
     public var keyId: String
     /// nil for directory keys.
@@ -102,20 +102,21 @@ public struct CreateAPIKey: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> APIKeyRecord {
+    public func apply(to store: some LedgerStorage) throws -> APIKeyRecord {
         if let keyTenantId { _ = try store.requireTenant(keyTenantId) }
-        if try StoreReads(db: store.db).apiKey(id: keyId) != nil { throw LedgerError.alreadyExists(kind: "api_key", id: keyId) }
+        if try store.apiKey(id: keyId) != nil { throw LedgerError.alreadyExists(kind: "api_key", id: keyId) }
         let now = store.clock.nowMicros()
-        try store.db.statement("INSERT INTO api_keys (id, tenant_id, role, label, secret_hash, created_micros) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(.text(keyId), keyTenantId.map(SQLValue.text) ?? .null, .text(role.rawValue), .text(label), .blob(secretHash), .int(now)).run()
-        return APIKeyRecord(id: keyId, tenantId: keyTenantId, role: role, label: label, secretHash: secretHash, createdMicros: now, revokedMicros: nil)
+        let key = APIKeyRecord(id: keyId, tenantId: keyTenantId, role: role, label: label, secretHash: secretHash, createdMicros: now,
+                               revokedMicros: nil)
+        try store.insertAPIKey(key)
+        return key
     }
 
     public func resultId(_ output: APIKeyRecord) -> String { output.id }
     public func resultSeq(_ output: APIKeyRecord) -> Int64 { 0 }
 }
 
-public struct RevokeAPIKey: LedgerCommand {
+public struct RevokeAPIKey: StorageCommand {
     public static let operation = "revoke_api_key"
     public var keyId: String
 
@@ -131,11 +132,11 @@ public struct RevokeAPIKey: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> APIKeyRecord {
-        guard var key = try StoreReads(db: store.db).apiKey(id: keyId) else { throw LedgerError.notFound(kind: "api_key", id: keyId) }
+    public func apply(to store: some LedgerStorage) throws -> APIKeyRecord {
+        guard var key = try store.apiKey(id: keyId) else { throw LedgerError.notFound(kind: "api_key", id: keyId) }
         if key.revokedMicros == nil {
             let now = store.clock.nowMicros()
-            try store.db.statement("UPDATE api_keys SET revoked_micros = ? WHERE id = ?").bind(.int(now), .text(keyId)).run()
+            try store.revokeAPIKey(id: keyId, atMicros: now)
             key.revokedMicros = now
         }
         return key

@@ -5,7 +5,7 @@
 
 // MARK: - Coupon catalog
 
-public struct CreateCoupon: LedgerCommand {
+public struct CreateCoupon: StorageCommand {
     public static let operation = "create_coupon"
     public var tenantId: String
     public var name: String
@@ -46,12 +46,12 @@ public struct CreateCoupon: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> Coupon {
+    public func apply(to store: some LedgerStorage) throws -> Coupon {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
-        let coupon = Coupon(id: IDs.make("cpn"), name: name, serviceId: serviceId, valueMinor: valueMinor, maxUses: maxUses,
+        let coupon = Coupon(id: IDs.make("cpn", clock: store.clock), name: name, serviceId: serviceId, valueMinor: valueMinor, maxUses: maxUses,
                             validityDays: validityDays, active: true, createdMicros: now, updatedMicros: now)
-        try CouponRows.insert(coupon, tenant: tenantId, db: store.db)
+        try store.insertCoupon(coupon, tenant: tenantId)
         return coupon
     }
 
@@ -61,7 +61,7 @@ public struct CreateCoupon: LedgerCommand {
 
 /// Stops issuing from a coupon; credits already issued are unaffected.
 /// Deactivating an inactive coupon changes nothing and returns it.
-public struct DeactivateCoupon: LedgerCommand {
+public struct DeactivateCoupon: StorageCommand {
     public static let operation = "deactivate_coupon"
     public var tenantId: String
     public var couponId: String
@@ -82,15 +82,14 @@ public struct DeactivateCoupon: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> Coupon {
-        guard var coupon = try CouponRows.coupon(db: store.db, tenant: tenantId, id: couponId) else {
+    public func apply(to store: some LedgerStorage) throws -> Coupon {
+        guard var coupon = try store.coupon(tenant: tenantId, id: couponId) else {
             throw LedgerError.notFound(kind: "coupon", id: couponId)
         }
         guard coupon.active else { return coupon }
         coupon.active = false
         coupon.updatedMicros = store.clock.nowMicros()
-        try store.db.statement("UPDATE coupons SET active = 0, updated_micros = ? WHERE tenant_id = ? AND id = ?")
-            .bind(.int(coupon.updatedMicros), .text(tenantId), .text(couponId)).run()
+        try store.deactivateCoupon(tenant: tenantId, id: couponId, updatedMicros: coupon.updatedMicros)
         return coupon
     }
 
@@ -101,7 +100,7 @@ public struct DeactivateCoupon: LedgerCommand {
 // MARK: - Customer credits
 
 /// Issues a credit from an active coupon. There is no free-form grant.
-public struct IssueCustomerCredit: LedgerCommand {
+public struct IssueCustomerCredit: StorageCommand {
     public static let operation = "issue_customer_credit"
     public var tenantId: String
     public var clientId: String
@@ -139,11 +138,11 @@ public struct IssueCustomerCredit: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> CustomerCreditResult {
+    public func apply(to store: some LedgerStorage) throws -> CustomerCreditResult {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
         if let expiresMicros, expiresMicros <= now { throw LedgerError.invalid("expire_time", "must be in the future") }
-        guard let coupon = try CouponRows.coupon(db: store.db, tenant: tenantId, id: couponId) else {
+        guard let coupon = try store.coupon(tenant: tenantId, id: couponId) else {
             throw LedgerError.notFound(kind: "coupon", id: couponId)
         }
         guard coupon.active else { throw LedgerError.couponInactive(couponId: couponId) }
@@ -158,7 +157,7 @@ public struct IssueCustomerCredit: LedgerCommand {
 
 /// Revokes a credit so it can no longer be redeemed. Refused once a use is
 /// redeemed (and not cancelled), for a revoked credit, and for an expired one.
-public struct RevokeCustomerCredit: LedgerCommand {
+public struct RevokeCustomerCredit: StorageCommand {
     public static let operation = "revoke_customer_credit"
     public var tenantId: String
     public var creditId: String
@@ -188,7 +187,7 @@ public struct RevokeCustomerCredit: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> CustomerCreditResult {
+    public func apply(to store: some LedgerStorage) throws -> CustomerCreditResult {
         var credit = try CouponOps.requireCredit(store: store, tenant: tenantId, id: creditId, clientId: clientId)
         let now = store.clock.nowMicros()
         // Checked in this order: revoked, a use redeemed, expired.
@@ -202,7 +201,7 @@ public struct RevokeCustomerCredit: LedgerCommand {
         let seq = try CouponOps.close(store: store, tenant: tenantId, credit: &credit, as: .revoked, now: now,
                                       idempotencyKey: idempotencyKey ?? "", note: reason)
         guard let seq else { preconditionFailure("an active credit has uses left to revoke") }
-        try CouponRows.update(credit, tenant: tenantId, db: store.db)
+        try store.updateCustomerCredit(credit, tenant: tenantId)
         return CustomerCreditResult(credit: credit, seq: seq)
     }
 
@@ -211,7 +210,7 @@ public struct RevokeCustomerCredit: LedgerCommand {
 }
 
 /// Redeems one use of a credit against a booking.
-public struct RedeemCustomerCredit: LedgerCommand {
+public struct RedeemCustomerCredit: StorageCommand {
     public static let operation = "redeem_customer_credit"
     public var tenantId: String
     public var creditId: String
@@ -243,7 +242,7 @@ public struct RedeemCustomerCredit: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> RedemptionResult {
+    public func apply(to store: some LedgerStorage) throws -> RedemptionResult {
         var credit = try CouponOps.requireCredit(store: store, tenant: tenantId, id: creditId, clientId: clientId)
         let now = store.clock.nowMicros()
         // Checked in this order: revoked, expired, no use left.
@@ -260,7 +259,7 @@ public struct RedeemCustomerCredit: LedgerCommand {
         let share = lastUse ? credit.revenueMinor - credit.revenueAllocatedMinor : credit.revenueMinor / Int64(credit.maxUses)
         precondition(share >= 0 && share <= credit.revenueDeferredMinor, "revenue share \(share) of credit \(credit.id) out of bounds")
 
-        let id = IDs.make("crd")
+        let id = IDs.make("crd", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenantId, type: .couponRedeem, client: credit.clientId, amountMinor: 1, debit: CouponAccount.uses(credit.clientId),
             credit: CouponAccount.usesRedeemed, refId: id, centerId: centerId, bookingRef: bookingRef,
@@ -275,11 +274,11 @@ public struct RedeemCustomerCredit: LedgerCommand {
         let redemption = CreditRedemption(id: id, creditId: credit.id, clientId: credit.clientId, bookingRef: bookingRef,
                                           centerId: centerId, state: .active, revenueMinor: share, seq: entry.seq, cancelSeq: nil,
                                           createdMicros: now, cancelledMicros: nil)
-        try CouponRows.insert(redemption, tenant: tenantId, db: store.db)
+        try store.insertCouponRedemption(redemption, tenant: tenantId)
         credit.usesRedeemed += 1
         credit.revenueAllocatedMinor += share
         if credit.usesRemaining == 0 { credit.state = .redeemed }
-        try CouponRows.update(credit, tenant: tenantId, db: store.db)
+        try store.updateCustomerCredit(credit, tenant: tenantId)
         return RedemptionResult(credit: credit, redemption: redemption, seq: seq)
     }
 
@@ -290,7 +289,7 @@ public struct RedeemCustomerCredit: LedgerCommand {
 /// Cancels a redemption: its use returns to the credit and its revenue share
 /// to deferred. If the credit is expired by then, the returned use (and the
 /// share) expire at once. Cancelling a cancelled redemption is refused.
-public struct CancelCreditRedemption: LedgerCommand {
+public struct CancelCreditRedemption: StorageCommand {
     public static let operation = "cancel_credit_redemption"
     public var tenantId: String
     public var redemptionId: String
@@ -314,12 +313,12 @@ public struct CancelCreditRedemption: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> RedemptionResult {
-        guard var redemption = try CouponRows.redemption(db: store.db, tenant: tenantId, id: redemptionId) else {
+    public func apply(to store: some LedgerStorage) throws -> RedemptionResult {
+        guard var redemption = try store.couponRedemption(tenant: tenantId, id: redemptionId) else {
             throw LedgerError.notFound(kind: "credit_redemption", id: redemptionId)
         }
         guard redemption.state == .active else { throw LedgerError.redemptionAlreadyCancelled(redemptionId: redemptionId) }
-        guard var credit = try CouponRows.credit(db: store.db, tenant: tenantId, id: redemption.creditId) else {
+        guard var credit = try store.customerCredit(tenant: tenantId, id: redemption.creditId) else {
             preconditionFailure("redemption \(redemptionId) of unknown credit \(redemption.creditId)")
         }
         precondition(credit.state != .revoked && credit.usesRedeemed > 0, "active redemption on credit \(credit)")
@@ -339,7 +338,7 @@ public struct CancelCreditRedemption: LedgerCommand {
         redemption.state = .cancelled
         redemption.cancelSeq = entry.seq
         redemption.cancelledMicros = now
-        try CouponRows.markCancelled(redemption, tenant: tenantId, db: store.db)
+        try store.markCouponRedemptionCancelled(redemption, tenant: tenantId)
         credit.usesRedeemed -= 1
         credit.revenueAllocatedMinor -= redemption.revenueMinor
         if credit.state == .redeemed { credit.state = .active }
@@ -347,7 +346,7 @@ public struct CancelCreditRedemption: LedgerCommand {
             seq = try CouponOps.close(store: store, tenant: tenantId, credit: &credit, as: .expired, now: now, idempotencyKey: key,
                                       note: "expired") ?? seq
         }
-        try CouponRows.update(credit, tenant: tenantId, db: store.db)
+        try store.updateCustomerCredit(credit, tenant: tenantId)
         return RedemptionResult(credit: credit, redemption: redemption, seq: seq)
     }
 
@@ -357,7 +356,7 @@ public struct CancelCreditRedemption: LedgerCommand {
 
 // MARK: - Membership credit rules
 
-public struct CreateMembershipCreditRule: LedgerCommand {
+public struct CreateMembershipCreditRule: StorageCommand {
     public static let operation = "create_membership_credit_rule"
     public var tenantId: String
     public var couponId: String
@@ -403,20 +402,20 @@ public struct CreateMembershipCreditRule: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> MembershipCreditRule {
+    public func apply(to store: some LedgerStorage) throws -> MembershipCreditRule {
         _ = try store.requireTenant(tenantId)
-        guard let coupon = try CouponRows.coupon(db: store.db, tenant: tenantId, id: couponId) else {
+        guard let coupon = try store.coupon(tenant: tenantId, id: couponId) else {
             throw LedgerError.notFound(kind: "coupon", id: couponId)
         }
         guard coupon.active else { throw LedgerError.couponInactive(couponId: couponId) }
         let now = store.clock.nowMicros()
         let start = startMicros ?? now
         let rule = MembershipCreditRule(
-            id: IDs.make("rul"), couponId: couponId, clientId: clientId, membershipId: membershipId, frequency: frequency, day: day,
+            id: IDs.make("rul", clock: store.clock), couponId: couponId, clientId: clientId, membershipId: membershipId, frequency: frequency, day: day,
             revenueMinor: revenueMinor, enabled: true, startMicros: start,
             nextIssueMicros: RuleSchedule.firstIssue(frequency, day: day, atOrAfter: start), lastPeriod: nil, createdMicros: now,
             disabledMicros: nil)
-        try CouponRows.save(rule, tenant: tenantId, db: store.db)
+        try store.saveCreditRule(rule, tenant: tenantId)
         return rule
     }
 
@@ -426,7 +425,7 @@ public struct CreateMembershipCreditRule: LedgerCommand {
 
 /// Stops a rule; credits it issued stay. Disabling a disabled rule changes
 /// nothing and returns it.
-public struct DisableMembershipCreditRule: LedgerCommand {
+public struct DisableMembershipCreditRule: StorageCommand {
     public static let operation = "disable_membership_credit_rule"
     public var tenantId: String
     public var ruleId: String
@@ -447,14 +446,14 @@ public struct DisableMembershipCreditRule: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> MembershipCreditRule {
-        guard var rule = try CouponRows.rule(db: store.db, tenant: tenantId, id: ruleId) else {
+    public func apply(to store: some LedgerStorage) throws -> MembershipCreditRule {
+        guard var rule = try store.creditRule(tenant: tenantId, id: ruleId) else {
             throw LedgerError.notFound(kind: "membership_credit_rule", id: ruleId)
         }
         guard rule.enabled else { return rule }
         rule.enabled = false
         rule.disabledMicros = store.clock.nowMicros()
-        try CouponRows.save(rule, tenant: tenantId, db: store.db)
+        try store.saveCreditRule(rule, tenant: tenantId)
         return rule
     }
 
@@ -465,8 +464,8 @@ public struct DisableMembershipCreditRule: LedgerCommand {
 // MARK: - Shared movements
 
 enum CouponOps {
-    static func requireCredit(store: LedgerStore, tenant: String, id: String, clientId: String?) throws -> CustomerCredit {
-        guard let credit = try CouponRows.credit(db: store.db, tenant: tenant, id: id),
+    static func requireCredit(store: some LedgerStorage, tenant: String, id: String, clientId: String?) throws -> CustomerCredit {
+        guard let credit = try store.customerCredit(tenant: tenant, id: id),
               clientId == nil || clientId == credit.clientId else {
             throw LedgerError.notFound(kind: "customer_credit", id: id)
         }
@@ -474,12 +473,12 @@ enum CouponOps {
     }
 
     /// Creates the credit: its uses (couponIssue) and its deferred revenue.
-    static func issue(store: LedgerStore, tenant: String, coupon: Coupon, clientId: String, membershipId: String?, ruleId: String?,
+    static func issue(store: some LedgerStorage, tenant: String, coupon: Coupon, clientId: String, membershipId: String?, ruleId: String?,
                       expiresMicros: Int64?, revenueMinor: Int64, idempotencyKey: String) throws -> CustomerCreditResult {
         precondition(coupon.active && coupon.maxUses >= 1 && revenueMinor >= 0)
         let now = store.clock.nowMicros()
         let expires = expiresMicros ?? coupon.validityDays.map { now + Int64($0) * RuleSchedule.microsPerDay }
-        let id = IDs.make("ccr")
+        let id = IDs.make("ccr", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenant, type: .couponIssue, client: clientId, amountMinor: Int64(coupon.maxUses), debit: CouponAccount.usesIssued,
             credit: CouponAccount.uses(clientId), refId: id, idempotencyKey: idempotencyKey, reason: "issue", note: coupon.id)
@@ -494,7 +493,7 @@ enum CouponOps {
             valueMinor: coupon.valueMinor, maxUses: coupon.maxUses, usesRedeemed: 0, usesVoid: 0, state: .active, expiresMicros: expires,
             revenueMinor: revenueMinor, revenueAllocatedMinor: 0, revenueReleasedMinor: 0, issuedSeq: entry.seq, createdMicros: now,
             closedMicros: nil)
-        try CouponRows.insert(credit, tenant: tenant, db: store.db)
+        try store.insertCustomerCredit(credit, tenant: tenant)
         return CustomerCreditResult(credit: credit, seq: seq)
     }
 
@@ -502,7 +501,7 @@ enum CouponOps {
     /// deferred revenue. The caller saves the credit. Returns the seq of the
     /// last entry written (nil if none was needed).
     @discardableResult
-    static func close(store: LedgerStore, tenant: String, credit: inout CustomerCredit, as state: CustomerCreditState, now: Int64,
+    static func close(store: some LedgerStorage, tenant: String, credit: inout CustomerCredit, as state: CustomerCreditState, now: Int64,
                       idempotencyKey: String, note: String) throws -> Int64? {
         precondition(state == .revoked || state == .expired)
         var seq: Int64?

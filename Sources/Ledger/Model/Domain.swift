@@ -151,6 +151,26 @@ public struct Lot: Sendable, Equatable {
         if let until = validUntilMicros, now >= until { return false }
         return true
     }
+
+    public init(id: String, clientId: String, origin: LotOrigin, centerId: String, amountMinor: Int64, remainingMinor: Int64, heldMinor: Int64, validFromMicros: Int64?, validUntilMicros: Int64?, scope: Scope, packageId: String?, paymentRef: String?, priceMinor: Int64, note: String, createdSeq: Int64, createdMicros: Int64, state: LotState) {
+        self.id = id
+        self.clientId = clientId
+        self.origin = origin
+        self.centerId = centerId
+        self.amountMinor = amountMinor
+        self.remainingMinor = remainingMinor
+        self.heldMinor = heldMinor
+        self.validFromMicros = validFromMicros
+        self.validUntilMicros = validUntilMicros
+        self.scope = scope
+        self.packageId = packageId
+        self.paymentRef = paymentRef
+        self.priceMinor = priceMinor
+        self.note = note
+        self.createdSeq = createdSeq
+        self.createdMicros = createdMicros
+        self.state = state
+    }
 }
 
 public enum EntryType: String, Sendable, CaseIterable {
@@ -234,6 +254,21 @@ public struct Spend: Sendable, Equatable {
     public var seq: Int64
     public var createdMicros: Int64
     public var allocations: [Allocation]
+
+    public init(id: String, clientId: String, amountMinor: Int64, reversedMinor: Int64, reason: SpendReason, centerId: String, bookingRef: String, serviceCategory: String?, holdId: String?, seq: Int64, createdMicros: Int64, allocations: [Allocation]) {
+        self.id = id
+        self.clientId = clientId
+        self.amountMinor = amountMinor
+        self.reversedMinor = reversedMinor
+        self.reason = reason
+        self.centerId = centerId
+        self.bookingRef = bookingRef
+        self.serviceCategory = serviceCategory
+        self.holdId = holdId
+        self.seq = seq
+        self.createdMicros = createdMicros
+        self.allocations = allocations
+    }
 }
 
 public enum HoldState: String, Sendable, CaseIterable {
@@ -260,6 +295,23 @@ public struct Hold: Sendable, Equatable {
     /// The spend recorded by the capture.
     public var spendId: String?
     public var allocations: [Allocation]
+
+    public init(id: String, clientId: String, amountMinor: Int64, capturedMinor: Int64, state: HoldState, expiresMicros: Int64, centerId: String, bookingRef: String, serviceCategory: String?, membershipId: String?, seq: Int64, createdMicros: Int64, spendId: String?, allocations: [Allocation]) {
+        self.id = id
+        self.clientId = clientId
+        self.amountMinor = amountMinor
+        self.capturedMinor = capturedMinor
+        self.state = state
+        self.expiresMicros = expiresMicros
+        self.centerId = centerId
+        self.bookingRef = bookingRef
+        self.serviceCategory = serviceCategory
+        self.membershipId = membershipId
+        self.seq = seq
+        self.createdMicros = createdMicros
+        self.spendId = spendId
+        self.allocations = allocations
+    }
 }
 
 public enum WriteOffState: String, Sendable, CaseIterable {

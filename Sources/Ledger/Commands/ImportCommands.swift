@@ -20,7 +20,7 @@ public struct ImportLotResult: Sendable, Equatable {
 /// A valid_until that is already past is allowed: the lot is expired in the
 /// same command (an EXPIRY entry to breakage right after the IMPORT entry),
 /// so the ledger never shows an imported balance that is already void.
-public struct ImportLot: LedgerCommand {
+public struct ImportLot: StorageCommand {
     public static let operation = "import"
     /// legacy_origin is stored as the entry's reason; reasons are short.
     public static let maxLegacyOriginBytes = 128
@@ -82,7 +82,7 @@ public struct ImportLot: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> ImportLotResult {
+    public func apply(to store: some LedgerStorage) throws -> ImportLotResult {
         let (lot, entry) = try store.createLot(
             tenant: tenantId, client: clientId, origin: .import, entryType: .import, fundingAccount: Account.imports,
             amountMinor: amountMinor, centerId: centerId, validFromMicros: validFromMicros, validUntilMicros: validUntilMicros,

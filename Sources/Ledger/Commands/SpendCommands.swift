@@ -19,7 +19,7 @@ public struct HoldResult: Sendable, Equatable {
     }
 }
 
-public struct SpendCredits: LedgerCommand {
+public struct SpendCredits: StorageCommand {
     public static let operation = "spend"
     public var tenantId: String
     public var clientId: String
@@ -56,13 +56,13 @@ public struct SpendCredits: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> SpendResult {
+    public func apply(to store: some LedgerStorage) throws -> SpendResult {
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
                                                  serviceCategory: serviceCategory, membershipId: membershipId, hold: false)
-        let spend = try SpendRows.record(store: store, tenant: tenantId, clientId: clientId, amountMinor: amountMinor, reason: reason,
-                                         centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, holdId: nil,
-                                         allocations: allocations, idempotencyKey: idempotencyKey ?? "", debit: Account.available(clientId),
-                                         entryType: .spend)
+        let id = IDs.make("spd", clock: store.clock)
+        let plan = EntryPlans.spend(clientId: clientId, spendId: id, amountMinor: amountMinor, reason: reason, centerId: centerId,
+                                    bookingRef: bookingRef, idempotencyKey: idempotencyKey ?? "", allocations: allocations)
+        let spend = try SpendRecord.record(store: store, tenant: tenantId, plan: plan, serviceCategory: serviceCategory, holdId: nil)
         return SpendResult(spend: spend.0, balance: spend.1)
     }
 
@@ -70,38 +70,28 @@ public struct SpendCredits: LedgerCommand {
     public func resultSeq(_ output: SpendResult) -> Int64 { output.balance.seq }
 }
 
-enum SpendRows {
-    static let columns = "id, client_id, amount_minor, reversed_minor, reason, center_id, booking_ref, service_category, hold_id, seq, created_micros"
-
-    static func read(_ r: Row) -> Spend {
-        Spend(id: r.text(0), clientId: r.text(1), amountMinor: r.int(2), reversedMinor: r.int(3),
-              reason: SpendReason(rawValue: r.text(4)) ?? .other, centerId: r.text(5), bookingRef: r.text(6),
-              serviceCategory: r.optionalText(7), holdId: r.optionalText(8), seq: r.int(9), createdMicros: r.int(10), allocations: [])
-    }
-
-    /// Appends the spend's entry and its row.
-    static func record(store: LedgerStore, tenant: String, clientId: String, amountMinor: Int64, reason: SpendReason,
-                       centerId: String, bookingRef: String, serviceCategory: String?, holdId: String?, allocations: [Allocation],
-                       idempotencyKey: String, debit: String, entryType: EntryType) throws -> (Spend, BalanceSummary) {
-        let id = IDs.make("spd")
-        let entry = try store.appendEntry(
-            tenant: tenant, type: entryType, client: clientId, amountMinor: amountMinor, debit: debit,
-            credit: Account.consumption, refId: id, centerId: centerId, bookingRef: bookingRef,
-            idempotencyKey: idempotencyKey, reason: reason.rawValue, allocations: allocations)
+/// The spend record of a spend or capture entry.
+enum SpendRecord {
+    /// Appends the spend's planned entry (a spend, or a capture's) and its row.
+    static func record(store: some LedgerStorage, tenant: String, plan: EntryPlan, serviceCategory: String?,
+                       holdId: String?) throws -> (Spend, BalanceSummary) {
+        precondition(plan.type == .spend || plan.type == .capture, "a spend row records a spend or capture entry")
+        precondition(plan.credit == Account.consumption, "a spend's credit goes to consumption")
+        let id = plan.refId, clientId = plan.clientId, amountMinor = plan.amountMinor, centerId = plan.centerId
+        let bookingRef = plan.bookingRef
+        let reason = SpendReason(rawValue: plan.reason)!
+        let entry = try store.appendEntry(tenant: tenant, plan)
         let spend = Spend(id: id, clientId: clientId, amountMinor: amountMinor, reversedMinor: 0, reason: reason, centerId: centerId,
                           bookingRef: bookingRef, serviceCategory: serviceCategory, holdId: holdId, seq: entry.seq,
-                          createdMicros: entry.timeMicros, allocations: allocations)
-        try store.db.statement("INSERT INTO spends (tenant_id, \(columns)) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(.text(tenant), .text(id), .text(clientId), .int(amountMinor), .text(reason.rawValue), .text(centerId),
-                  .text(bookingRef), serviceCategory.map(SQLValue.text) ?? .null, holdId.map(SQLValue.text) ?? .null,
-                  .int(entry.seq), .int(entry.timeMicros)).run()
+                          createdMicros: entry.timeMicros, allocations: plan.allocations)
+        try store.insertSpend(spend, tenant: tenant)
         return (spend, BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor, heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }
 }
 
 /// Reserves credit at booking time. The hold pins the lots it drew from, and
 /// counts against the available balance at once.
-public struct CreateHold: LedgerCommand {
+public struct CreateHold: StorageCommand {
     public static let operation = "hold"
     public var tenantId: String
     public var clientId: String
@@ -140,7 +130,7 @@ public struct CreateHold: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> HoldResult {
+    public func apply(to store: some LedgerStorage) throws -> HoldResult {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
         guard expiresMicros > now, expiresMicros - now <= LedgerLimits.maxHoldSeconds * 1_000_000 else {
@@ -148,15 +138,14 @@ public struct CreateHold: LedgerCommand {
         }
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: centerId,
                                                  serviceCategory: serviceCategory, membershipId: membershipId, hold: true)
-        let id = IDs.make("hld")
-        let entry = try store.appendEntry(
-            tenant: tenantId, type: .hold, client: clientId, amountMinor: amountMinor, debit: Account.available(clientId),
-            credit: Account.held(clientId), refId: id, centerId: centerId, bookingRef: bookingRef,
-            idempotencyKey: idempotencyKey ?? "", reason: "hold", allocations: allocations)
+        let id = IDs.make("hld", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.hold(
+            clientId: clientId, holdId: id, amountMinor: amountMinor, centerId: centerId, bookingRef: bookingRef,
+            idempotencyKey: idempotencyKey ?? "", allocations: allocations))
         let hold = Hold(id: id, clientId: clientId, amountMinor: amountMinor, capturedMinor: 0, state: .held, expiresMicros: expiresMicros,
                         centerId: centerId, bookingRef: bookingRef, serviceCategory: serviceCategory, membershipId: membershipId,
                         seq: entry.seq, createdMicros: now, spendId: nil, allocations: allocations)
-        try HoldRows.insert(hold, tenant: tenantId, store: store)
+        try store.insertHold(hold, tenant: tenantId)
         return HoldResult(hold: hold, spend: nil, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
                                                                           heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }
@@ -165,67 +154,15 @@ public struct CreateHold: LedgerCommand {
     public func resultSeq(_ output: HoldResult) -> Int64 { output.balance.seq }
 }
 
-enum HoldRows {
-    static let columns = "id, client_id, amount_minor, captured_minor, state, expires_micros, center_id, booking_ref, service_category, membership_id, seq, created_micros, spend_id"
-
-    static func read(_ r: Row) -> Hold {
-        Hold(id: r.text(0), clientId: r.text(1), amountMinor: r.int(2), capturedMinor: r.int(3), state: HoldState(rawValue: r.text(4))!,
-             expiresMicros: r.int(5), centerId: r.text(6), bookingRef: r.text(7), serviceCategory: r.optionalText(8),
-             membershipId: r.optionalText(9), seq: r.int(10), createdMicros: r.int(11), spendId: r.optionalText(12), allocations: [])
-    }
-
-    static func insert(_ h: Hold, tenant: String, store: LedgerStore) throws {
-        store.touch(tenant: tenant, client: h.clientId)
-        try insert(h, tenant: tenant, db: store.db)
-    }
-
-    /// The row alone; outside the writer (bulk seeding of a database no server has open).
-    static func insert(_ h: Hold, tenant: String, db: SQLiteConnection) throws {
-        try db.statement("INSERT INTO holds (tenant_id, \(columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(.text(tenant), .text(h.id), .text(h.clientId), .int(h.amountMinor), .int(h.capturedMinor), .text(h.state.rawValue),
-                  .int(h.expiresMicros), .text(h.centerId), .text(h.bookingRef), h.serviceCategory.map(SQLValue.text) ?? .null,
-                  h.membershipId.map(SQLValue.text) ?? .null, .int(h.seq), .int(h.createdMicros), h.spendId.map(SQLValue.text) ?? .null).run()
-    }
-
+enum OpenHold {
     /// The hold, if the tenant has it and it is still open.
-    static func open(store: LedgerStore, tenant: String, holdId: String) throws -> Hold {
+    static func load(store: some LedgerStorage, tenant: String, holdId: String) throws -> Hold {
         _ = try store.requireTenant(tenant)
-        guard let hold = try StoreReads(db: store.db).hold(tenant: tenant, id: holdId) else {
+        guard let hold = try store.hold(tenant: tenant, id: holdId) else {
             throw LedgerError.notFound(kind: "hold", id: holdId)
         }
         guard hold.state == .held else { throw LedgerError.holdNotOpen(holdId: holdId, state: hold.state) }
         return hold
-    }
-
-    static func resolve(_ h: Hold, tenant: String, store: LedgerStore) throws {
-        store.touch(tenant: tenant, client: h.clientId)
-        let db = store.db
-        try db.statement("UPDATE holds SET state = ?, captured_minor = ?, spend_id = ? WHERE tenant_id = ? AND id = ? AND state = 'held'")
-            .bind(.text(h.state.rawValue), .int(h.capturedMinor), h.spendId.map(SQLValue.text) ?? .null, .text(tenant), .text(h.id)).run()
-        precondition(db.changes == 1, "resolving a hold that is not open")
-    }
-
-    /// The lots a hold still pins, soonest expiry first.
-    static func pinned(store: LedgerStore, tenant: String, holdId: String) throws -> [(lot: Lot, heldMinor: Int64)] {
-        let pins = try store.db.statement("""
-            SELECT a.lot_id, SUM(a.held_delta_minor) FROM allocations a
-            JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
-            WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id HAVING SUM(a.held_delta_minor) > 0
-            """).bind(.text(tenant), .text(holdId)).rows { ($0.text(0), $0.int(1)) }
-        var out: [(Lot, Int64)] = []
-        for (lotId, held) in pins {
-            guard let lot = try store.lot(tenant: tenant, id: lotId) else { preconditionFailure("hold pins unknown lot \(lotId)") }
-            precondition(lot.heldMinor >= held, "lot \(lotId) holds less than its hold pins")
-            out.append((lot, held))
-        }
-        return out.sorted { a, b in
-            switch (a.0.validUntilMicros, b.0.validUntilMicros) {
-            case let (x?, y?) where x != y: return x < y
-            case (nil, _?): return false
-            case (_?, nil): return true
-            default: return a.0.createdSeq < b.0.createdSeq
-            }
-        }
     }
 }
 
@@ -233,7 +170,7 @@ enum HoldRows {
 /// not captured is released. Credit of a lot that expired while held is
 /// still captured (the booking was made while it was valid); released
 /// credit of an expired lot is expired at once.
-public struct CaptureHold: LedgerCommand {
+public struct CaptureHold: StorageCommand {
     public static let operation = "capture"
     public var tenantId: String
     public var holdId: String
@@ -262,8 +199,8 @@ public struct CaptureHold: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> HoldResult {
-        var hold = try HoldRows.open(store: store, tenant: tenantId, holdId: holdId)
+    public func apply(to store: some LedgerStorage) throws -> HoldResult {
+        var hold = try OpenHold.load(store: store, tenant: tenantId, holdId: holdId)
         let now = store.clock.nowMicros()
         // Past its deadline a hold can no longer be captured, even before
         // maintenance has released it.
@@ -272,36 +209,20 @@ public struct CaptureHold: LedgerCommand {
         guard capture <= hold.amountMinor else {
             throw LedgerError.captureExceedsHold(heldMinor: hold.amountMinor, requestedMinor: capture)
         }
-        let pins = try HoldRows.pinned(store: store, tenant: tenantId, holdId: holdId)
+        let pins = try store.holdPins(tenant: tenantId, holdId: holdId)
         precondition(pins.reduce(0) { $0 + $1.heldMinor } == hold.amountMinor, "hold \(holdId) pins a different amount than it holds")
-        var left = capture
-        var captureAllocations: [Allocation] = []
-        var releaseAllocations: [Allocation] = []
-        for (lot, held) in pins {
-            let take = min(left, held)
-            if take > 0 { captureAllocations.append(Allocation(lotId: lot.id, remainingDeltaMinor: -take, heldDeltaMinor: -take)) }
-            if held - take > 0 { releaseAllocations.append(Allocation(lotId: lot.id, remainingDeltaMinor: 0, heldDeltaMinor: -(held - take))) }
-            left -= take
-        }
-        precondition(left == 0)
-        let key = idempotencyKey ?? ""
-        let (spend, _) = try SpendRows.record(store: store, tenant: tenantId, clientId: hold.clientId, amountMinor: capture, reason: reason,
-                                              centerId: hold.centerId, bookingRef: hold.bookingRef, serviceCategory: hold.serviceCategory,
-                                              holdId: holdId, allocations: captureAllocations, idempotencyKey: key,
-                                              debit: Account.held(hold.clientId), entryType: .capture)
-        if capture < hold.amountMinor {
-            try store.appendEntry(tenant: tenantId, type: .release, client: hold.clientId, amountMinor: hold.amountMinor - capture,
-                                  debit: Account.held(hold.clientId), credit: Account.available(hold.clientId), refId: holdId,
-                                  centerId: hold.centerId, bookingRef: hold.bookingRef, idempotencyKey: key,
-                                  reason: "partial_capture", allocations: releaseAllocations)
-        }
+        let plans = EntryPlans.capture(hold: hold, spendId: IDs.make("spd", clock: store.clock), captureMinor: capture, reason: reason,
+                                       idempotencyKey: idempotencyKey ?? "", pins: pins)
+        let (spend, _) = try SpendRecord.record(store: store, tenant: tenantId, plan: plans[0], serviceCategory: hold.serviceCategory,
+                                              holdId: holdId)
+        for release in plans.dropFirst() { try store.appendEntry(tenant: tenantId, release) }
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
         // The reply's balance never counts credit past valid_until.
         try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: now)
         hold.state = .captured
         hold.capturedMinor = capture
         hold.spendId = spend.id
-        try HoldRows.resolve(hold, tenant: tenantId, store: store)
+        try store.resolveHold(hold, tenant: tenantId)
         return HoldResult(hold: hold, spend: spend, balance: try store.summary(tenant: tenantId, client: hold.clientId))
     }
 
@@ -312,19 +233,17 @@ public struct CaptureHold: LedgerCommand {
 /// Lots past valid_until among `lotIds`: free credit on them (released from a
 /// hold, or returned by a reversal) is expired at once, and a lot with
 /// nothing held any more becomes `expired`.
-func settleExpiredLots(store: LedgerStore, tenant: String, lotIds: [String]) throws {
+func settleExpiredLots(store: some LedgerStorage, tenant: String, lotIds: [String]) throws {
     let now = store.clock.nowMicros()
     for id in Set(lotIds).sorted() {
-        guard let lot = try store.lot(tenant: tenant, id: id), let until = lot.validUntilMicros, until <= now else { continue }
-        if lot.freeMinor > 0 || (lot.state == .active && lot.heldMinor == 0) {
-            try store.expire(tenant: tenant, lot: lot)
-        }
+        guard let lot = try store.lot(tenant: tenant, id: id) else { preconditionFailure("settling unknown lot \(id)") }
+        if ExpiryPlan.needsSettling(lot, now: now) { try store.expire(tenant: tenant, lot: lot) }
     }
 }
 
 /// Releases an open hold on cancellation; with `expired`, the automatic
 /// release at the hold's deadline.
-public struct ReleaseHold: LedgerCommand {
+public struct ReleaseHold: StorageCommand {
     public static let operation = "release"
     public var tenantId: String
     public var holdId: String
@@ -346,18 +265,15 @@ public struct ReleaseHold: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> HoldResult {
-        var hold = try HoldRows.open(store: store, tenant: tenantId, holdId: holdId)
-        let pins = try HoldRows.pinned(store: store, tenant: tenantId, holdId: holdId)
-        let allocations = pins.map { Allocation(lotId: $0.lot.id, remainingDeltaMinor: 0, heldDeltaMinor: -$0.heldMinor) }
-        try store.appendEntry(tenant: tenantId, type: .release, client: hold.clientId, amountMinor: hold.amountMinor,
-                              debit: Account.held(hold.clientId), credit: Account.available(hold.clientId), refId: holdId,
-                              centerId: hold.centerId, bookingRef: hold.bookingRef, idempotencyKey: idempotencyKey ?? "",
-                              reason: automatic ? "hold_expired" : "released", allocations: allocations)
+    public func apply(to store: some LedgerStorage) throws -> HoldResult {
+        var hold = try OpenHold.load(store: store, tenant: tenantId, holdId: holdId)
+        let pins = try store.holdPins(tenant: tenantId, holdId: holdId)
+        try store.appendEntry(tenant: tenantId, EntryPlans.release(hold: hold, automatic: automatic, idempotencyKey: idempotencyKey ?? "",
+                                                                   pins: pins))
         try store.expireDueLots(tenant: tenantId, client: hold.clientId, now: store.clock.nowMicros())
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: pins.map(\.lot.id))
         hold.state = automatic ? .expired : .released
-        try HoldRows.resolve(hold, tenant: tenantId, store: store)
+        try store.resolveHold(hold, tenant: tenantId)
         return HoldResult(hold: hold, spend: nil, balance: try store.summary(tenant: tenantId, client: hold.clientId))
     }
 
@@ -368,7 +284,7 @@ public struct ReleaseHold: LedgerCommand {
 /// Refunds a spend fully or partly: the credit returns to the lots it came
 /// from, most recently drawn first. Credit returned to a lot that has expired
 /// since is expired again at once (it no longer counts).
-public struct ReverseSpend: LedgerCommand {
+public struct ReverseSpend: StorageCommand {
     public static let operation = "reverse"
     public var tenantId: String
     public var spendId: String
@@ -397,45 +313,24 @@ public struct ReverseSpend: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> SpendResult {
+    public func apply(to store: some LedgerStorage) throws -> SpendResult {
         _ = try store.requireTenant(tenantId)
-        guard var spend = try StoreReads(db: store.db).spend(tenant: tenantId, id: spendId) else {
+        guard var spend = try store.spend(tenant: tenantId, id: spendId) else {
             throw LedgerError.notFound(kind: "spend", id: spendId)
         }
-        let reversible = spend.amountMinor - spend.reversedMinor
-        guard amountMinor <= reversible else {
-            throw LedgerError.reversalExceedsSpend(reversibleMinor: reversible, requestedMinor: amountMinor)
-        }
-        let allocations = try returnAllocations(store: store, tenant: tenantId, refId: spendId, amountMinor: amountMinor)
-        let entry = try store.appendEntry(tenant: tenantId, type: .reversal, client: spend.clientId, amountMinor: amountMinor,
-                                          debit: Account.consumption, credit: Account.available(spend.clientId), refId: spendId,
-                                          centerId: spend.centerId, bookingRef: spend.bookingRef,
-                                          idempotencyKey: idempotencyKey ?? "", reason: reason, allocations: allocations)
-        try store.db.statement("UPDATE spends SET reversed_minor = reversed_minor + ? WHERE tenant_id = ? AND id = ?")
-            .bind(.int(amountMinor), .text(tenantId), .text(spendId)).run()
+        let plan = try EntryPlans.reversal(spend: spend, amountMinor: amountMinor, reason: reason, idempotencyKey: idempotencyKey ?? "",
+                                           owed: try store.outstandingDraws(tenant: tenantId, refId: spendId))
+        let allocations = plan.allocations
+        let entry = try store.appendEntry(tenant: tenantId, plan)
+        try store.addReversed(tenant: tenantId, spendId: spendId, amountMinor: amountMinor)
         spend.reversedMinor += amountMinor
         precondition(entry.amountMinor == amountMinor)
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: allocations.map(\.lotId))
         try store.expireDueLots(tenant: tenantId, client: spend.clientId, now: store.clock.nowMicros())
-        spend.allocations = try StoreReads(db: store.db).allocations(tenant: tenantId, seq: spend.seq)
+        spend.allocations = try store.allocations(tenant: tenantId, seq: spend.seq)
         return SpendResult(spend: spend, balance: try store.summary(tenant: tenantId, client: spend.clientId))
     }
 
     public func resultId(_ output: SpendResult) -> String { output.spend.id }
     public func resultSeq(_ output: SpendResult) -> Int64 { output.balance.seq }
-}
-
-/// Allocations returning `amountMinor` to the lots that `refId` drew from and
-/// still owes, most recently drawn first.
-func returnAllocations(store: LedgerStore, tenant: String, refId: String, amountMinor: Int64) throws -> [Allocation] {
-    let owed = try store.outstandingDraws(tenant: tenant, refId: refId)
-    var left = amountMinor
-    var allocations: [Allocation] = []
-    for draw in owed.reversed() where left > 0 && draw.minor > 0 {
-        let give = min(left, draw.minor)
-        allocations.append(Allocation(lotId: draw.lotId, remainingDeltaMinor: give, heldDeltaMinor: 0))
-        left -= give
-    }
-    precondition(left == 0, "returning more than \(refId) drew")
-    return allocations
 }

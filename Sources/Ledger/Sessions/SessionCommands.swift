@@ -18,7 +18,7 @@ extension Validator {
     }
 }
 
-public struct CreateClientPackage: LedgerCommand {
+public struct CreateClientPackage: StorageCommand {
     public static let operation = "create_client_package"
     public var tenantId: String
     public var clientId: String
@@ -67,14 +67,14 @@ public struct CreateClientPackage: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> ClientPackageResult {
+    public func apply(to store: some LedgerStorage) throws -> ClientPackageResult {
         let tenantRow = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
         guard validUntilMicros >= now else { throw LedgerError.invalid("valid_until", "must not be in the past") }
-        let package = ClientPackage(id: IDs.make("spk"), clientId: clientId, name: name, scopeId: scopeId, validFromMicros: validFromMicros,
+        let package = ClientPackage(id: IDs.make("spk", clock: store.clock), clientId: clientId, name: name, scopeId: scopeId, validFromMicros: validFromMicros,
                                     validUntilMicros: validUntilMicros, active: true, lines: lines, createdSeq: tenantRow.lastSeq + 1,
                                     createdMicros: now, deactivatedMicros: nil, deactivationReason: "")
-        try SessionRows.insertPackage(db: store.db, tenant: tenantId, package)
+        try store.insertSessionPackage(package, tenant: tenantId)
         var seq = tenantRow.lastSeq
         for line in lines {
             let entry = try store.appendEntry(
@@ -93,7 +93,7 @@ public struct CreateClientPackage: LedgerCommand {
 
 /// Deactivates a client package: the sessions left on each line are
 /// forfeited. An inactive package cannot be deactivated again.
-public struct DeactivateClientPackage: LedgerCommand {
+public struct DeactivateClientPackage: StorageCommand {
     public static let operation = "deactivate_client_package"
     public var tenantId: String
     public var packageId: String
@@ -117,9 +117,9 @@ public struct DeactivateClientPackage: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> ClientPackageResult {
+    public func apply(to store: some LedgerStorage) throws -> ClientPackageResult {
         var seq = try store.requireTenant(tenantId).lastSeq
-        guard var package = try SessionRows.package(db: store.db, tenant: tenantId, id: packageId) else {
+        guard var package = try store.sessionPackage(tenant: tenantId, id: packageId) else {
             throw LedgerError.notFound(kind: "client_package", id: packageId)
         }
         guard package.active else { throw LedgerError.clientPackageInactive(clientPackageId: packageId) }
@@ -129,16 +129,13 @@ public struct DeactivateClientPackage: LedgerCommand {
                 tenant: tenantId, type: .sessionForfeit, client: package.clientId, amountMinor: left,
                 debit: SessionAccount.line(packageId: packageId, serviceId: line.serviceId), credit: SessionAccount.forfeited,
                 refId: packageId, idempotencyKey: idempotencyKey ?? "", reason: "deactivated", note: reason)
-            try SessionRows.changeLine(db: store.db, tenant: tenantId, packageId: packageId, serviceId: line.serviceId,
+            try store.changeSessionLine(tenant: tenantId, packageId: packageId, serviceId: line.serviceId,
                                        usedDelta: 0, forfeitedDelta: left)
             package.lines[i].forfeitedSessions += left
             seq = entry.seq
         }
         let now = store.clock.nowMicros()
-        try store.db.statement("""
-            UPDATE session_packages SET active = 0, deactivated_micros = ?, deactivation_reason = ? WHERE tenant_id = ? AND id = ? AND active = 1
-            """).bind(.int(now), .text(reason), .text(tenantId), .text(packageId)).run()
-        precondition(store.db.changes == 1, "deactivating a package that is not active")
+        try store.deactivateSessionPackage(tenant: tenantId, id: packageId, atMicros: now, reason: reason)
         package.active = false
         package.deactivatedMicros = now
         package.deactivationReason = reason
@@ -152,7 +149,7 @@ public struct DeactivateClientPackage: LedgerCommand {
 
 /// Pays a payment reference with one session of the client's eligible
 /// package that expires soonest (the seed's "Use Client Package Credit").
-public struct UsePackageCredit: LedgerCommand {
+public struct UsePackageCredit: StorageCommand {
     public static let operation = "use_package_credit"
     public var tenantId: String
     public var paymentRef: String
@@ -185,9 +182,9 @@ public struct UsePackageCredit: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> SessionRedemptionResult {
+    public func apply(to store: some LedgerStorage) throws -> SessionRedemptionResult {
         _ = try store.requireTenant(tenantId)
-        let existing = try SessionRows.paymentRef(db: store.db, tenant: tenantId, ref: paymentRef)
+        let existing = try store.paymentRef(tenant: tenantId, ref: paymentRef)
         if let existing, existing.paid {
             throw LedgerError.alreadyPaid(paymentRef: paymentRef, redemptionId: existing.redemptionId)
         }
@@ -195,9 +192,9 @@ public struct UsePackageCredit: LedgerCommand {
             throw LedgerError.paymentRefOtherClient(paymentRef: paymentRef)
         }
         let now = store.clock.nowMicros()
-        guard let packageId = try SessionRows.packageToUse(db: store.db, tenant: tenantId, client: clientId, serviceId: serviceId,
+        guard let packageId = try store.sessionPackageToUse(tenant: tenantId, client: clientId, serviceId: serviceId,
                                                            scopeId: scopeId, now: now),
-              var package = try SessionRows.package(db: store.db, tenant: tenantId, id: packageId) else {
+              var package = try store.sessionPackage(tenant: tenantId, id: packageId) else {
             throw LedgerError.noPackageToUse(clientId: clientId, serviceId: serviceId)
         }
         guard let index = package.lines.firstIndex(where: { $0.serviceId == serviceId }) else {
@@ -207,19 +204,19 @@ public struct UsePackageCredit: LedgerCommand {
                      "the package chosen is not eligible")
         precondition(scopeId == nil || package.scopeId == scopeId, "the package chosen is out of scope")
 
-        let id = IDs.make("rdm")
+        let id = IDs.make("rdm", clock: store.clock)
         let entry = try store.appendEntry(
             tenant: tenantId, type: .sessionUse, client: clientId, amountMinor: 1,
             debit: SessionAccount.line(packageId: packageId, serviceId: serviceId), credit: SessionAccount.used, refId: id,
             paymentRef: paymentRef, idempotencyKey: idempotencyKey ?? "", reason: "use", note: serviceId)
-        try SessionRows.changeLine(db: store.db, tenant: tenantId, packageId: packageId, serviceId: serviceId, usedDelta: 1, forfeitedDelta: 0)
+        try store.changeSessionLine(tenant: tenantId, packageId: packageId, serviceId: serviceId, usedDelta: 1, forfeitedDelta: 0)
         package.lines[index].usedSessions += 1
         let redemption = PackageRedemption(id: id, clientId: clientId, packageId: packageId, serviceId: serviceId, paymentRef: paymentRef,
                                            scopeId: scopeId, state: .active, seq: entry.seq, createdMicros: entry.timeMicros,
                                            cancelSeq: nil, cancelledMicros: nil, cancelReason: "")
-        try SessionRows.insertRedemption(db: store.db, tenant: tenantId, redemption)
+        try store.insertSessionRedemption(redemption, tenant: tenantId)
         let payment = PaymentRefStatus(paymentRef: paymentRef, clientId: clientId, paid: true, redemptionId: id)
-        try SessionRows.savePaymentRef(db: store.db, tenant: tenantId, payment, seq: entry.seq)
+        try store.savePaymentRef(payment, tenant: tenantId, seq: entry.seq)
         return SessionRedemptionResult(redemption: redemption, package: package, payment: payment, seq: entry.seq)
     }
 
@@ -231,7 +228,7 @@ public struct UsePackageCredit: LedgerCommand {
 /// session returns to its line and the payment reference is unpaid again.
 /// The session returns whatever the package's window (an expired package
 /// keeps it, unusable); a deactivated package forfeits it at once.
-public struct CancelPackageRedemption: LedgerCommand {
+public struct CancelPackageRedemption: StorageCommand {
     public static let operation = "cancel_package_redemption"
     public var tenantId: String
     /// Exactly one of `redemptionId` and `paymentRef` is non-empty.
@@ -260,22 +257,22 @@ public struct CancelPackageRedemption: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> SessionRedemptionResult {
+    public func apply(to store: some LedgerStorage) throws -> SessionRedemptionResult {
         _ = try store.requireTenant(tenantId)
         let id: String
         if redemptionId.isEmpty {
-            guard let status = try SessionRows.paymentRef(db: store.db, tenant: tenantId, ref: paymentRef) else {
+            guard let status = try store.paymentRef(tenant: tenantId, ref: paymentRef) else {
                 throw LedgerError.notFound(kind: "payment_ref", id: paymentRef)
             }
             id = status.redemptionId
         } else {
             id = redemptionId
         }
-        guard var redemption = try SessionRows.redemption(db: store.db, tenant: tenantId, id: id) else {
+        guard var redemption = try store.sessionRedemption(tenant: tenantId, id: id) else {
             throw LedgerError.notFound(kind: "redemption", id: id)
         }
         guard redemption.state == .active else { throw LedgerError.redemptionAlreadyCancelled(redemptionId: id) }
-        guard var package = try SessionRows.package(db: store.db, tenant: tenantId, id: redemption.packageId),
+        guard var package = try store.sessionPackage(tenant: tenantId, id: redemption.packageId),
               let index = package.lines.firstIndex(where: { $0.serviceId == redemption.serviceId }) else {
             preconditionFailure("redemption \(id) of an unknown package line")
         }
@@ -284,7 +281,7 @@ public struct CancelPackageRedemption: LedgerCommand {
         let returned = try store.appendEntry(
             tenant: tenantId, type: .sessionReturn, client: redemption.clientId, amountMinor: 1, debit: SessionAccount.used, credit: line,
             refId: id, paymentRef: redemption.paymentRef, idempotencyKey: key, reason: "cancel", note: reason)
-        try SessionRows.changeLine(db: store.db, tenant: tenantId, packageId: package.id, serviceId: redemption.serviceId,
+        try store.changeSessionLine(tenant: tenantId, packageId: package.id, serviceId: redemption.serviceId,
                                    usedDelta: -1, forfeitedDelta: 0)
         package.lines[index].usedSessions -= 1
         var seq = returned.seq
@@ -293,27 +290,24 @@ public struct CancelPackageRedemption: LedgerCommand {
                 tenant: tenantId, type: .sessionForfeit, client: redemption.clientId, amountMinor: 1, debit: line,
                 credit: SessionAccount.forfeited, refId: id, paymentRef: redemption.paymentRef, idempotencyKey: key,
                 reason: "returned_to_inactive_package")
-            try SessionRows.changeLine(db: store.db, tenant: tenantId, packageId: package.id, serviceId: redemption.serviceId,
+            try store.changeSessionLine(tenant: tenantId, packageId: package.id, serviceId: redemption.serviceId,
                                        usedDelta: 0, forfeitedDelta: 1)
             package.lines[index].forfeitedSessions += 1
             seq = forfeit.seq
         }
-        try store.db.statement("""
-            UPDATE session_redemptions SET state = 'cancelled', cancel_seq = ?, cancelled_micros = ?, cancel_reason = ?
-            WHERE tenant_id = ? AND id = ? AND state = 'active'
-            """).bind(.int(returned.seq), .int(returned.timeMicros), .text(reason), .text(tenantId), .text(id)).run()
-        precondition(store.db.changes == 1, "cancelling a redemption that is not active")
+        try store.cancelSessionRedemption(tenant: tenantId, id: id, cancelSeq: returned.seq, cancelledMicros: returned.timeMicros,
+                                          reason: reason)
         redemption.state = .cancelled
         redemption.cancelSeq = returned.seq
         redemption.cancelledMicros = returned.timeMicros
         redemption.cancelReason = reason
 
-        guard let current = try SessionRows.paymentRef(db: store.db, tenant: tenantId, ref: redemption.paymentRef) else {
+        guard let current = try store.paymentRef(tenant: tenantId, ref: redemption.paymentRef) else {
             preconditionFailure("active redemption \(id) without its payment reference")
         }
         precondition(current.paid && current.redemptionId == id, "an active redemption pays its payment reference")
         let payment = PaymentRefStatus(paymentRef: current.paymentRef, clientId: current.clientId, paid: false, redemptionId: id)
-        try SessionRows.savePaymentRef(db: store.db, tenant: tenantId, payment, seq: seq)
+        try store.savePaymentRef(payment, tenant: tenantId, seq: seq)
         return SessionRedemptionResult(redemption: redemption, package: package, payment: payment, seq: seq)
     }
 

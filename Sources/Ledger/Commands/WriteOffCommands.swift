@@ -6,7 +6,7 @@ public struct WriteOffResult: Sendable, Equatable {
     public var balance: BalanceSummary
 }
 
-public struct CreateWriteOff: LedgerCommand {
+public struct CreateWriteOff: StorageCommand {
     public static let operation = "write_off"
     public var tenantId: String
     public var clientId: String
@@ -35,18 +35,17 @@ public struct CreateWriteOff: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> WriteOffResult {
+    public func apply(to store: some LedgerStorage) throws -> WriteOffResult {
         let now = store.clock.nowMicros()
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amountMinor, centerId: nil,
                                                  serviceCategory: nil, membershipId: nil, hold: false)
-        let id = IDs.make("wof")
-        let entry = try store.appendEntry(tenant: tenantId, type: .writeOff, client: clientId, amountMinor: amountMinor,
-                                          debit: Account.available(clientId), credit: Account.writeOffs, refId: id,
-                                          idempotencyKey: idempotencyKey ?? "", reason: reason, allocations: allocations)
+        let id = IDs.make("wof", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.writeOff(
+            clientId: clientId, writeOffId: id, amountMinor: amountMinor, reason: reason, idempotencyKey: idempotencyKey ?? "",
+            allocations: allocations))
         let writeOff = WriteOff(id: id, clientId: clientId, amountMinor: amountMinor, reason: reason, state: .active, seq: entry.seq,
                                 voidSeq: nil, createdMicros: now, allocations: allocations)
-        try store.db.statement("INSERT INTO write_offs (tenant_id, id, client_id, amount_minor, reason, state, seq, created_micros) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)")
-            .bind(.text(tenantId), .text(id), .text(clientId), .int(amountMinor), .text(reason), .int(entry.seq), .int(now)).run()
+        try store.insertWriteOff(writeOff, tenant: tenantId)
         return WriteOffResult(writeOff: writeOff, balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor,
                                                                           heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }
@@ -57,7 +56,7 @@ public struct CreateWriteOff: LedgerCommand {
 
 /// Voids a write-off: the credit returns to the lots it was taken from
 /// (credit of lots expired since is expired again at once).
-public struct VoidWriteOff: LedgerCommand {
+public struct VoidWriteOff: StorageCommand {
     public static let operation = "void_write_off"
     public var tenantId: String
     public var writeOffId: String
@@ -78,24 +77,22 @@ public struct VoidWriteOff: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> WriteOffResult {
+    public func apply(to store: some LedgerStorage) throws -> WriteOffResult {
         _ = try store.requireTenant(tenantId)
-        guard var writeOff = try StoreReads(db: store.db).writeOff(tenant: tenantId, id: writeOffId) else {
+        guard var writeOff = try store.writeOff(tenant: tenantId, id: writeOffId) else {
             throw LedgerError.notFound(kind: "write_off", id: writeOffId)
         }
         guard writeOff.state == .active else { throw LedgerError.writeOffVoided(writeOffId: writeOffId) }
-        let allocations = try returnAllocations(store: store, tenant: tenantId, refId: writeOffId, amountMinor: writeOff.amountMinor)
-        let entry = try store.appendEntry(tenant: tenantId, type: .writeOffVoid, client: writeOff.clientId, amountMinor: writeOff.amountMinor,
-                                          debit: Account.writeOffs, credit: Account.available(writeOff.clientId), refId: writeOffId,
-                                          idempotencyKey: idempotencyKey ?? "", reason: "void", allocations: allocations)
-        try store.db.statement("UPDATE write_offs SET state = 'voided', void_seq = ? WHERE tenant_id = ? AND id = ? AND state = 'active'")
-            .bind(.int(entry.seq), .text(tenantId), .text(writeOffId)).run()
-        precondition(store.db.changes == 1)
+        let plan = try EntryPlans.voidWriteOff(writeOff, idempotencyKey: idempotencyKey ?? "",
+                                               owed: try store.outstandingDraws(tenant: tenantId, refId: writeOffId))
+        let allocations = plan.allocations
+        let entry = try store.appendEntry(tenant: tenantId, plan)
+        try store.markWriteOffVoided(tenant: tenantId, id: writeOffId, voidSeq: entry.seq)
         try settleExpiredLots(store: store, tenant: tenantId, lotIds: allocations.map(\.lotId))
         try store.expireDueLots(tenant: tenantId, client: writeOff.clientId, now: store.clock.nowMicros())
         writeOff.state = .voided
         writeOff.voidSeq = entry.seq
-        writeOff.allocations = try StoreReads(db: store.db).allocations(tenant: tenantId, seq: writeOff.seq)
+        writeOff.allocations = try store.allocations(tenant: tenantId, seq: writeOff.seq)
         return WriteOffResult(writeOff: writeOff, balance: try store.summary(tenant: tenantId, client: writeOff.clientId))
     }
 

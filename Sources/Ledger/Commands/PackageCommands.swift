@@ -1,6 +1,6 @@
 /// The credit package catalog of a tenant.
 
-public struct CreatePackage: LedgerCommand {
+public struct CreatePackage: StorageCommand {
     public static let operation = "create_package"
     public var tenantId: String
     public var name: String
@@ -37,12 +37,12 @@ public struct CreatePackage: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> CreditPackage {
+    public func apply(to store: some LedgerStorage) throws -> CreditPackage {
         _ = try store.requireTenant(tenantId)
         let now = store.clock.nowMicros()
-        let package = CreditPackage(id: IDs.make("pkg"), name: name, creditsMinor: creditsMinor, priceMinor: priceMinor,
+        let package = CreditPackage(id: IDs.make("pkg", clock: store.clock), name: name, creditsMinor: creditsMinor, priceMinor: priceMinor,
                                     validityDays: validityDays, scope: scope, active: true, createdMicros: now, updatedMicros: now)
-        try PackageRows.insert(package, tenant: tenantId, db: store.db)
+        try store.insertPackage(package, tenant: tenantId)
         return package
     }
 
@@ -51,7 +51,7 @@ public struct CreatePackage: LedgerCommand {
 }
 
 /// Changes the fields given; nil leaves a field as it is.
-public struct UpdatePackage: LedgerCommand {
+public struct UpdatePackage: StorageCommand {
     public static let operation = "update_package"
     public var tenantId: String
     public var packageId: String
@@ -97,9 +97,9 @@ public struct UpdatePackage: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> CreditPackage {
+    public func apply(to store: some LedgerStorage) throws -> CreditPackage {
         _ = try store.requireTenant(tenantId)
-        guard var package = try StoreReads(db: store.db).package(tenant: tenantId, id: packageId) else {
+        guard var package = try store.package(tenant: tenantId, id: packageId) else {
             throw LedgerError.notFound(kind: "package", id: packageId)
         }
         if let name { package.name = name }
@@ -109,39 +109,10 @@ public struct UpdatePackage: LedgerCommand {
         if let scope { package.scope = scope }
         if let active { package.active = active }
         package.updatedMicros = store.clock.nowMicros()
-        try PackageRows.update(package, tenant: tenantId, db: store.db)
+        try store.updatePackage(package, tenant: tenantId)
         return package
     }
 
     public func resultId(_ output: CreditPackage) -> String { output.id }
     public func resultSeq(_ output: CreditPackage) -> Int64 { 0 }
-}
-
-enum PackageRows {
-    static let columns = "id, name, credits_minor, price_minor, validity_days, scope_categories, scope_centers, scope_memberships, active, created_micros, updated_micros"
-
-    static func read(_ r: Row) -> CreditPackage {
-        CreditPackage(id: r.text(0), name: r.text(1), creditsMinor: r.int(2), priceMinor: r.int(3),
-                      validityDays: r.optionalInt(4).map { Int32($0) },
-                      scope: Scope(serviceCategories: ListCodec.decode(r.text(5)), centers: ListCodec.decode(r.text(6)),
-                                   membershipIds: ListCodec.decode(r.text(7))),
-                      active: r.bool(8), createdMicros: r.int(9), updatedMicros: r.int(10))
-    }
-
-    static func insert(_ p: CreditPackage, tenant: String, db: SQLiteConnection) throws {
-        try db.statement("INSERT INTO packages (tenant_id, \(columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(values(p, tenant: tenant)).run()
-    }
-
-    static func update(_ p: CreditPackage, tenant: String, db: SQLiteConnection) throws {
-        try db.statement("INSERT OR REPLACE INTO packages (tenant_id, \(columns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(values(p, tenant: tenant)).run()
-    }
-
-    private static func values(_ p: CreditPackage, tenant: String) -> [SQLValue] {
-        [.text(tenant), .text(p.id), .text(p.name), .int(p.creditsMinor), .int(p.priceMinor),
-         p.validityDays.map { .int(Int64($0)) } ?? .null, .text(ListCodec.encode(p.scope.serviceCategories)),
-         .text(ListCodec.encode(p.scope.centers)), .text(ListCodec.encode(p.scope.membershipIds)),
-         .int(p.active ? 1 : 0), .int(p.createdMicros), .int(p.updatedMicros)]
-    }
 }

@@ -6,7 +6,7 @@ import Synchronization
 /// reader's thread for the `load…` functions, through `StoreReads`).
 public final class LedgerStore {
     let db: SQLiteConnection
-    let clock: LedgerClock
+    public let clock: LedgerClock
 
     /// Clients whose lots, holds or balance the open transaction changed,
     /// and tenants whose seq it advanced: the balance cache drops them when
@@ -105,7 +105,7 @@ public final class LedgerStore {
 
     // MARK: Tenants
 
-    func tenant(_ id: String) throws -> Tenant? {
+    public func tenant(_ id: String) throws -> Tenant? {
         try db.statement("SELECT id, name, currency, allow_directory, created_micros, last_seq FROM tenants WHERE id = ?")
             .bind(.text(id))
             .first { Tenant(id: $0.text(0), name: $0.text(1), currency: $0.text(2), allowDirectory: $0.bool(3), createdMicros: $0.int(4),
@@ -113,13 +113,13 @@ public final class LedgerStore {
     }
 
     /// Throws NOT_FOUND unless the tenant exists (remembered once seen).
-    func requireTenantExists(_ id: String) throws {
+    public func requireTenantExists(_ id: String) throws {
         if knownTenants.contains(id) { return }
         _ = try requireTenant(id)
         knownTenants.insert(id)
     }
 
-    func requireTenant(_ id: String) throws -> Tenant {
+    public func requireTenant(_ id: String) throws -> Tenant {
         guard let tenant = try tenant(id) else { throw LedgerError.notFound(kind: "tenant", id: id) }
         return tenant
     }
@@ -151,7 +151,7 @@ public final class LedgerStore {
             .first { ClientBalance(availableMinor: $0.int(0), heldMinor: $0.int(1)) } ?? ClientBalance(availableMinor: 0, heldMinor: 0)
     }
 
-    func summary(tenant: String, client: String) throws -> BalanceSummary {
+    public func summary(tenant: String, client: String) throws -> BalanceSummary {
         let balance = try clientBalance(tenant: tenant, client: client)
         let seq = try requireTenant(tenant).lastSeq
         return BalanceSummary(clientId: client, availableMinor: balance.availableMinor, heldMinor: balance.heldMinor, seq: seq)
@@ -159,40 +159,25 @@ public final class LedgerStore {
 
     /// The client's balance after a write, once the client's due lots are
     /// expired (a write's reply never counts credit past valid_until).
-    func summaryAfterExpiry(tenant: String, client: String) throws -> BalanceSummary {
+    public func summaryAfterExpiry(tenant: String, client: String) throws -> BalanceSummary {
         try expireDueLots(tenant: tenant, client: client, now: clock.nowMicros())
         return try summary(tenant: tenant, client: client)
     }
 
     // MARK: The one way money moves
 
-    /// Appends one entry: takes the tenant's next seq, moves `amountMinor`
-    /// from `debit` to `credit`, applies the allocations to their lots, and
-    /// updates the client's balance and the counter-account. Asserts that no
-    /// client balance goes negative (callers check sufficiency first).
+    /// Appends one planned entry: takes the tenant's next seq, moves the
+    /// amount from debit to credit, applies the allocations to their lots,
+    /// and updates the client's balance and the counter-account. Asserts that
+    /// no client balance goes negative (callers check sufficiency first).
     @discardableResult
-    func appendEntry(tenant: String, type: EntryType, client: String, amountMinor: Int64,
-                     debit: String, credit: String, refId: String, centerId: String = "",
-                     bookingRef: String = "", paymentRef: String = "", idempotencyKey: String = "",
-                     reason: String = "", note: String = "", allocations: [Allocation] = []) throws -> LedgerEntry {
-        precondition(amountMinor > 0, "ledger entries move a positive amount")
-        precondition(debit != credit, "an entry moves money between two different accounts")
+    public func appendEntry(tenant: String, _ plan: EntryPlan) throws -> LedgerEntry {
+        let client = plan.clientId, amountMinor = plan.amountMinor
         touch(tenant: tenant, client: client)
         let seq = try nextSeq(tenant: tenant)
         let now = clock.nowMicros()
+        let (availableDelta, heldDelta) = plan.clientDeltas
 
-        let available = Account.available(client), held = Account.held(client)
-        var availableDelta: Int64 = 0, heldDelta: Int64 = 0
-        var systemDeltas: [(String, Int64)] = []
-        for (account, delta) in [(debit, -amountMinor), (credit, amountMinor)] {
-            switch account {
-            case available: availableDelta += delta
-            case held: heldDelta += delta
-            default:
-                precondition(!account.hasPrefix("client:"), "an entry touches only its own client's accounts")
-                systemDeltas.append((account, delta))
-            }
-        }
         // One statement moves the client's balance and returns it; the
         // CHECKs on clients (never negative) back the callers' sufficiency checks.
         var balance: ClientBalance
@@ -218,24 +203,25 @@ public final class LedgerStore {
             INSERT INTO entries (tenant_id, seq, type, client_id, amount_minor, debit_account, credit_account,
               available_after_minor, held_after_minor, time_micros, ref_id, center_id, booking_ref, payment_ref,
               idempotency_key, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).bind(.text(tenant), .int(seq), .text(type.rawValue), .text(client), .int(amountMinor), .text(debit), .text(credit),
-                      .int(balance.availableMinor), .int(balance.heldMinor), .int(now), .text(refId), .text(centerId),
-                      .text(bookingRef), .text(paymentRef), .text(idempotencyKey), .text(reason), .text(note)).run()
-        for (ordinal, allocation) in allocations.enumerated() {
+            """).bind(.text(tenant), .int(seq), .text(plan.type.rawValue), .text(client), .int(amountMinor), .text(plan.debit),
+                      .text(plan.credit), .int(balance.availableMinor), .int(balance.heldMinor), .int(now), .text(plan.refId),
+                      .text(plan.centerId), .text(plan.bookingRef), .text(plan.paymentRef), .text(plan.idempotencyKey),
+                      .text(plan.reason), .text(plan.note)).run()
+        for (ordinal, allocation) in plan.allocations.enumerated() {
             try applyAllocation(tenant: tenant, seq: seq, ordinal: ordinal, allocation)
         }
-        for (account, delta) in systemDeltas {
+        for (account, delta) in plan.systemDeltas {
             pendingAccountDeltas[AccountKey(tenant: tenant, account: account), default: 0] += delta
         }
 
-        return LedgerEntry(seq: seq, type: type, clientId: client, amountMinor: amountMinor, debitAccount: debit,
-                           creditAccount: credit, availableAfterMinor: balance.availableMinor, heldAfterMinor: balance.heldMinor,
-                           timeMicros: now, refId: refId, centerId: centerId, bookingRef: bookingRef, paymentRef: paymentRef,
-                           idempotencyKey: idempotencyKey, reason: reason, note: note, allocations: allocations)
+        return LedgerEntry(seq: seq, type: plan.type, clientId: client, amountMinor: amountMinor, debitAccount: plan.debit,
+                           creditAccount: plan.credit, availableAfterMinor: balance.availableMinor, heldAfterMinor: balance.heldMinor,
+                           timeMicros: now, refId: plan.refId, centerId: plan.centerId, bookingRef: plan.bookingRef,
+                           paymentRef: plan.paymentRef, idempotencyKey: plan.idempotencyKey, reason: plan.reason, note: plan.note,
+                           allocations: plan.allocations)
     }
 
     private func applyAllocation(tenant: String, seq: Int64, ordinal: Int, _ allocation: Allocation) throws {
-        precondition(allocation.remainingDeltaMinor != 0 || allocation.heldDeltaMinor != 0, "empty allocation")
         try db.statement("INSERT INTO allocations (tenant_id, seq, ordinal, lot_id, remaining_delta_minor, held_delta_minor) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(.text(tenant), .int(seq), .int(Int64(ordinal)), .text(allocation.lotId), .int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor)).run()
         // The CHECK constraints on lots (0 ≤ held ≤ remaining ≤ amount) are the
@@ -243,15 +229,15 @@ public final class LedgerStore {
         // lot's row only. The state (in three indexes) is set only when it
         // changes (measured: setting it on every allocation was most of a
         // spend's lot update).
-        guard let (remaining, state) = try db.statement("""
+        guard let (remaining, held, amount, state) = try db.statement("""
             UPDATE lots SET remaining_minor = remaining_minor + ?1, held_minor = held_minor + ?2
-            WHERE tenant_id = ?3 AND id = ?4 RETURNING remaining_minor, state
+            WHERE tenant_id = ?3 AND id = ?4 RETURNING remaining_minor, held_minor, amount_minor, state
             """).bind(.int(allocation.remainingDeltaMinor), .int(allocation.heldDeltaMinor), .text(tenant), .text(allocation.lotId))
-            .first({ ($0.int(0), LotState(rawValue: $0.text(1))!) }) else {
+            .first({ ($0.int(0), $0.int(1), $0.int(2), LotState(rawValue: $0.text(3))!) }) else {
             preconditionFailure("allocation to unknown lot \(allocation.lotId)")
         }
-        // An expired lot stays expired; otherwise it is exhausted exactly when nothing remains.
-        let newState: LotState = state == .expired ? .expired : (remaining == 0 ? .exhausted : .active)
+        LotRules.checkBounds(lotId: allocation.lotId, amountMinor: amount, remainingMinor: remaining, heldMinor: held)
+        let newState = LotRules.state(after: state, remainingMinor: remaining)
         if newState != state {
             try db.statement("UPDATE lots SET state = ? WHERE tenant_id = ? AND id = ?")
                 .bind(.text(newState.rawValue), .text(tenant), .text(allocation.lotId)).run()
@@ -276,7 +262,7 @@ public final class LedgerStore {
             createdSeq: r.int(16), createdMicros: r.int(17), state: LotState(rawValue: r.text(18))!)
     }
 
-    func lot(tenant: String, id: String) throws -> Lot? {
+    public func lot(tenant: String, id: String) throws -> Lot? {
         try db.statement("SELECT \(Self.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?")
             .bind(.text(tenant), .text(id)).first(Self.readLot)
     }
@@ -290,11 +276,11 @@ public final class LedgerStore {
     }
 
     /// Creates a lot and the entry that funds it.
-    func createLot(tenant: String, client: String, origin: LotOrigin, entryType: EntryType, fundingAccount: String,
+    public func createLot(tenant: String, client: String, origin: LotOrigin, entryType: EntryType, fundingAccount: String,
                    amountMinor: Int64, centerId: String, validFromMicros: Int64?, validUntilMicros: Int64?, scope: Scope,
                    packageId: String?, paymentRef: String?, priceMinor: Int64, note: String, reason: String,
                    idempotencyKey: String) throws -> (Lot, LedgerEntry) {
-        let id = IDs.make("lot")
+        let id = IDs.make("lot", clock: clock)
         let now = clock.nowMicros()
         let tenantRow = try requireTenant(tenant)
         touch(tenant: tenant, client: client)
@@ -309,11 +295,9 @@ public final class LedgerStore {
                       .text(ListCodec.encode(scope.membershipIds)), packageId.map(SQLValue.text) ?? .null,
                       paymentRef.map(SQLValue.text) ?? .null, .int(priceMinor), .text(note),
                       .int(tenantRow.lastSeq + 1), .int(now)).run()
-        let entry = try appendEntry(
-            tenant: tenant, type: entryType, client: client, amountMinor: amountMinor, debit: fundingAccount,
-            credit: Account.available(client), refId: id, centerId: centerId, paymentRef: paymentRef ?? "",
-            idempotencyKey: idempotencyKey, reason: reason, note: note,
-            allocations: [Allocation(lotId: id, remainingDeltaMinor: amountMinor, heldDeltaMinor: 0)])
+        let entry = try appendEntry(tenant: tenant, EntryPlans.fundLot(
+            type: entryType, clientId: client, lotId: id, amountMinor: amountMinor, fundingAccount: fundingAccount, centerId: centerId,
+            paymentRef: paymentRef ?? "", idempotencyKey: idempotencyKey, reason: reason, note: note))
         precondition(entry.seq == tenantRow.lastSeq + 1)
         return (try lot(tenant: tenant, id: id)!, entry)
     }
@@ -322,7 +306,7 @@ public final class LedgerStore {
 
     /// Writes expiry entries for the client's lots past valid_until that have
     /// free credit left (the held part stays pinned until its hold resolves).
-    func expireDueLots(tenant: String, client: String, now: Int64) throws {
+    public func expireDueLots(tenant: String, client: String, now: Int64) throws {
         let due = try db.statement("""
             SELECT \(Self.lotColumns) FROM lots INDEXED BY lots_by_client WHERE tenant_id = ? AND client_id = ? AND state = 'active'
               AND valid_until_micros IS NOT NULL AND valid_until_micros <= ? ORDER BY valid_until_micros, created_seq
@@ -332,16 +316,13 @@ public final class LedgerStore {
 
     /// Returns the EXPIRY entry, if the lot had free credit to write off.
     @discardableResult
-    func expire(tenant: String, lot: Lot) throws -> LedgerEntry? {
+    public func expire(tenant: String, lot: Lot) throws -> LedgerEntry? {
         touch(tenant: tenant, client: lot.clientId)
         var entry: LedgerEntry?
-        if lot.freeMinor > 0 {
-            entry = try appendEntry(tenant: tenant, type: .expiry, client: lot.clientId, amountMinor: lot.freeMinor,
-                            debit: Account.available(lot.clientId), credit: Account.breakage, refId: lot.id,
-                            centerId: lot.centerId, reason: "expired",
-                            allocations: [Allocation(lotId: lot.id, remainingDeltaMinor: -lot.freeMinor, heldDeltaMinor: 0)])
+        if let plan = EntryPlans.expiry(of: lot) {
+            entry = try appendEntry(tenant: tenant, plan)
         }
-        if lot.heldMinor == 0 {
+        if ExpiryPlan.of(lot).marksExpired {
             try db.statement("UPDATE lots SET state = 'expired' WHERE tenant_id = ? AND id = ?").bind(.text(tenant), .text(lot.id)).run()
         }
         return entry
@@ -349,73 +330,39 @@ public final class LedgerStore {
 
     // MARK: Drawing
 
-    /// Chooses allocations drawing `amountMinor` of free credit from
-    /// `lots` in order; throws insufficientCredits with what was available.
-    static func draw(_ amountMinor: Int64, from lots: [Lot], hold: Bool) throws -> [Allocation] {
-        var left = amountMinor
-        var allocations: [Allocation] = []
-        for lot in lots where left > 0 && lot.freeMinor > 0 {
-            let take = min(left, lot.freeMinor)
-            allocations.append(hold
-                ? Allocation(lotId: lot.id, remainingDeltaMinor: 0, heldDeltaMinor: take)
-                : Allocation(lotId: lot.id, remainingDeltaMinor: -take, heldDeltaMinor: 0))
-            left -= take
-        }
-        guard left == 0 else {
-            let available = lots.reduce(Int64(0)) { $0 + max(0, $1.freeMinor) }
-            throw LedgerError.insufficientCredits(availableMinor: available, requestedMinor: amountMinor)
-        }
-        return allocations
-    }
-
-    /// Writes the expiry of the client's due lots, then chooses the
-    /// allocations of a draw of `amountMinor` from the lots eligible now
-    /// (`centerId` nil: any valid lot, whatever its scope).
-    func drawEligible(tenant: String, client: String, amountMinor: Int64, centerId: String?, serviceCategory: String?,
-                      membershipId: String?, hold: Bool) throws -> [Allocation] {
-        try requireTenantExists(tenant)
-        let now = clock.nowMicros()
-        let lots = try eligibleLots(tenant: tenant, client: client, now: now, centerId: centerId,
-                                    serviceCategory: serviceCategory, membershipId: membershipId, expireDue: true)
-        return try Self.draw(amountMinor, from: lots, hold: hold)
-    }
-
     /// The lots a spend or hold may draw from now, in draw order.
     /// With `expireDue`, first writes the expiry entries of the client's lots
     /// past valid_until (read in the same query as the active lots: due lots
     /// come first in draw order).
-    func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
+    public func eligibleLots(tenant: String, client: String, now: Int64, centerId: String?, serviceCategory: String?,
                       membershipId: String?, expireDue: Bool = false) throws -> [Lot] {
         var lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
-        if expireDue, lots.contains(where: { $0.validUntilMicros.map { $0 <= now } ?? false }) {
+        if expireDue, lots.contains(where: { Draws.isDue($0, now: now) }) {
             if lots.count > LedgerLimits.maxLotsPerDraw {
                 // Not all due lots may be in this page: expire them all, then read again.
                 try expireDueLots(tenant: tenant, client: client, now: now)
                 lots = try activeLots(tenant: tenant, client: client, limit: LedgerLimits.maxLotsPerDraw + 1)
             } else {
-                for lot in lots where lot.validUntilMicros.map({ $0 <= now }) ?? false {
+                for lot in lots where Draws.isDue(lot, now: now) {
                     try expire(tenant: tenant, lot: lot)
                 }
                 // Expired lots are not valid now: the filter below drops them.
             }
         }
         if lots.count > LedgerLimits.maxLotsPerDraw { throw LedgerError.tooManyLots(limit: LedgerLimits.maxLotsPerDraw) }
-        return lots.filter { lot in
-            lot.freeMinor > 0 && lot.isValid(atMicros: now)
-                && (centerId.map { lot.scope.admits(center: $0, serviceCategory: serviceCategory, membershipId: membershipId) } ?? true)
-        }
+        return Draws.eligible(lots, now: now, centerId: centerId, serviceCategory: serviceCategory, membershipId: membershipId)
     }
 
     /// Net amount per lot drawn by the entries of `refId` and not yet
     /// returned (spends and their reversals, write-offs and their voids).
-    func outstandingDraws(tenant: String, refId: String) throws -> [(lotId: String, minor: Int64, firstSeq: Int64)] {
+    public func outstandingDraws(tenant: String, refId: String) throws -> [Splits.Owed] {
         try db.statement("""
             SELECT a.lot_id, -SUM(a.remaining_delta_minor), MIN(a.seq) FROM allocations a
             JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
             WHERE e.tenant_id = ? AND e.ref_id = ? GROUP BY a.lot_id
             ORDER BY MIN(CASE WHEN a.remaining_delta_minor < 0 THEN a.seq END),
                      MIN(CASE WHEN a.remaining_delta_minor < 0 THEN a.ordinal END)
-            """).bind(.text(tenant), .text(refId)).rows { ($0.text(0), $0.int(1), $0.int(2)) }
+            """).bind(.text(tenant), .text(refId)).rows { Splits.Owed(lotId: $0.text(0), minor: $0.int(1)) }
     }
 
     // MARK: Idempotency
@@ -449,63 +396,5 @@ enum ListCodec {
     static func encode(_ list: [String]) -> String { list.joined(separator: String(separator)) }
     static func decode(_ text: String) -> [String] {
         text.isEmpty ? [] : text.split(separator: separator, omittingEmptySubsequences: false).map(String.init)
-    }
-}
-
-/// Random, prefixed identifiers: `lot_` + 20 base-32 characters (100 bits).
-public enum IDs {
-    private static let alphabet: [UInt8] = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
-    private static let pool = Mutex(RandomPool())
-
-    /// "<prefix>_" and 20 characters of base32 (alphabet in ASCII order):
-    /// 10 for the milliseconds since 1970, then 10 for 50 random bits. Ids
-    /// made later sort after earlier ones, so the B-trees keyed by them
-    /// (spends, holds, lots, entries by ref) grow at their right edge instead
-    /// of touching a random page per insert; 50 random bits keep them
-    /// unguessable and distinct within a millisecond.
-    public static func make(_ prefix: String) -> String {
-        let millis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
-        var random = pool.withLock { $0.next() }
-        var bytes = [UInt8](repeating: 0, count: prefix.utf8.count + 21)
-        var i = 0
-        for b in prefix.utf8 { bytes[i] = b; i += 1 }
-        bytes[i] = UInt8(ascii: "_")
-        i += 1
-        for k in 0..<10 {  // most significant first: string order = time order
-            bytes[i + k] = alphabet[Int((millis >> UInt64(5 * (9 - k))) & 31)]
-        }
-        for k in 10..<20 {
-            bytes[i + k] = alphabet[Int(random & 31)]
-            random >>= 5
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Random words from the kernel, read from /dev/urandom 4 KiB at a time
-/// (one read per 512 words instead of a getrandom call per word).
-private struct RandomPool {
-    private static let urandom: Int32 = {
-        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
-        precondition(fd >= 0, "cannot open /dev/urandom: errno \(errno)")
-        return fd
-    }()
-
-    private var words = [UInt64](repeating: 0, count: 512)
-    private var index = 512
-
-    mutating func next() -> UInt64 {
-        if index == words.count {
-            words.withUnsafeMutableBytes { buffer in
-                var filled = 0
-                while filled < buffer.count {
-                    let n = read(Self.urandom, buffer.baseAddress! + filled, buffer.count - filled)
-                    if n > 0 { filled += n } else { precondition(n < 0 && errno == EINTR, "reading /dev/urandom failed: errno \(errno)") }
-                }
-            }
-            index = 0
-        }
-        defer { index += 1 }
-        return words[index]
     }
 }

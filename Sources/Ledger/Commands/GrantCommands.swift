@@ -7,7 +7,7 @@ public struct GrantResult: Sendable, Equatable {
     public var balance: BalanceSummary
 }
 
-public struct PurchasePackage: LedgerCommand {
+public struct PurchasePackage: StorageCommand {
     public static let operation = "purchase"
     public var tenantId: String
     public var clientId: String
@@ -40,9 +40,9 @@ public struct PurchasePackage: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> GrantResult {
+    public func apply(to store: some LedgerStorage) throws -> GrantResult {
         _ = try store.requireTenant(tenantId)
-        guard let package = try StoreReads(db: store.db).package(tenant: tenantId, id: packageId) else {
+        guard let package = try store.package(tenant: tenantId, id: packageId) else {
             throw LedgerError.notFound(kind: "package", id: packageId)
         }
         guard package.active else { throw LedgerError.packageInactive(packageId: packageId) }
@@ -61,7 +61,7 @@ public struct PurchasePackage: LedgerCommand {
 }
 
 /// Staff add an arbitrary amount (front-desk sale, goodwill).
-public struct CreateCreditOrder: LedgerCommand {
+public struct CreateCreditOrder: StorageCommand {
     public static let operation = "credit_order"
     public var tenantId: String
     public var clientId: String
@@ -103,7 +103,7 @@ public struct CreateCreditOrder: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> GrantResult {
+    public func apply(to store: some LedgerStorage) throws -> GrantResult {
         if let validUntilMicros, validUntilMicros <= store.clock.nowMicros() {
             throw LedgerError.invalid("valid_until", "must be in the future")
         }
@@ -129,7 +129,7 @@ public struct AdjustmentResult: Sendable, Equatable {
 
 /// A signed manual correction with a reason: positive adds a lot, negative
 /// draws from the client's valid lots (soonest expiry first).
-public struct AdjustBalance: LedgerCommand {
+public struct AdjustBalance: StorageCommand {
     public static let operation = "adjust"
     public var tenantId: String
     public var clientId: String
@@ -167,7 +167,7 @@ public struct AdjustBalance: LedgerCommand {
         try v.finish()
     }
 
-    public func apply(_ store: LedgerStore) throws -> AdjustmentResult {
+    public func apply(to store: some LedgerStorage) throws -> AdjustmentResult {
         let now = store.clock.nowMicros()
         if amountMinor > 0 {
             if let validUntilMicros, validUntilMicros <= now { throw LedgerError.invalid("valid_until", "must be in the future") }
@@ -182,11 +182,10 @@ public struct AdjustBalance: LedgerCommand {
         let amount = -amountMinor
         let allocations = try store.drawEligible(tenant: tenantId, client: clientId, amountMinor: amount, centerId: nil,
                                                  serviceCategory: nil, membershipId: nil, hold: false)
-        let id = IDs.make("adj")
-        let entry = try store.appendEntry(
-            tenant: tenantId, type: .adjustment, client: clientId, amountMinor: amount, debit: Account.available(clientId),
-            credit: Account.adjustments, refId: id, centerId: centerId, idempotencyKey: idempotencyKey ?? "",
-            reason: reason, allocations: allocations)
+        let id = IDs.make("adj", clock: store.clock)
+        let entry = try store.appendEntry(tenant: tenantId, EntryPlans.negativeAdjustment(
+            clientId: clientId, adjustmentId: id, amountMinor: amount, centerId: centerId, reason: reason,
+            idempotencyKey: idempotencyKey ?? "", allocations: allocations))
         return AdjustmentResult(adjustmentId: id, lot: nil, allocations: allocations,
                                 balance: BalanceSummary(clientId: clientId, availableMinor: entry.availableAfterMinor, heldMinor: entry.heldAfterMinor, seq: entry.seq))
     }
