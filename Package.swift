@@ -154,6 +154,16 @@ let package = Package(
 
         .testTarget(name: "CreditsProtoTests", dependencies: ["CreditsProto"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerSeed"]),
+        // The credits.v1 handlers in process: in-memory calls over a real
+        // ledger in a temporary directory, no sockets.
+        .testTarget(
+            name: "CreditsAPITests",
+            dependencies: [
+                "CreditsAPI", "GRPCServices", "GRPCTransport", "CreditsProto", "Ledger",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "GRPCClientTests", dependencies: ["GRPCClient"]),
         .testTarget(name: "creditctlTests", dependencies: ["creditctl", "CreditsProto"]),
         .testTarget(

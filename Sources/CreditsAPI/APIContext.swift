@@ -130,6 +130,11 @@ final class APICore: Sendable {
     /// Queues a write; answers with `reply(output)`, or with the stored reply
     /// of an earlier request with the same idempotency key.
     ///
+    /// The response is serialized once, by the writer (`reply` then
+    /// `serializedBytes`, on its thread): those bytes are stored for replays
+    /// and sent as they are; a replay sends the stored bytes without
+    /// decoding them.
+    ///
     /// A failure status means nothing was applied: until the writer takes the
     /// write into a batch, a passing deadline or a cancelled stream withdraws
     /// it (DEADLINE_EXCEEDED / CANCELLED, never applied); once taken, its
@@ -146,7 +151,6 @@ final class APICore: Sendable {
         }
         assert(command.idempotencyKey == nil || OperationResponses.messageName[C.operation] == Response.protoMessageName,
                "\(C.operation) answers \(Response.protoMessageName): update OperationResponses")
-        let built = ResponseBox<Response>()
         let ticket = WriteTicket()
         if call.eventLoop.inEventLoop {  // (handlers run there; the hooks are event-loop state)
             call.call.onCancelled { _ = ticket.withdraw() }
@@ -155,20 +159,11 @@ final class APICore: Sendable {
                 call.call.onDeadline { ticket.withdraw() || ticket.isWithdrawn ? .fail : .wait }
             }
         }
-        ledger.submit(command, deadlineUptimeNanos: call.deadline?.uptimeNanoseconds, ticket: ticket, encodeReply: { output in
-            let response = reply(output)
-            built.response = response
-            return response.serializedBytes()
-        }) { result in
+        ledger.submit(command, deadlineUptimeNanos: call.deadline?.uptimeNanoseconds, ticket: ticket,
+                      encodeReply: { reply($0).serializedBytes() }) { result in
             switch result {
-            case .success(.applied(let output)):
-                call.respond(built.response ?? reply(output))
-            case .success(.replayed(let bytes, _, _)):
-                guard let response = try? Response(serializedBytes: bytes) else {
-                    call.fail(RPCError(.internalError, "stored reply cannot be decoded", reason: .storage))
-                    return
-                }
-                call.respond(response)
+            case .success(let outcome):
+                call.respond(serialized: outcome.reply)
             case .failure(let error):
                 call.fail(ErrorMapping.rpcError(error))
             }
@@ -252,12 +247,6 @@ struct RequestCheck {
         }
         return RPCError.invalidArgument(all)
     }
-}
-
-/// The response built while the writer stored it for idempotent replays,
-/// reused for the answer (writer thread only).
-final class ResponseBox<Response>: @unchecked Sendable {
-    var response: Response?
 }
 
 /// Opaque page tokens: the list's kind and filters, and a cursor. A token

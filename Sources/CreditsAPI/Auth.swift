@@ -28,6 +28,20 @@ public struct Caller: Sendable, Equatable {
     }
 }
 
+/// The time the API layer reads itself (cache lifetimes): monotonic,
+/// injected so that tests can move it. Times of the ledger's records come
+/// from the ledger's `LedgerClock`.
+public protocol APIClock: Sendable {
+    /// Nanoseconds since a fixed point in the past; never goes back.
+    func uptimeNanos() -> UInt64
+}
+
+/// The system's monotonic clock.
+public struct SystemUptimeClock: APIClock {
+    public init() {}
+    public func uptimeNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+}
+
 /// Bearer tokens are "<key id>.<secret>"; only SHA-256(secret) is stored and
 /// compared in constant time. The admin token comes from configuration.
 public final class Authenticator: Sendable {
@@ -75,13 +89,15 @@ public final class Authenticator: Sendable {
     static let maxCachedKeys = 100_000
     static let cacheTTLNanos: UInt64 = 1_000_000_000
 
-    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
+    /// The clock of the caches' lifetimes (`cacheTTLNanos`).
+    private let clock: any APIClock
+    private var now: UInt64 { clock.uptimeNanos() }
 
     /// A tenant's name, currency and directory access, cached (their
     /// `lastSeq` is not kept: read seqs from the ledger). Only tenants that
     /// exist are cached; SetDirectoryAccess invalidates.
     func tenant(_ id: String, reader: LedgerReader) throws -> Tenant? {
-        let now = Self.now
+        let now = self.now
         let generation = generation.load(ordering: .acquiring)
         let memo = memo
         if memo.tenantGeneration == generation, memo.tenantUntil > now, let tenant = memo.tenant, tenant.id == id { return tenant }
@@ -107,7 +123,8 @@ public final class Authenticator: Sendable {
         generation.add(1, ordering: .releasing)
     }
 
-    public init(adminToken: String?) {
+    public init(adminToken: String?, clock: any APIClock = SystemUptimeClock()) {
+        self.clock = clock
         adminTokenHash = adminToken.flatMap { $0.isEmpty ? nil : Self.hash($0) }
     }
 
@@ -205,7 +222,7 @@ public final class Authenticator: Sendable {
 
     /// The unrevoked key whose id and secret the token carries ("<id>.<secret>").
     private func matchingKey(_ token: Substring, reader: LedgerReader) throws(RPCErrorBox) -> APIKeyRecord? {
-        let now = Self.now
+        let now = self.now
         let generation = generation.load(ordering: .acquiring)
         let memo = memo
         if memo.keyGeneration == generation, memo.keyUntil > now, let key = memo.key, Self.constantTimeEqual(token.utf8, memo.token) {

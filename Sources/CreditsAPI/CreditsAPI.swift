@@ -8,8 +8,10 @@ public final class CreditsAPI: Sendable {
     let hub: StreamHub
     private let listener: Int
 
-    public init(ledger: Ledger, adminToken: String?, streams: StreamLimits = StreamLimits()) {
-        core = APICore(ledger: ledger, auth: Authenticator(adminToken: adminToken))
+    /// `clock` is the API layer's own time (caches); the ledger's clock
+    /// dates what it records.
+    public init(ledger: Ledger, adminToken: String?, streams: StreamLimits = StreamLimits(), clock: any APIClock = SystemUptimeClock()) {
+        core = APICore(ledger: ledger, auth: Authenticator(adminToken: adminToken, clock: clock))
         let hub = StreamHub(limits: streams, makeReader: { try ledger.makeReader() })
         self.hub = hub
         listener = ledger.commits.addListener { hub.notice($0) }

@@ -166,7 +166,7 @@ final class ImportLotsCall: ProtoRecordStreamHandler, @unchecked Sendable {
                      "each record is answered once")
         let outcome: Outcome
         switch result {
-        case .success(.applied(let output)): outcome = .applied(seq: output.seq)
+        case .success(.applied(let output, _)): outcome = .applied(seq: output.seq)
         case .success(.replayed): outcome = .alreadyApplied
         case .failure(.unavailable), .failure(.overloaded), .failure(.withdrawn):
             // Not queued: this record and the rest of the stream are left for a re-send.

@@ -121,6 +121,20 @@ public struct ProtoCall<Response: ProtoMessage>: Sendable {
         }
     }
 
+    /// Sends the one response of a unary call, already serialized (bytes of
+    /// a `Response`, e.g. a stored reply), as they are, and ends it OK.
+    public func respond(serialized bytes: [UInt8], trailers: Metadata = Metadata()) {
+        if call.eventLoop.inEventLoop {
+            call.sendMessage { buffer in
+                buffer.reserveCapacity(minimumWritableBytes: bytes.count)
+                buffer.writeBytes(bytes)
+            }
+            call.finish(.ok, trailers: trailers)
+        } else {
+            call.eventLoop.execute { self.respond(serialized: bytes, trailers: trailers) }
+        }
+    }
+
     public func finish(trailers: Metadata = Metadata()) {
         call.finish(.ok, trailers: trailers)
     }

@@ -21,9 +21,19 @@ public protocol LedgerCommand: Sendable {
 
 /// What a write returned: applied now, or the stored reply of an earlier
 /// request with the same idempotency key.
+///
+/// `reply` is what the write's encoder made of the output, once, on the
+/// writer thread: the bytes stored for replays are the bytes answered.
 public enum WriteOutcome<Output: Sendable>: Sendable {
-    case applied(Output)
+    case applied(Output, reply: [UInt8])
     case replayed(reply: [UInt8], resultId: String, seq: Int64)
+
+    /// The reply bytes: encoded now, or stored by the first request.
+    public var reply: [UInt8] {
+        switch self {
+        case .applied(_, let reply), .replayed(let reply, _, _): return reply
+        }
+    }
 }
 
 /// Validation helpers shared by commands.

@@ -76,8 +76,10 @@ public final class Ledger: @unchecked Sendable {
 
     /// Queues a write. `completion` runs on the writer thread once the batch
     /// holding it has committed (or with the error that stopped it).
-    /// `encodeReply` turns the result into the bytes stored for idempotent
-    /// replays (the API layer's serialized response).
+    /// `encodeReply` turns the result into the reply bytes (for the API
+    /// layer, its serialized response): a pure function, run once on the
+    /// writer thread for each applied write; the same bytes are stored for
+    /// idempotent replays and returned in `.applied(_, reply:)`.
     ///
     /// With a `ticket`, the caller may withdraw the write until the writer
     /// takes it into a batch (see `WriteTicket`); a write whose deadline has

@@ -161,6 +161,9 @@ final class LedgerWriter: @unchecked Sendable {
     }
 
     /// Idempotency first, then the command, then its idempotency record.
+    /// `encodeReply` runs once per applied write, here (inside the savepoint):
+    /// its bytes are stored with the record and are the outcome's reply; a
+    /// replay returns the stored bytes as they are.
     private static func execute<C: LedgerCommand>(_ command: C, fields: String, store: LedgerStore, encodeReply: (C.Output) -> [UInt8],
                                                   completion: @escaping (Result<WriteOutcome<C.Output>, LedgerError>) -> Void) throws -> () -> Void {
         if let key = command.idempotencyKey, !key.isEmpty {
@@ -174,13 +177,15 @@ final class LedgerWriter: @unchecked Sendable {
                 return { completion(.success(.replayed(reply: existing.reply, resultId: existing.resultId, seq: existing.seq))) }
             }
             let output = try command.apply(store)
+            let reply = encodeReply(output)
             try store.storeIdempotency(tenant: command.tenantId, key: key, record: .init(
                 operation: C.operation, fields: fields, resultId: command.resultId(output), seq: command.resultSeq(output),
-                reply: encodeReply(output), createdMicros: store.clock.nowMicros()))
-            return { completion(.success(.applied(output))) }
+                reply: reply, createdMicros: store.clock.nowMicros()))
+            return { completion(.success(.applied(output, reply: reply))) }
         }
         let output = try command.apply(store)
-        return { completion(.success(.applied(output))) }
+        let reply = encodeReply(output)
+        return { completion(.success(.applied(output, reply: reply))) }
     }
 
     /// Names of the fields whose values differ between two canonical field lists.

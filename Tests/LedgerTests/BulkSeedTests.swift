@@ -125,7 +125,7 @@ import LedgerSeed
         let spend = try ledger.write(SpendCredits(tenantId: "lg", clientId: "lg-client-11", amountMinor: 1_234, reason: .booking,
                                                   centerId: "c1", bookingRef: "after", serviceCategory: nil, membershipId: nil,
                                                   idempotencyKey: "after-1"))
-        guard case .applied(let result) = spend else { Issue.record("expected applied"); return }
+        guard case .applied(let result, _) = spend else { Issue.record("expected applied"); return }
         #expect(result.balance.seq == 1_201)
         #expect(try ledger.verify().ok)
     }

@@ -32,7 +32,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         var failures: [LedgerError] = []
         for result in results {
             switch result {
-            case .success(.applied(let spend)): applied.append(spend)
+            case .success(.applied(let spend, _)): applied.append(spend)
             case .success(.replayed): Issue.record("unexpected replay")
             case .failure(let error): failures.append(error)
             }
@@ -54,7 +54,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
         try fx.order("c", 3_000)
         let results = try #require(submitConcurrently(fx.ledger, tenant: "t1", client: "c", count: 1_000, amount: 3, keyPrefix: "gc"))
         #expect(results.count == 1_000)
-        let applied = results.compactMap { r -> SpendResult? in if case .success(.applied(let s)) = r { return s } else { return nil } }
+        let applied = results.compactMap { r -> SpendResult? in if case .success(.applied(let s, _)) = r { return s } else { return nil } }
         #expect(applied.count == 1_000)
         #expect(Set(applied.map(\.balance.seq)) == Set(2...1_001))
         #expect(try fx.balance("c").summary == BalanceSummary(clientId: "c", availableMinor: 0, heldMinor: 0, seq: 1_001))
@@ -82,7 +82,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
                     if case .failure(let e) = $0 { failures.add(e) }
                     writes.leave()
                 }
-                if i % 100 == 0 { Thread.sleep(forTimeInterval: 0.001) }
+                if i % 100 == 0 { Thread.sleep(forTimeInterval: 0.001) }  // pacing: writes go on during the backups (nothing is waited for)
             }
         }
         let pages = try fx.reader.db.statement("PRAGMA page_count").first { $0.int(0) } ?? 0
@@ -114,7 +114,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
             #expect(summary.seq >= 2_001 && summary.seq <= 4_001)
             #expect(summary.availableMinor == 1_000_000 - (summary.seq - 1))
             // The copy takes writes of its own.
-            guard case .applied(let spend) = try restored.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 5, reason: .other, centerId: "c1",
+            guard case .applied(let spend, _) = try restored.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 5, reason: .other, centerId: "c1",
                                                                               bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: "after-restore")) else {
                 Issue.record("not applied"); continue
             }
@@ -144,7 +144,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
             _ = try ledger.write(CreateTenant(id: "t1", name: "Gym", currency: "EUR", allowDirectory: false))
             _ = try ledger.write(CreateCreditOrder(tenantId: "t1", clientId: "c", amountMinor: 500, priceMinor: 500, centerId: "c1", note: "",
                                                    validUntilMicros: clock.nowMicros() + microsPerDay, scope: .any, idempotencyKey: "o1"))
-            guard case .applied(let spend) = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 120, reason: .booking, centerId: "c1",
+            guard case .applied(let spend, _) = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 120, reason: .booking, centerId: "c1",
                                                                             bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: "s1")) else {
                 Issue.record("not applied"); return
             }
@@ -167,7 +167,7 @@ func submitConcurrently(_ ledger: Ledger, tenant: String, client: String, count:
             Issue.record("expected a replay"); return
         }
         #expect(id == spendId && seq == 2)
-        guard case .applied(let next) = try reopened.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 80, reason: .booking, centerId: "c1",
+        guard case .applied(let next, _) = try reopened.write(SpendCredits(tenantId: "t1", clientId: "c", amountMinor: 80, reason: .booking, centerId: "c1",
                                                                          bookingRef: "", serviceCategory: nil, membershipId: nil, idempotencyKey: "s2")) else {
             Issue.record("not applied"); return
         }

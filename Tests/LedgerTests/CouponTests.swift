@@ -403,7 +403,7 @@ extension Fixture {
 extension WriteOutcome {
     /// The output of a write that must have been applied (not replayed).
     func applied() throws -> Output {
-        guard case .applied(let output) = self else { throw UnexpectedReplay() }
+        guard case .applied(let output, _) = self else { throw UnexpectedReplay() }
         return output
     }
 }

@@ -11,7 +11,7 @@ import Testing
         let notices = Mutex<[CommitNotice]>([])
         let id = fx.ledger.commits.addListener { notice in
             let first = notices.withLock { $0.append(notice); return $0.count == 1 }
-            if first { Thread.sleep(forTimeInterval: 0.5) }  // a slow listener
+            if first { Thread.sleep(forTimeInterval: 0.5) }  // under test: a slow listener (not a wait)
         }
         let start = Date()
         try fx.order("a", 100)
@@ -19,21 +19,26 @@ import Testing
         try fx.order("b", 5)
         #expect(Date().timeIntervalSince(start) < 0.4, "a slow listener does not hold up the writer")
         let seq = fx.lastSeq
-        var waited = 0
-        while notices.withLock({ $0.last?.tenantSeqs[fx.tenant] }) != seq && waited < 500 {
-            Thread.sleep(forTimeInterval: 0.01)
-            waited += 1
-        }
+        _ = waitUntil { notices.withLock({ $0.last?.tenantSeqs[fx.tenant] }) == seq }
         let all = notices.withLock { $0 }
         #expect(all.last?.tenantSeqs[fx.tenant] == seq)
         let clients = all.reduce(into: Set<LedgerClientKey>()) { $0.formUnion($1.clients) }
         #expect(clients == [LedgerClientKey(tenant: fx.tenant, client: "a"), LedgerClientKey(tenant: fx.tenant, client: "b")])
         #expect(all.allSatisfy { !$0.everyClient })
         #expect(fx.ledger.commits.latestSeq(tenant: fx.tenant) == seq)
+        // A listener still registered hears each notice after the removed one
+        // would have (one pass over the listeners per notice): once it has
+        // heard the next commit, the removed listener has missed it.
+        let heard = Mutex<Int64>(0)
+        let probe = fx.ledger.commits.addListener { notice in
+            if let seq = notice.tenantSeqs[fx.tenant] { heard.withLock { $0 = max($0, seq) } }
+        }
+        defer { fx.ledger.commits.removeListener(probe) }
         fx.ledger.commits.removeListener(id)
         let count = all.count
         try fx.order("c", 1)
-        Thread.sleep(forTimeInterval: 0.05)
+        let next = fx.lastSeq
+        #expect(waitUntil { heard.withLock { $0 } >= next }, "the probe hears the commit")
         #expect(notices.withLock { $0.count } == count, "a removed listener hears nothing")
     }
 
@@ -47,11 +52,7 @@ import Testing
         _ = feed.addListener { n in got.withLock { $0 = n } }
         feed.start()
         defer { feed.stop() }
-        var waited = 0
-        while got.withLock({ $0 }) == nil && waited < 500 {
-            Thread.sleep(forTimeInterval: 0.01)
-            waited += 1
-        }
+        _ = waitUntil { got.withLock({ $0 }) != nil }
         let notice = got.withLock { $0 }
         #expect(notice?.everyClient == true)
         #expect(notice?.clients.isEmpty == true)

@@ -294,6 +294,38 @@ import Testing
         PurchasePackage(tenantId: "t1", clientId: client, packageId: pkg.id, centerId: center, paymentRef: payment, idempotencyKey: key)
     }
 
+    /// Encode once: the encoder runs once per applied write (with or without
+    /// a key), its bytes are the outcome's reply, and a replay returns the
+    /// stored bytes without running it.
+    @Test func encoderRunsOncePerAppliedWriteAndNeverOnReplay() throws {
+        let (fx, pkg) = try setUp()
+        defer { fx.finish() }
+        var encoded = 0
+        let outcome = try fx.ledger.write(purchase(fx, pkg, key: "once")) { grant in
+            encoded += 1
+            return Array("grant:\(grant.lot.id)".utf8)
+        }
+        guard case .applied(let grant, let reply) = outcome else { Issue.record("expected applied, got \(outcome)"); return }
+        #expect(encoded == 1)
+        #expect(reply == Array("grant:\(grant.lot.id)".utf8))
+        #expect(outcome.reply == reply)
+        let replay = try fx.ledger.write(purchase(fx, pkg, key: "once")) { _ in
+            encoded += 1
+            return []
+        }
+        guard case .replayed(let stored, _, _) = replay else { Issue.record("expected replay, got \(replay)"); return }
+        #expect(stored == reply)
+        #expect(encoded == 1)
+        let keyless = try fx.ledger.write(CreatePackage(tenantId: "t1", name: "Five", creditsMinor: 500, priceMinor: 450, validityDays: nil,
+                                                        scope: .any, idempotencyKey: nil)) { created in
+            encoded += 1
+            return Array(created.id.utf8)
+        }
+        guard case .applied(let created, let keylessReply) = keyless else { Issue.record("expected applied, got \(keyless)"); return }
+        #expect(keylessReply == Array(created.id.utf8))
+        #expect(encoded == 2)
+    }
+
     @Test func purchaseRequiresKey() throws {
         let (fx, pkg) = try setUp()
         defer { fx.finish() }
@@ -308,10 +340,11 @@ import Testing
         let (fx, pkg) = try setUp()
         defer { fx.finish() }
         let command = purchase(fx, pkg, key: "buy-1")
-        guard case .applied(let grant) = try fx.ledger.write(command, encodeReply: { Array("reply:\($0.lot.id)".utf8) }) else {
+        guard case .applied(let grant, let firstReply) = try fx.ledger.write(command, encodeReply: { Array("reply:\($0.lot.id)".utf8) }) else {
             Issue.record("first write not applied"); return
         }
         let stored = Array("reply:\(grant.lot.id)".utf8)
+        #expect(firstReply == stored)  // the encoder's bytes are the reply, and are what is stored
         let before = try fx.balance("c")
         fx.clock.advance(seconds: 60)
         let outcome = try fx.ledger.write(command, encodeReply: { _ in Array("different".utf8) })
@@ -1279,7 +1312,7 @@ extension StatementTests {
         let results = Collector<Result<WriteOutcome<SpendResult>, LedgerError>>()
         fx.ledger.submit(fx.spendCmd("c", 40)) { results.add($0); done.signal() }
         #expect(done.wait(timeout: .now() + 10) == .success)
-        guard case .success(.applied(let spend))? = results.all.first else { Issue.record("\(results.all)"); return }
+        guard case .success(.applied(let spend, _))? = results.all.first else { Issue.record("\(results.all)"); return }
         #expect(spend.balance.availableMinor == 60)
 
         // Invalid input is reported before submit returns, without queueing.
@@ -1332,7 +1365,7 @@ extension StatementTests {
         for (name, result) in results.all {
             switch (name, result) {
             case ("withdrawn", .failure(let error)): #expect(error == .withdrawn)
-            case ("kept", .success(.applied(let spend))): #expect(spend.balance.availableMinor == 79)
+            case ("kept", .success(.applied(let spend, _))): #expect(spend.balance.availableMinor == 79)
             default: Issue.record("\(name): \(result)")
             }
         }

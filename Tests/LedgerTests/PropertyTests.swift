@@ -265,7 +265,7 @@ final class PropertyRun {
             return
         case .success(let o): outcome = o
         }
-        guard case .applied(let output) = outcome else { Issue.record("replayed: \(outcome) — \(context())"); return }
+        guard case .applied(let output, _) = outcome else { Issue.record("replayed: \(outcome) — \(context())"); return }
         if let expectedError { Issue.record("expected \(expectedError), got \(output) — \(context())"); return }
         try check(output)
         let expectedId = command.resultId(output), expectedSeq = command.resultSeq(output)
@@ -273,7 +273,7 @@ final class PropertyRun {
             switch attempt(command) {
             case .success(.replayed(_, let id, let seq)):
                 return id == expectedId && seq == expectedSeq ? nil : "replayed \(id)/\(seq), expected \(expectedId)/\(expectedSeq)"
-            case .success(.applied(let again)): return "retry applied again: \(again)"
+            case .success(.applied(let again, _)): return "retry applied again: \(again)"
             case .failure(let error): return "retry failed: \(error)"
             }
         }

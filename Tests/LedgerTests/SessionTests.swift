@@ -435,7 +435,7 @@ extension Fixture {
             fx.ledger.submit(UsePackageCredit(tenantId: "t1", paymentRef: "pay-\(i)", clientId: "c", serviceId: "massage", scopeId: nil,
                                               idempotencyKey: "race-\(i)")) { result in
                 results.add(result.map { outcome -> String in
-                    if case .applied(let out) = outcome { return out.redemption.id }
+                    if case .applied(let out, _) = outcome { return out.redemption.id }
                     return "replayed"
                 })
                 done.leave()

@@ -9,16 +9,16 @@ import Testing
         let (ledger, _) = try tempLedger()
         defer { ledger.close() }
         _ = try ledger.write(CreateTenant(id: "t1", name: "Gym", currency: "EUR", allowDirectory: false))
-        guard case .applied(let pkg) = try ledger.write(CreatePackage(tenantId: "t1", name: "10", creditsMinor: 1000, priceMinor: 900, validityDays: 30, scope: .any, idempotencyKey: nil)) else { Issue.record(); return }
-        guard case .applied(let grant) = try ledger.write(PurchasePackage(tenantId: "t1", clientId: "c1", packageId: pkg.id, centerId: "ctr1", paymentRef: "pay1", idempotencyKey: "k1")) else { Issue.record(); return }
+        guard case .applied(let pkg, _) = try ledger.write(CreatePackage(tenantId: "t1", name: "10", creditsMinor: 1000, priceMinor: 900, validityDays: 30, scope: .any, idempotencyKey: nil)) else { Issue.record(); return }
+        guard case .applied(let grant, _) = try ledger.write(PurchasePackage(tenantId: "t1", clientId: "c1", packageId: pkg.id, centerId: "ctr1", paymentRef: "pay1", idempotencyKey: "k1")) else { Issue.record(); return }
         #expect(grant.balance.availableMinor == 1000)
-        guard case .applied(let spend) = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 300, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) else { Issue.record(); return }
+        guard case .applied(let spend, _) = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 300, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) else { Issue.record(); return }
         #expect(spend.balance.availableMinor == 700)
-        guard case .applied(let hold) = try ledger.write(CreateHold(tenantId: "t1", clientId: "c1", amountMinor: 200, centerId: "ctr1", bookingRef: "b2", serviceCategory: nil, membershipId: nil, expiresMicros: TestClock().nowMicros() + 3_600_000_000, idempotencyKey: "k3")) else { Issue.record(); return }
+        guard case .applied(let hold, _) = try ledger.write(CreateHold(tenantId: "t1", clientId: "c1", amountMinor: 200, centerId: "ctr1", bookingRef: "b2", serviceCategory: nil, membershipId: nil, expiresMicros: TestClock().nowMicros() + 3_600_000_000, idempotencyKey: "k3")) else { Issue.record(); return }
         #expect(hold.balance.availableMinor == 500 && hold.balance.heldMinor == 200)
-        guard case .applied(let cap) = try ledger.write(CaptureHold(tenantId: "t1", holdId: hold.hold.id, amountMinor: 50, reason: .checkIn, idempotencyKey: "k4")) else { Issue.record(); return }
+        guard case .applied(let cap, _) = try ledger.write(CaptureHold(tenantId: "t1", holdId: hold.hold.id, amountMinor: 50, reason: .checkIn, idempotencyKey: "k4")) else { Issue.record(); return }
         #expect(cap.balance.availableMinor == 650 && cap.balance.heldMinor == 0)
-        guard case .applied(let rev) = try ledger.write(ReverseSpend(tenantId: "t1", spendId: spend.spend.id, amountMinor: 100, reason: "refund", idempotencyKey: "k5")) else { Issue.record(); return }
+        guard case .applied(let rev, _) = try ledger.write(ReverseSpend(tenantId: "t1", spendId: spend.spend.id, amountMinor: 100, reason: "refund", idempotencyKey: "k5")) else { Issue.record(); return }
         #expect(rev.balance.availableMinor == 750)
         guard case .replayed = try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 300, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) else { Issue.record(); return }
         #expect(throws: LedgerError.self) { try ledger.write(SpendCredits(tenantId: "t1", clientId: "c1", amountMinor: 301, reason: .booking, centerId: "ctr1", bookingRef: "b1", serviceCategory: nil, membershipId: nil, idempotencyKey: "k2")) }

@@ -75,7 +75,7 @@ final class Fixture {
     @discardableResult
     func apply<C: LedgerCommand>(_ command: C, sourceLocation: SourceLocation = #_sourceLocation) throws -> C.Output {
         switch try ledger.write(command) {
-        case .applied(let output): return output
+        case .applied(let output, _): return output
         case .replayed(_, let id, _):
             Issue.record("expected the command to be applied, it was replayed (result \(id))", sourceLocation: sourceLocation)
             throw UnexpectedReplay()
@@ -241,13 +241,20 @@ final class Fixture {
 
     /// Polls `condition` (on this thread) until it holds or `seconds` pass.
     func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        return try condition()
+        try waitUntil(seconds: seconds, condition)
     }
+}
+
+/// Polls `condition` (on this thread) until it holds or `seconds` pass;
+/// true if it held. Tests wait with this for what they need, never with a
+/// fixed sleep.
+func waitUntil(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.005)
+    }
+    return try condition()
 }
 
 /// Collects results from completion handlers running on other threads.

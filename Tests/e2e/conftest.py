@@ -48,6 +48,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(condition, timeout: float = 10.0, what: str = "", interval: float = 0.02):
+    """Polls `condition()` until it returns a truthy value, and returns that
+    value; fails the test (AssertionError naming `what`) once `timeout`
+    seconds pass without it. Tests wait with this for what they need, never
+    with a fixed sleep (a sleep stays only where stalling is what a test
+    does, and says so)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        time.sleep(interval)
+
+
 def open_channel(port: int, options=(), compression=None) -> grpc.Channel:
     return grpc.insecure_channel(
         f"127.0.0.1:{port}", options=list(CHANNEL_OPTIONS) + list(options), compression=compression

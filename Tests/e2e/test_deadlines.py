@@ -26,6 +26,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from conftest import wait_until
 from credits_api import NOT_FOUND, Tenant, channel_for, expect, uid
 
 WRITES = 300
@@ -94,8 +95,9 @@ class RawCalls:
         self.sock.close()
 
 
-def background_writes(t: Tenant, cs, stop: threading.Event, errors: list):
-    """Keeps the writer busy: credit orders and spends on other clients."""
+def background_writes(t: Tenant, cs, stop: threading.Event, errors: list, batches: list):
+    """Keeps the writer busy: credit orders and spends on other clients
+    (`batches` gets an item for each 32 spends answered)."""
     C = cs.credits
     clients = [uid("load-") for _ in range(8)]
     for c in clients:
@@ -109,6 +111,7 @@ def background_writes(t: Tenant, cs, stop: threading.Event, errors: list):
             for f in futures:
                 f.result()
             i += 32
+            batches.append(i)
         except Exception as e:  # noqa: BLE001 — reported by the test
             errors.append(e)
             return
@@ -122,10 +125,12 @@ def test_short_deadlines_status_and_ledger_agree(cs, cchan, admin, credits_serve
 
     stop = threading.Event()
     errors: list = []
-    loaders = [threading.Thread(target=background_writes, args=(t, cs, stop, errors)) for _ in range(2)]
+    batches: list = []
+    loaders = [threading.Thread(target=background_writes, args=(t, cs, stop, errors, batches)) for _ in range(2)]
     for th in loaders:
         th.start()
-    time.sleep(0.5)
+    # The writer is busy (both loaders spending) before the short deadlines start.
+    wait_until(lambda: len(batches) >= 2 or errors, 30, "background spends under way")
 
     rng = random.Random(13)
     raw = RawCalls(credits_server.port, t.staff_key.token)
@@ -140,7 +145,7 @@ def test_short_deadlines_status_and_ledger_agree(cs, cchan, admin, credits_serve
                 sid = raw.start("/credits.v1.CreditService/SpendCredits", req.SerializeToString(), micros)
                 keys[sid] = key
             raw.wait_all()
-            time.sleep(0.01)
+            time.sleep(0.01)  # pacing between rounds (nothing is waited for)
     finally:
         stop.set()
         for th in loaders:

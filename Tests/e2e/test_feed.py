@@ -17,6 +17,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from conftest import wait_until
 from credits_api import Tenant, channel_for, rpc_error, uid, ts
 
 FEED_TIMEOUT = 60.0
@@ -124,9 +125,11 @@ def test_replay_then_live_follow_is_ordered_and_gapless(cs, cchan, admin):
     live = feed.progress[0]
     assert live.seq == before and live.tenant_seq == before
     run_writers(t, clients)
+    # A last write after the others: once the feed has it, anything sent
+    # before it (a duplicate, an entry out of order) is in hand too.
+    t.order(clients[0], 1)
     last = tenant_seq(t)
     assert feed.wait_for(lambda f: len(f.entries) >= last), (len(feed.entries), last)
-    time.sleep(0.3)
     assert feed.seqs() == list(range(1, last + 1)), "every entry once, in seq order, no gap"
     # The feed's entries are the ledger's: compare with each client's statement.
     by_seq = {e.seq: e for e in feed.entries}
@@ -187,9 +190,9 @@ def test_filters_and_progress_checkpoints(cs, cchan, admin):
         th.start()
     for th in threads:
         th.join()
+    t.order(b, 1)  # the last write: the feed has all before it once it has this
     end = tenant_seq(t)
     assert both.wait_for(lambda f: len(f.entries) >= end - last - 2)
-    time.sleep(0.3)
     assert both.seqs() == list(range(last + 3, end + 1))
     both.cancel()
     # Bad filters: INVALID_ARGUMENT naming them.
@@ -210,7 +213,10 @@ def test_tenant_isolation_on_every_stream(cs, cchan, admin):
     assert first.balance.summary.total_minor == 0
     ta.order(shared, 700)
     ta.spend(shared, 5)
-    time.sleep(1.5)
+    # Two of B's progress ticks (every second) after A's commits: A's notices
+    # reached the event loop before the second, so a leaked entry would be in.
+    ticks = len(feed_b.progress)
+    assert feed_b.wait_for(lambda f: len(f.progress) >= ticks + 2, timeout=10), "B's feed ticks"
     assert [e.client_id for e in feed_b.entries] != [] and all(e.client_id != shared for e in feed_b.entries)
     assert all(p.tenant_seq == 1 for p in feed_b.progress), "B's progress shows B's seq, not A's"
     tb.order(shared, 3)
@@ -472,9 +478,18 @@ def test_too_many_streams_are_refused(cs, start_credits_server):
     err = rpc_error(lambda: list(t.staff.feed.WatchBalance(cs.feed.WatchBalanceRequest(client_id="c"), timeout=5)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     a.cancel()
-    time.sleep(0.3)
-    c = t.staff.feed.WatchBalance(cs.feed.WatchBalanceRequest(client_id="c"), timeout=FEED_TIMEOUT)
-    assert next(c).balance.summary.total_minor == 0, "a slot freed by a cancelled stream is reused"
+
+    def reopened():
+        """A watch on a slot freed by the cancel; None while it is not freed yet."""
+        call = t.staff.feed.WatchBalance(cs.feed.WatchBalanceRequest(client_id="c"), timeout=FEED_TIMEOUT)
+        try:
+            return call, next(call)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            return None
+
+    c, first = wait_until(reopened, 10, "the cancelled stream's slot is free again")
+    assert first.balance.summary.total_minor == 0, "a slot freed by a cancelled stream is reused"
     c.cancel()
     b.cancel()
     ch.close()

@@ -135,11 +135,11 @@ def test_as_of_every_statement_entry_equals_the_running_balance_from_zero(cs, t)
 
 def test_as_of_time(cs, t):
     t.order("a", 100)
-    time.sleep(0.02)
+    time.sleep(0.02)  # spacing: the three entries' times differ (what as-of-time is tested on)
     second = t.order("a", 50)
     seq2 = second.balance.seq
     entry2 = [e for e in all_entries(cs, t.staff, "a") if e.seq == seq2][0]
-    time.sleep(0.02)
+    time.sleep(0.02)  # spacing, as above
     t.spend("a", 120)
     # Exactly at the second entry's time: right after it.
     at = as_of(t, "a", time_=entry2.time)

@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 
+from conftest import wait_until
 from credits_api import DENIED, NOT_FOUND, Tenant, admin_actor, channel_for, expect, ts, uid, verify_ok
 
 PATH = "/credits.v1.CreditService/ImportLots"
@@ -191,7 +192,7 @@ def test_a_fast_sender_costs_bounded_memory_and_everything_is_applied(cs, start_
         def sample():
             while not stop.is_set():
                 samples.append(vm(srv.proc.pid, "VmRSS"))
-                time.sleep(0.1)
+                time.sleep(0.1)  # the sampling period (nothing is waited for)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -307,13 +308,20 @@ def test_deadline_before_anything_applied_is_deadline_exceeded(cs, cchan, admin)
     t = Tenant(cs, cchan, admin)
     c = uid("dl0-")
 
+    resumed = threading.Event()
+
     def slow():
-        time.sleep(1.5)
+        time.sleep(1.5)  # the stall under test: the client sends nothing past its deadline
+        resumed.set()
         yield record(cs, uid("k-"), c, 5)
 
     f = expect(cs, grpc.StatusCode.DEADLINE_EXCEEDED, import_lots, t.staff, slow(), timeout=0.5)
     assert f.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(1.5)
+    # The late record is made (and offered to the call) after the deadline;
+    # a write after it goes through the same writer: were the record taken,
+    # it would be committed before this one is answered.
+    wait_until(resumed.is_set, 10, "the stalled client makes its record")
+    t.order(uid("dl0-fence-"), 1)
     assert t.summary(c) == (0, 0, 0)
 
 
@@ -340,9 +348,13 @@ def test_client_cancel_stops_the_import_and_keeps_the_ledger_whole(cs, cchan, ad
             yield record(cs, f"{prefix}:{i}", clients[i % 40], 1)
 
     future = t.staff.credit.ImportLots.future(records(), timeout=60)
-    time.sleep(1.0)
+    # Records are being applied: the cancel lands in the middle of the stream.
+    wait_until(lambda: t.summary(clients[0])[0] > 0, 30, "the import applies records")
     assert future.cancel()
-    time.sleep(1.0)  # what the writer had taken is committed by now
+    # A write on the same connection after the cancel: the server handles the
+    # cancel first (it submits no record after it) and the writer answers in
+    # order, so what it had taken is committed once this one is answered.
+    t.order(uid("cx-fence-"), 1)
     applied = key_indices([e.idempotency_key for c in clients for e in t.entries(c)], prefix)
     # What was queued and not taken was withdrawn: the records applied are a
     # prefix of the stream (the writer takes them in order), and stay applied.
@@ -364,8 +376,9 @@ def test_server_shutdown_ends_the_import_ok_and_incomplete(cs, start_credits_ser
         for i in range(100_000):
             sent.append(i)
             yield record(cs, f"{prefix}:{i}", "sd-client", 1)
-            time.sleep(0.002)
+            time.sleep(0.002)  # pacing: the stream is still going when the server stops
 
+    # SIGTERM in the middle of the stream (what is under test), not a wait for something.
     threading.Timer(1.5, lambda: srv.proc.send_signal(signal.SIGTERM)).start()
     r = import_lots(t.staff, records(), timeout=30)
     ch.close()

@@ -20,7 +20,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from conftest import ADMIN_TOKEN
+from conftest import ADMIN_TOKEN, wait_until
 from credits_api import Actor, all_entries, channel_for, verify_ok
 
 CLIENTS = 20
@@ -29,6 +29,45 @@ SPENDS = 200
 # Every kind of call `mixed` makes, as named in the summary's "operations".
 MIXED_OPERATIONS = {"read", "statement", "purchase", "spend", "hold", "capture", "release"}
 SVG = "{http://www.w3.org/2000/svg}"
+
+
+class Output:
+    """A loadgen's stdout lines as they are printed (loadgen writes each
+    line unbuffered) and its stderr, read on threads: a test waits for what
+    loadgen has printed, not for a fixed time."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.readers = [threading.Thread(target=self._read, args=(proc.stdout, self.lines), daemon=True),
+                        threading.Thread(target=self._read, args=(proc.stderr, self.errors), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream, into: list[str]) -> None:
+        for line in stream:
+            with self.lock:
+                into.append(line)
+
+    def snapshot(self) -> list[str]:
+        with self.lock:
+            return [line.rstrip("\n") for line in self.lines]
+
+    def wait_for(self, predicate, what: str, timeout: float = 10.0) -> None:
+        try:
+            wait_until(lambda: predicate(self.snapshot()), timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; printed so far: {self.snapshot()}") from None
+
+    def finish(self, timeout: float = 30.0) -> tuple[list[str], str]:
+        """Waits for the process to exit; its stdout lines and stderr."""
+        self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=timeout)
+        with self.lock:
+            return [line.rstrip("\n") for line in self.lines], "".join(self.errors)
 
 
 def loadgen_binary() -> Path:
@@ -436,10 +475,14 @@ def test_server_shutdown_ends_the_run_with_errors_not_a_crash(start_credits_serv
             "--duration", 30, "--connections", 2, "--streams", 8, "--json", out]
     proc = subprocess.Popen([str(loadgen_binary()), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output = Output(proc)
     try:
-        time.sleep(1.0)
+        # Stopped in the middle of the run, once calls are being answered.
+        output.wait_for(lambda lines: any(" done, " in line and "] 0 done" not in line for line in lines),
+                        "loadgen reports answered calls")
         assert srv.terminate() == 0
-        stdout, stderr = proc.communicate(timeout=20)
+        lines, stderr = output.finish(timeout=20)
+        stdout = "\n".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()

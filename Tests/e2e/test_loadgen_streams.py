@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
+from conftest import free_port, wait_until
 from credits_api import uid
 from test_feed import dedicated_tenant
-from test_loadgen import loadgen_binary
+from test_loadgen import Output, loadgen_binary
+from test_metrics import scrape
 
 
 def start_loadgen(server, token, *args):
@@ -25,12 +26,12 @@ def test_tail_prints_the_feed_then_follows_live(cs, start_credits_server, tmp_pa
     out = tmp_path / "tail.json"
     p = start_loadgen(srv, t.staff_key.token, "--scenario", "tail", "--from-seq", "0", "--max-messages", "5",
                       "--duration", "20", "--json", out)
-    time.sleep(1.0)
+    out_lines = Output(p)
+    out_lines.wait_for(lambda lines: any(line.startswith("progress ") for line in lines), "the tail goes live")
     t.spend(c, 30)   # live, after the replay
     t.order(c, 7)
-    stdout, stderr = p.communicate(timeout=30)
+    lines, stderr = out_lines.finish()
     assert p.returncode == 0, stderr
-    lines = stdout.splitlines()
     assert lines[0].startswith("seq=1 ") and " ORDER client=" + c + " amount=500 " in lines[0], lines
     assert lines[1].startswith("seq=2 ") and " SPEND " in lines[1] and "available_after=480" in lines[1], lines
     assert lines[2] == lines[2] and lines[2].startswith("progress seq=2 tenant_seq=2 (live)"), lines
@@ -47,12 +48,12 @@ def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tm
     t.order(c, 1000)
     p = start_loadgen(srv, t.app_key.token, "--scenario", "watch", "--client-prefix", prefix, "--clients", "1",
                       "--threshold", "500", "--max-messages", "3", "--duration", "20")
-    time.sleep(1.0)
+    out_lines = Output(p)
+    out_lines.wait_for(lambda lines: len(lines) >= 1, "the watch's first balance")
     t.spend(c, 100)
     t.spend(c, 600)
-    stdout, stderr = p.communicate(timeout=30)
+    lines, stderr = out_lines.finish()
     assert p.returncode == 0, stderr
-    lines = stdout.splitlines()
     assert len(lines) == 3, lines
     assert f"client={c} " in lines[0]
     assert "total=1000 available=1000 held=0 EUR" in lines[0] and "threshold" not in lines[0], lines
@@ -61,12 +62,16 @@ def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tm
 
 
 def test_many_watchers_are_counted(cs, start_credits_server, tmp_path):
-    srv, ch, t = dedicated_tenant(cs, start_credits_server)
+    metrics_port = free_port()
+    srv, ch, t = dedicated_tenant(cs, start_credits_server, "--metrics-port", str(metrics_port))
     prefix = uid("many-")
     out = tmp_path / "watchers.json"
     p = start_loadgen(srv, t.app_key.token, "--scenario", "watch", "--client-prefix", prefix, "--clients", "50",
                       "--connections", "2", "--streams", "25", "--duration", "4", "--json", out)
-    time.sleep(1.5)
+    # The orders must come once every watch is open (each then sees its first
+    # snapshot and, for ten of them, one change): the server counts them.
+    wait_until(lambda: scrape(metrics_port).get(("credits_grpc_open_streams", ()), 0) >= 50, 3.0,
+               "50 watch streams open on the server")
     for i in range(10):
         t.order(f"{prefix}{i}", 5)
     stdout, stderr = p.communicate(timeout=30)

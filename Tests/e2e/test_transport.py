@@ -176,6 +176,8 @@ def test_cancel_server_stream(stubs, test_stub, server):
 
 def test_cancel_slow_unary(stubs, test_stub, server):
     future = test_stub.Echo.future(stubs.pb.EchoRequest(delay_millis=3000), timeout=10)
+    # When the client cancels is part of the scenario (a call in its 3 s
+    # delay); the assertions below hold whenever the cancel lands.
     time.sleep(0.2)
     assert future.cancel() is True
     assert future.cancelled()
