@@ -213,7 +213,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         for call in open {
             call.cancel()  // gives its queued response bytes back to the budget
             call.handler = nil
-            call.connection = nil
+            call.output = .detached
             observeEnd(call)
         }
         callObserver?.connectionClosed()
@@ -475,22 +475,12 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         let call = ServerCall(
             streamID: streamID, path: path, kind: route.kind, metadata: head.metadata, deadline: deadline,
             requestEncoding: requestEncoding, responseEncoding: responseEncoding,
-            maxMessageLength: configuration.maxReceiveMessageBytes, connection: self,
+            maxMessageLength: configuration.maxReceiveMessageBytes, output: .connection(self),
             eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer, requestID: requestIDValue,
             keepsAttributes: callObserver?.wantsAttributes ?? false)
         calls[streamID] = call
         callObserver?.callStarted()
-        if let timeoutNanos {
-            call.deadlineTask = context.eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak call] in
-                guard let call else { return }
-                call.deadlineTask = nil
-                if let decide = call.deadlineHandler {
-                    call.deadlineHandler = nil
-                    if case .wait = decide() { return }
-                }
-                self.failCall(call, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
-            }
-        }
+        if let timeoutNanos { call.armDeadline(timeoutNanos: timeoutNanos) }
         if draining { call.notifyServerShutdown() }  // (before the handler: it hears of it when it asks)
         call.handler = route.makeHandler(call)
     }
@@ -640,7 +630,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         }
         call.cancel()
         call.handler = nil
-        call.connection = nil
+        call.output = .detached
         observeEnd(call)
         if calls.isEmpty { armIdleTimer() }
     }
@@ -674,7 +664,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         failCall(call, status)
     }
 
-    private func failCall(_ call: ServerCall, _ status: GRPCStatus) {
+    func failCall(_ call: ServerCall, _ status: GRPCStatus) {
         guard !call.isFinished else { return }
         call.finish(status)
         call.notifyHandlerCancelled()
@@ -720,7 +710,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         let call = ServerCall(
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
             requestEncoding: .identity, responseEncoding: .identity, maxMessageLength: 1,
-            connection: self, eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer,
+            output: .connection(self), eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer,
             requestID: .given("-"))
         call.plainHTTP = true
         call.handlerEnded = true

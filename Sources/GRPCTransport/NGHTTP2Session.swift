@@ -47,9 +47,12 @@ enum HeaderFields {
 final class StaticHeaderBlock: @unchecked Sendable {
     let nva: UnsafeMutablePointer<nghttp2_nv>
     let count: Int
+    /// The same fields as Swift values (for in-memory calls, which record them).
+    let fields: [(String, String)]
 
     init(_ fields: [(String, String)]) {
         count = fields.count
+        self.fields = fields
         nva = .allocate(capacity: fields.count)
         for (i, (name, value)) in fields.enumerated() {
             precondition(name == name.lowercased(), "HTTP/2 header names are lowercase")

@@ -40,12 +40,12 @@ public final class ServerCall: @unchecked Sendable {
     // MARK: Event-loop state, owned by the connection.
 
     let streamID: Int32
-    /// Strong, not weak: a weak reference gives the handler a side table, and
-    /// then every retain and release of it takes the slow path (measured: 7%
-    /// of the server's CPU per GetBalance). The cycle handler → calls → call →
-    /// handler is broken by the handler when the stream closes and when the
-    /// connection goes (both set this to nil).
-    var connection: GRPCConnectionHandler?
+    /// Where the answer goes. Strong, not weak: a weak reference gives the
+    /// handler a side table, and then every retain and release of it takes
+    /// the slow path (measured: 7% of the server's CPU per GetBalance). The
+    /// cycle handler → calls → call → handler is broken by the handler when
+    /// the stream closes and when the connection goes (both set `.detached`).
+    var output: CallOutput
     var handler: ServerCallHandler?
     var deframer: MessageDeframer
     let requestEncoding: MessageEncoding
@@ -128,7 +128,7 @@ public final class ServerCall: @unchecked Sendable {
 
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
-         maxMessageLength: Int, connection: GRPCConnectionHandler, eventLoop: EventLoop,
+         maxMessageLength: Int, output: CallOutput, eventLoop: EventLoop,
          allocator: ByteBufferAllocator, peer: String, requestID: RequestIDValue, keepsAttributes: Bool = false) {
         self.keepsAttributes = keepsAttributes
         self.startNanos = DispatchTimeNanos.now()
@@ -141,7 +141,7 @@ public final class ServerCall: @unchecked Sendable {
         self.requestEncoding = requestEncoding
         self.responseEncoding = responseEncoding
         self.deframer = MessageDeframer(maxMessageLength: maxMessageLength, allocator: allocator)
-        self.connection = connection
+        self.output = output
         self.eventLoop = eventLoop
         self.allocator = allocator
         self.peer = peer
@@ -153,8 +153,8 @@ public final class ServerCall: @unchecked Sendable {
     public var isWritable: Bool {
         eventLoop.preconditionInEventLoop()
         guard outboundBytes < Self.highWatermark else { return false }
-        if let connection, connection.responseBufferFull {
-            connection.waitForResponseBuffer(self)
+        if output.responseBufferFull {
+            output.waitForResponseBuffer(self)
             return false
         }
         return true
@@ -199,10 +199,10 @@ public final class ServerCall: @unchecked Sendable {
         drainWaiter = nil
         onWritable = nil
         if !outbound.isEmpty { outbound.removeAll() }
-        if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
+        if outboundBytes > 0 { output.responseBytesQueued(-outboundBytes) }
         outboundBytes = 0
         responseState = .done
-        connection?.submitTrailersNow(self, trailers: .list(GRPCHeaders.trailers(status: status, metadata: Metadata())))
+        output.submitTrailersNow(self, trailers: .list(GRPCHeaders.trailers(status: status, metadata: Metadata())))
     }
 
     /// True once `finish` was called or the call was cancelled.
@@ -232,7 +232,7 @@ public final class ServerCall: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         guard requestsPaused else { return }
         requestsPaused = false
-        connection?.resumeRequests(self)
+        output.resumeRequests(self)
     }
 
     /// True between `pauseRequests` and `resumeRequests`.
@@ -345,11 +345,11 @@ public final class ServerCall: @unchecked Sendable {
             responseState = .done
             var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil, requestID: requestID)
             fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: trailers))
-            connection?.submitResponse(self, headers: .list(fields), hasBody: false)
+            output.submitResponse(self, headers: .list(fields), hasBody: false)
         case .streaming:
             let isPlainOK = status.code == .ok && status.message.isEmpty && trailers.isEmpty
             responseState = .finishing(isPlainOK ? .grpcOK : .list(GRPCHeaders.trailers(status: status, metadata: trailers)))
-            connection?.dataReady(self)
+            output.dataReady(self)
         case .finishing, .done:
             preconditionFailure("finish after finish is filtered by isFinished")
         }
@@ -360,17 +360,17 @@ public final class ServerCall: @unchecked Sendable {
     private func startResponse() {
         responseState = .streaming
         if pendingResponseMetadata.isEmpty && responseEncoding == .identity {
-            connection?.submitResponse(self, headers: .grpcResponse(requestID: requestIDValue), hasBody: true)
+            output.submitResponse(self, headers: .grpcResponse(requestID: requestIDValue), hasBody: true)
             return
         }
         let headers = GRPCHeaders.responseHeaders(
             metadata: pendingResponseMetadata,
             encoding: responseEncoding == .identity ? nil : responseEncoding, requestID: requestID)
-        connection?.submitResponse(self, headers: .list(headers), hasBody: true)
+        output.submitResponse(self, headers: .list(headers), hasBody: true)
     }
 
     private func enqueue(_ framed: ByteBuffer) {
-        if let connection, !connection.admitResponseBytes() {
+        if !output.admitResponseBytes() {
             // The connection holds all the response bytes it may and none
             // drain: the message is dropped, not queued (memory stays bounded).
             finish(GRPCStatus(.resourceExhausted, "the connection's response buffer is full: the client does not read its responses"))
@@ -380,14 +380,14 @@ public final class ServerCall: @unchecked Sendable {
         if case .idle = responseState { startResponse() }
         queue(framed)
         if outboundBytes >= Self.highWatermark { wasUnwritable = true }
-        connection?.dataReady(self)
+        output.dataReady(self)
     }
 
     /// Appends bytes to the response queue, counted for the connection and the server.
     func queue(_ bytes: ByteBuffer) {
         outboundBytes += bytes.readableBytes
         outbound.append(bytes)
-        connection?.responseBytesQueued(bytes.readableBytes)
+        output.responseBytesQueued(bytes.readableBytes)
     }
 
     /// Copies queued bytes into nghttp2's DATA buffer.
@@ -409,10 +409,10 @@ public final class ServerCall: @unchecked Sendable {
         }
         outboundBytes -= written
         assert(outboundBytes >= 0)
-        if written > 0 { connection?.responseBytesQueued(-written) }
+        if written > 0 { output.responseBytesQueued(-written) }
         if wasUnwritable && outboundBytes < Self.lowWatermark {
             wasUnwritable = false
-            connection?.callBecameWritable(self)
+            output.callBecameWritable(self)
         }
         if outbound.isEmpty, let waiter = drainWaiter {
             drainWaiter = nil
@@ -431,6 +431,26 @@ public final class ServerCall: @unchecked Sendable {
         return .bytes(count: written, endOfData: false, trailers: nil)
     }
 
+    /// Schedules the `grpc-timeout` on the call's event loop (see `deadlinePassed`).
+    func armDeadline(timeoutNanos: Int64) {
+        assert(deadlineTask == nil, "a call's deadline is armed once")
+        deadlineTask = eventLoop.scheduleTask(in: .nanoseconds(timeoutNanos)) { [weak self] in
+            self?.deadlinePassed()
+        }
+    }
+
+    /// The `grpc-timeout` passed: the handler decides (`onDeadline`) or the
+    /// call fails with DEADLINE_EXCEEDED and the handler is cancelled.
+    func deadlinePassed() {
+        deadlineTask?.cancel()
+        deadlineTask = nil
+        if let decide = deadlineHandler {
+            deadlineHandler = nil
+            if case .wait = decide() { return }
+        }
+        output.failCall(self, GRPCStatus(.deadlineExceeded, "deadline exceeded"))
+    }
+
     /// Marks the call cancelled (client reset, connection gone) and tells the
     /// handler, unless it had already finished the call.
     func cancel() {
@@ -443,7 +463,7 @@ public final class ServerCall: @unchecked Sendable {
         if !shutdownCallbacks.isEmpty { shutdownCallbacks.removeAll() }  // (they may hold the handler)
         // (NIO's removeAll allocates a fresh ring even when empty.)
         if !outbound.isEmpty { outbound.removeAll() }
-        if outboundBytes > 0 { connection?.responseBytesQueued(-outboundBytes) }
+        if outboundBytes > 0 { output.responseBytesQueued(-outboundBytes) }
         outboundBytes = 0
         onWritable = nil
         drainWaiter = nil
