@@ -509,7 +509,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func receiveData(streamID: Int32, bytes: ByteBuffer) {
-        guard let call = calls[streamID], !call.isFinished, !call.requestBroken else {
+        guard let call = calls[streamID], call.state.takesRequestBytes else {
             // No call takes them (refused, reset, finished, request given up): the window comes back now.
             session?.consumeStream(streamID, bytes.readableBytes)
             return
@@ -534,7 +534,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     /// all of them, except, while the call is paused, those still waiting
     /// in its deframer (so what waits is bounded by the stream window).
     private func giveBackWindow(_ call: ServerCall) {
-        let waiting = call.requestsPaused && !call.isFinished ? call.deframer.bufferedBytes : 0
+        let waiting = call.state.isPaused && !call.isFinished ? call.deframer.bufferedBytes : 0
         let taken = call.unconsumedRequestBytes - waiting
         guard taken > 0 else { return }
         call.unconsumedRequestBytes -= taken
@@ -547,14 +547,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     func resumeRequests(_ call: ServerCall) {
         guard calls[call.streamID] === call, !call.deliveringRequests else { return }  // (a running drain goes on by itself)
         drainMessages(call)
-        if call.requestEnded && !call.requestsPaused { deliverEnd(call) }
+        if call.state.endIsPending { deliverEnd(call) }
         giveBackWindow(call)
     }
 
     private func drainMessages(_ call: ServerCall) {
         call.deliveringRequests = true
         defer { call.deliveringRequests = false }
-        while !call.isFinished && !call.requestsPaused && !call.requestBroken {
+        while call.state.deliversMessages {
             let before = call.deframer.bufferedBytes
             let next: FramedMessage?
             do {
@@ -588,7 +588,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                     return
                 }
             }
-            guard !call.handlerEnded, let handler = call.handler else { return }
+            guard call.state.handlerIsActive, let handler = call.handler else { return }
             handler.handleMessage(payload)
         }
     }
@@ -602,22 +602,18 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func endOfRequest(streamID: Int32) {
-        guard let call = calls[streamID], !call.requestEnded else { return }
-        call.requestEnded = true
-        // A paused call hears of the end after the messages that wait.
-        guard !call.requestsPaused else { return }
+        // A paused call hears of the end after the messages that wait (on resume).
+        guard let call = calls[streamID], call.state.requestEnded() else { return }
         deliverEnd(call)
     }
 
     private func deliverEnd(_ call: ServerCall) {
-        guard !call.requestEndDelivered else { return }
-        call.requestEndDelivered = true
-        guard !call.isFinished, !call.requestBroken else { return }
+        guard call.state.endDelivered(), !call.isFinished else { return }
         if call.deframer.hasPartialMessage {
             failRequest(call, GRPCStatus(.internalError, "stream ended inside a message"))
             return
         }
-        guard !call.handlerEnded, let handler = call.handler else { return }
+        guard call.state.handlerIsActive, let handler = call.handler else { return }
         handler.handleEnd()
     }
 
@@ -656,7 +652,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if let hook = call.requestFailureHandler {
             call.requestFailureHandler = nil
             if hook(status) {
-                call.requestBroken = true
+                call.state.requestTakenOver()
                 discardRequestBytes(call)
                 return
             }
@@ -711,10 +707,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             streamID: streamID, path: "", kind: .unary, metadata: Metadata(), deadline: nil,
             requestEncoding: .identity, responseEncoding: .identity, maxMessageLength: 1,
             output: .connection(self), eventLoop: context.eventLoop, allocator: context.channel.allocator, peer: peer,
-            requestID: .given("-"))
-        call.plainHTTP = true
-        call.handlerEnded = true
-        call.responseState = .finishing(.list([]))
+            requestID: .given("-"), plainHTTP: true)
         var bytes = context.channel.allocator.buffer(capacity: body.utf8.count)
         bytes.writeString(body)
         calls[streamID] = call
@@ -743,8 +736,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     func dataReady(_ call: ServerCall) {
         guard let session, calls[call.streamID] === call else { return }
-        if call.dataDeferred {
-            call.dataDeferred = false
+        if call.state.dataReady() {
             session.resumeData(streamID: call.streamID)
         }
         scheduleFlush()
@@ -765,8 +757,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     /// Called by a call that found itself not writable because of the buffer.
     func waitForResponseBuffer(_ call: ServerCall) {
-        guard !call.waitingForConnectionBuffer else { return }
-        call.waitingForConnectionBuffer = true
+        guard !call.state.writabilityWaits.contains(.connectionBuffer) else { return }
+        call.state.writabilityWaits.insert(.connectionBuffer)
         waitingForBuffer.append(call)
     }
 
@@ -795,7 +787,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
            queuedResponseBytes == 0 || !configuration.responseBudget.isExhausted {
             // Half drained: the waiting calls may send again.
             for call in waitingForBuffer {
-                call.waitingForConnectionBuffer = false
+                call.state.writabilityWaits.remove(.connectionBuffer)
                 becameWritable.append(call)
             }
             waitingForBuffer.removeAll()
