@@ -156,12 +156,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var flushNeeded = false
     private var flushScheduled = false
     private var readHeld = false
-    private var draining = false
-    /// The final GOAWAY (with the last stream id served) went out: once the
-    /// calls it admitted finish, the connection closes. Before it, requests
-    /// the client sent after the first notice are still accepted.
-    private var finalGoAwaySent = false
-    private var closing = false
+    /// active → draining → closing → closed: see `ConnectionStateMachine`.
+    private var lifecycle = ConnectionStateMachine()
     private var idleTask: Scheduled<Void>?
     /// A connection's calls mostly go to one method: its path string and
     /// route are kept instead of a new String and a dictionary lookup per call.
@@ -204,7 +200,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        closing = true
+        lifecycle.channelClosed()
         idleTask?.cancel()
         stuckTask?.cancel()
         stuckTask = nil
@@ -230,7 +226,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let session, !closing else { return }
+        guard let session, !lifecycle.isClosing else { return }
         let bytes = unwrapInboundIn(data)
         inRead = true
         defer { inRead = false }
@@ -481,7 +477,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         calls[streamID] = call
         callObserver?.callStarted()
         if let timeoutNanos { call.armDeadline(timeoutNanos: timeoutNanos) }
-        if draining { call.notifyServerShutdown() }  // (before the handler: it hears of it when it asks)
+        if lifecycle.isDraining { call.notifyServerShutdown() }  // (before the handler: it hears of it when it asks)
         call.handler = route.makeHandler(call)
     }
 
@@ -798,10 +794,10 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     /// Checks after a stuck timeout that a full buffer drained at least a
     /// little; closes the connection if it did not.
     private func scheduleStuckCheck(drainedBefore: Int) {
-        guard let context, !closing, configuration.stuckTimeout > .zero else { return }
+        guard let context, !lifecycle.isClosing, configuration.stuckTimeout > .zero else { return }
         stuckTask = context.eventLoop.scheduleTask(in: configuration.stuckTimeout) {
             self.stuckTask = nil
-            guard !self.closing, self.responseBufferFull else { return }
+            guard !self.lifecycle.isClosing, self.responseBufferFull else { return }
             guard self.drainedResponseBytes - drainedBefore >= Self.stuckProgressBytes else {
                 self.closeStuckConnection()
                 return
@@ -811,7 +807,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func closeStuckConnection() {
-        guard let session, let context, !closing else { return }
+        guard let session, let context, !lifecycle.isClosing else { return }
         logger.info("closing a connection whose responses do not drain", metadata: [
             "queued_response_bytes": "\(queuedResponseBytes)",
             "stuck_seconds": "\(configuration.stuckTimeout.nanoseconds / 1_000_000_000)",
@@ -822,14 +818,14 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         if out.readableBytes > 0 { context.write(wrapOutboundOut(out), promise: nil) }
         context.flush()
         // Not after the writes complete: this peer does not read.
-        closing = true
+        _ = lifecycle.close()
         context.close(promise: nil)
     }
 
     /// Hands what nghttp2 can send now to the channel, without the rest of
     /// `flush` (safe while events are being processed).
     private func drainOutput() {
-        guard let session, let context, !closing, !inSend, context.channel.isWritable else { return }
+        guard let session, let context, !lifecycle.isClosing, !inSend, context.channel.isWritable else { return }
         inSend = true
         defer { inSend = false }
         var out = context.channel.allocator.buffer(capacity: 0)
@@ -862,7 +858,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
 
     private func flush() {
         flushNeeded = false
-        guard let session, let context, !closing, !inSend else { return }
+        guard let session, let context, !lifecycle.isClosing, !inSend else { return }
         guard context.channel.isWritable else { return }  // resumed by channelWritabilityChanged
         var out = context.channel.allocator.buffer(capacity: 0)
         var more = false
@@ -892,11 +888,11 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         inSend = false
         processEvents()  // stream closes reported while sending
         notifyWritable()
-        if (more || !endStreamsSent.isEmpty) && !closing {
+        if (more || !endStreamsSent.isEmpty) && !lifecycle.isClosing {
             // The rest after the channel has taken this much (or became unwritable).
             scheduleFlush()
         }
-        if !session.wantsReadOrWrite || (finalGoAwaySent && calls.isEmpty) {
+        if !session.wantsReadOrWrite || (lifecycle.closesWhenCallsEnd && calls.isEmpty) {
             closeConnection()
         }
     }
@@ -925,8 +921,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func closeConnection() {
-        guard !closing, let context else { return }
-        closing = true
+        guard let context, lifecycle.close() else { return }
         // After what is already written has gone out.
         let empty = context.channel.allocator.buffer(capacity: 0)
         context.writeAndFlush(wrapOutboundOut(empty)).whenComplete { _ in
@@ -937,17 +932,15 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     // MARK: Draining and idleness
 
     private func beginDrain() {
-        guard !draining, let session, let context else { return }
-        draining = true
+        guard let session, let context, lifecycle.beginDrain() else { return }
         session.submitShutdownNotice()
         for call in calls.values { call.notifyServerShutdown() }
         flush()
         // The final GOAWAY after a round trip's grace, so that streams the
         // client opened meanwhile are still served.
         context.eventLoop.scheduleTask(in: .milliseconds(200)) {
-            guard let session = self.session else { return }
+            guard let session = self.session, self.lifecycle.sendFinalGoAway() else { return }
             session.submitGoAway()
-            self.finalGoAwaySent = true
             self.flush()
             if self.calls.isEmpty { self.closeConnection() }
         }
@@ -974,13 +967,13 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     private func scheduleIdleCheck(in delay: TimeAmount) {
-        guard let context, !closing else { return }
+        guard let context, !lifecycle.isClosing else { return }
         idleTask = context.eventLoop.scheduleTask(in: delay) { self.idleCheck() }
     }
 
     private func idleCheck() {
         idleTask = nil
-        guard !closing, let session, let context else { return }
+        guard !lifecycle.isClosing, let session, let context else { return }
         guard calls.isEmpty else {
             // Busy: it cannot have been idle for a whole timeout before one from now.
             scheduleIdleCheck(in: configuration.idleTimeout)
