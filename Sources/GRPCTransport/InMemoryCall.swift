@@ -100,7 +100,7 @@ public final class InMemoryCall: @unchecked Sendable {
     public func send(_ message: ByteBuffer) {
         onLoop {
             guard !self.requestEnded else { preconditionFailure("a request message after the request's end") }
-            guard !self.call.isFinished, !self.call.requestBroken else { return }  // (thrown away, as the connection does)
+            guard self.call.state.takesRequestBytes else { return }  // (thrown away, as the connection does)
             guard message.readableBytes <= self.maxReceiveMessageBytes else {
                 return self.failRequest(GRPCStatus(.resourceExhausted,
                     "request message of \(message.readableBytes) bytes is larger than the limit of \(self.maxReceiveMessageBytes)"))
@@ -116,6 +116,7 @@ public final class InMemoryCall: @unchecked Sendable {
         onLoop {
             guard !self.requestEnded else { return }
             self.requestEnded = true
+            _ = self.call.state.requestEnded()  // (told by deliverRequests, after what waits)
             self.deliverRequests()
         }
     }
@@ -155,7 +156,7 @@ public final class InMemoryCall: @unchecked Sendable {
 
     /// Takes every byte the call has queued (and its trailers when it finished).
     func takeResponseData() {
-        call.dataDeferred = false
+        _ = call.state.dataReady()  // (no data source to resume: the bytes are taken now)
         withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 1) { scratch in
             while true {
                 switch call.fill(scratch) {
@@ -186,13 +187,12 @@ public final class InMemoryCall: @unchecked Sendable {
         guard !delivering else { return }  // (a running delivery goes on by itself)
         delivering = true
         defer { delivering = false }
-        while !call.isFinished, !call.requestsPaused, !call.requestBroken, let message = pendingRequests.popFirst() {
-            guard !call.handlerEnded, let handler = call.handler else { break }
+        while call.state.deliversMessages, let message = pendingRequests.popFirst() {
+            guard call.state.handlerIsActive, let handler = call.handler else { break }
             handler.handleMessage(message)
         }
-        guard requestEnded, pendingRequests.isEmpty, !call.requestsPaused, !call.requestEndDelivered else { return }
-        call.requestEndDelivered = true
-        guard !call.isFinished, !call.requestBroken, !call.handlerEnded, let handler = call.handler else { return }
+        guard pendingRequests.isEmpty, call.state.endIsPending, call.state.endDelivered(), !call.isFinished,
+              call.state.handlerIsActive, let handler = call.handler else { return }
         handler.handleEnd()
     }
 
@@ -216,7 +216,7 @@ public final class InMemoryCall: @unchecked Sendable {
         if let hook = call.requestFailureHandler {
             call.requestFailureHandler = nil
             if hook(status) {
-                call.requestBroken = true
+                call.state.requestTakenOver()
                 pendingRequests.removeAll()
                 return
             }

@@ -51,38 +51,24 @@ public final class ServerCall: @unchecked Sendable {
     let requestEncoding: MessageEncoding
     let responseEncoding: MessageEncoding
 
-    enum ResponseState {
-        /// Nothing sent yet: a finish now is a trailers-only response.
-        case idle
-        /// Response HEADERS submitted; messages may follow.
-        case streaming
-        /// Trailers are ready and go out once the queued messages have.
-        case finishing(HeaderFields)
-        /// Everything is submitted (or the call was cancelled).
-        case done
-    }
-    var responseState: ResponseState = .idle
+    /// What was answered, how far the request got, whether the handler was
+    /// told of a cancel or a shutdown: every transition is in `CallStateMachine`.
+    var state: CallStateMachine
     /// Unary calls queue one message: a small ring (it grows when needed).
     var outbound = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     var outboundBytes = 0
-    var dataDeferred = false
-    var requestEnded = false
-    /// The handler was told of the request's end (or never will be).
-    var requestEndDelivered = false
-    /// Set by `pauseRequests`: no messages (nor the end) reach the handler
-    /// and the stream's receive window is not given back.
-    var requestsPaused = false
     /// DATA bytes received on the stream and not yet given back to its
     /// receive window (those the deframer holds while paused).
     var unconsumedRequestBytes = 0
-    /// The connection is handing messages to the handler now.
+    /// The connection is handing messages to the handler now (a guard
+    /// against re-entry from `resumeRequests` inside `handleMessage`).
     var deliveringRequests = false
-    var handlerEnded = false
-    public private(set) var isCancelled = false
+    /// True once the call was cancelled (client reset, connection gone).
+    public var isCancelled: Bool { state.isCancelled }
     var deadlineTask: Scheduled<Void>?
     var pendingResponseMetadata = Metadata()
     /// A plain-HTTP answer (405/415) rather than a gRPC one: no trailers.
-    var plainHTTP = false
+    let plainHTTP: Bool
     /// An observer reads the call's attributes when it ends (the access log).
     let keepsAttributes: Bool
     /// When the call began (uptime nanoseconds), for its duration.
@@ -106,13 +92,8 @@ public final class ServerCall: @unchecked Sendable {
     /// Run (once, on the event loop) when every queued response byte has
     /// been handed to HTTP/2: see `whenDrained`.
     private var drainWaiter: (() -> Void)?
-    var wasUnwritable = false
-    /// Told it was not writable because the connection's buffer was full.
-    var waitingForConnectionBuffer = false
     private var cancelCallbacks: [() -> Void] = []
     private var shutdownCallbacks: [() -> Void] = []
-    private var shutdownNotified = false
-    private var cancelNotified = false
     /// Set by a handler that must decide what the deadline means for it.
     var deadlineHandler: (() -> DeadlineAction)?
 
@@ -129,7 +110,10 @@ public final class ServerCall: @unchecked Sendable {
     init(streamID: Int32, path: String, kind: RPCKind, metadata: Metadata, deadline: NIODeadline?,
          requestEncoding: MessageEncoding, responseEncoding: MessageEncoding,
          maxMessageLength: Int, output: CallOutput, eventLoop: EventLoop,
-         allocator: ByteBufferAllocator, peer: String, requestID: RequestIDValue, keepsAttributes: Bool = false) {
+         allocator: ByteBufferAllocator, peer: String, requestID: RequestIDValue, keepsAttributes: Bool = false,
+         plainHTTP: Bool = false) {
+        self.plainHTTP = plainHTTP
+        self.state = plainHTTP ? .plainHTTPAnswer() : CallStateMachine()
         self.keepsAttributes = keepsAttributes
         self.startNanos = DispatchTimeNanos.now()
         self.requestIDValue = requestID
@@ -191,7 +175,7 @@ public final class ServerCall: @unchecked Sendable {
             return
         }
         guard !isFinished else { return }
-        guard case .streaming = responseState else { return finish(status) }
+        guard case .submitTrailersNow = state.abort() else { return finish(status) }
         finalCode = status.code
         deadlineTask?.cancel()
         deadlineTask = nil
@@ -201,16 +185,11 @@ public final class ServerCall: @unchecked Sendable {
         if !outbound.isEmpty { outbound.removeAll() }
         if outboundBytes > 0 { output.responseBytesQueued(-outboundBytes) }
         outboundBytes = 0
-        responseState = .done
         output.submitTrailersNow(self, trailers: .list(GRPCHeaders.trailers(status: status, metadata: Metadata())))
     }
 
     /// True once `finish` was called or the call was cancelled.
-    public var isFinished: Bool {
-        if case .idle = responseState { return isCancelled }
-        if case .streaming = responseState { return isCancelled }
-        return true
-    }
+    public var isFinished: Bool { state.isFinished }
 
     // MARK: Request flow control
 
@@ -223,20 +202,19 @@ public final class ServerCall: @unchecked Sendable {
     /// `handleMessage` (no further message follows it).
     public func pauseRequests() {
         eventLoop.preconditionInEventLoop()
-        requestsPaused = true
+        state.pauseRequests()
     }
 
     /// Hands on what arrived while paused and gives the stream's window back.
     /// Event loop only.
     public func resumeRequests() {
         eventLoop.preconditionInEventLoop()
-        guard requestsPaused else { return }
-        requestsPaused = false
+        guard state.resumeRequests() else { return }
         output.resumeRequests(self)
     }
 
     /// True between `pauseRequests` and `resumeRequests`.
-    public var isPaused: Bool { requestsPaused }
+    public var isPaused: Bool { state.isPaused }
 
     // MARK: Log attributes
 
@@ -273,7 +251,7 @@ public final class ServerCall: @unchecked Sendable {
             eventLoop.execute { self.sendHeaders(metadata) }
             return
         }
-        guard case .idle = responseState, !isCancelled else { return }
+        guard case .idle = state.response else { return }
         pendingResponseMetadata = metadata
         startResponse()
     }
@@ -340,25 +318,21 @@ public final class ServerCall: @unchecked Sendable {
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
-        switch responseState {
-        case .idle:
-            responseState = .done
+        let isPlainOK = status.code == .ok && status.message.isEmpty && trailers.isEmpty
+        switch state.finish(trailers: isPlainOK ? .grpcOK : .list(GRPCHeaders.trailers(status: status, metadata: trailers))) {
+        case .submitTrailersOnly:
             var fields = GRPCHeaders.responseHeaders(metadata: pendingResponseMetadata, encoding: nil, requestID: requestID)
             fields.append(contentsOf: GRPCHeaders.trailers(status: status, metadata: trailers))
             output.submitResponse(self, headers: .list(fields), hasBody: false)
-        case .streaming:
-            let isPlainOK = status.code == .ok && status.message.isEmpty && trailers.isEmpty
-            responseState = .finishing(isPlainOK ? .grpcOK : .list(GRPCHeaders.trailers(status: status, metadata: trailers)))
+        case .trailersQueued:
             output.dataReady(self)
-        case .finishing, .done:
-            preconditionFailure("finish after finish is filtered by isFinished")
         }
     }
 
     // MARK: Internals
 
     private func startResponse() {
-        responseState = .streaming
+        guard state.startResponse() else { return }
         if pendingResponseMetadata.isEmpty && responseEncoding == .identity {
             output.submitResponse(self, headers: .grpcResponse(requestID: requestIDValue), hasBody: true)
             return
@@ -377,9 +351,9 @@ public final class ServerCall: @unchecked Sendable {
             notifyHandlerCancelled()
             return
         }
-        if case .idle = responseState { startResponse() }
+        if case .idle = state.response { startResponse() }
         queue(framed)
-        if outboundBytes >= Self.highWatermark { wasUnwritable = true }
+        if outboundBytes >= Self.highWatermark { state.writabilityWaits.insert(.queue) }
         output.dataReady(self)
     }
 
@@ -410,8 +384,8 @@ public final class ServerCall: @unchecked Sendable {
         outboundBytes -= written
         assert(outboundBytes >= 0)
         if written > 0 { output.responseBytesQueued(-written) }
-        if wasUnwritable && outboundBytes < Self.lowWatermark {
-            wasUnwritable = false
+        if outboundBytes < Self.lowWatermark, state.writabilityWaits.contains(.queue) {
+            state.writabilityWaits.remove(.queue)
             output.callBecameWritable(self)
         }
         if outbound.isEmpty, let waiter = drainWaiter {
@@ -419,13 +393,13 @@ public final class ServerCall: @unchecked Sendable {
             eventLoop.execute(waiter)
         }
         if outbound.isEmpty {
-            if case .finishing(let trailers) = responseState {
-                responseState = .done
+            switch state.queueEmptied(wroteBytes: written > 0) {
+            case .endStream(let trailers):
                 return .bytes(count: written, endOfData: true, trailers: plainHTTP ? nil : trailers)
-            }
-            if written == 0 {
-                dataDeferred = true
+            case .deferData:
                 return .deferred
+            case .none:
+                break
             }
         }
         return .bytes(count: written, endOfData: false, trailers: nil)
@@ -454,9 +428,7 @@ public final class ServerCall: @unchecked Sendable {
     /// Marks the call cancelled (client reset, connection gone) and tells the
     /// handler, unless it had already finished the call.
     func cancel() {
-        guard !isCancelled else { return }
-        let wasFinished = isFinished
-        isCancelled = true
+        guard case .cancel(let notifyHandler) = state.cancel() else { return }
         deadlineTask?.cancel()
         deadlineTask = nil
         deadlineHandler = nil
@@ -468,18 +440,14 @@ public final class ServerCall: @unchecked Sendable {
         onWritable = nil
         drainWaiter = nil
         requestFailureHandler = nil
-        if !wasFinished { notifyHandlerCancelled() }
+        if notifyHandler { notifyHandlerCancelled() }
     }
 
     /// Tells the handler, once, that it gets nothing more and its answer is
     /// no longer wanted.
     func notifyHandlerCancelled() {
-        guard !cancelNotified else { return }
-        cancelNotified = true
-        if !handlerEnded {
-            handlerEnded = true
-            handler?.handleCancel()
-        }
+        guard state.cancelHandler() else { return }
+        handler?.handleCancel()
         let callbacks = cancelCallbacks
         cancelCallbacks.removeAll()
         for callback in callbacks { callback() }
@@ -487,8 +455,6 @@ public final class ServerCall: @unchecked Sendable {
 
     /// The handler answers a broken request stream itself (see `onRequestFailure`).
     var requestFailureHandler: ((GRPCStatus) -> Bool)?
-    /// The request stream broke and the handler took over: nothing more is delivered.
-    var requestBroken = false
 
     /// Asks `body` what a broken request stream means for this call (a
     /// message over the size limit, bad compression, a stream ending inside
@@ -516,7 +482,7 @@ public final class ServerCall: @unchecked Sendable {
     /// early with a useful answer. Event loop only.
     public func onServerShutdown(_ body: @escaping () -> Void) {
         eventLoop.preconditionInEventLoop()
-        if shutdownNotified {
+        if case .notified = state.shutdown {
             body()
         } else {
             shutdownCallbacks.append(body)
@@ -524,8 +490,7 @@ public final class ServerCall: @unchecked Sendable {
     }
 
     func notifyServerShutdown() {
-        guard !shutdownNotified else { return }
-        shutdownNotified = true
+        guard state.serverShutdown() else { return }
         let callbacks = shutdownCallbacks
         shutdownCallbacks.removeAll()
         guard !isFinished else { return }
@@ -537,7 +502,7 @@ public final class ServerCall: @unchecked Sendable {
     /// For handlers written as closures, which have no `handleCancel`.
     public func onCancelled(_ body: @escaping () -> Void) {
         eventLoop.preconditionInEventLoop()
-        if cancelNotified {
+        if case .cancelled = state.handler {
             body()
         } else {
             cancelCallbacks.append(body)
