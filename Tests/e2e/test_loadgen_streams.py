@@ -51,6 +51,9 @@ def test_watch_prints_balance_changes_and_threshold(cs, start_credits_server, tm
     out_lines = Output(p)
     out_lines.wait_for(lambda lines: len(lines) >= 1, "the watch's first balance")
     t.spend(c, 100)
+    # A watch sends the latest snapshot once the previous one has left
+    # (coalescing): the second spend waits until the first change is printed.
+    out_lines.wait_for(lambda lines: len(lines) >= 2, "the watch's first change")
     t.spend(c, 600)
     lines, stderr = out_lines.finish()
     assert p.returncode == 0, stderr
