@@ -99,10 +99,10 @@ final class LedgerWriter: @unchecked Sendable {
             seqs = try store.flushPending()
             cache.beginCommit(touched)
             let started = WriterMetrics.nowNanos()
-            try store.db.run("COMMIT")
+            try store.commitBatch()
             metrics.commitDuration.recordNanoseconds(Int64(WriterMetrics.nowNanos() &- started))
         } catch {
-            try? store.db.run("ROLLBACK")
+            store.rollbackBatch()
             store.discardPending()
             cache.endCommit(touched, tenantSeqs: [:])
             throw error
@@ -114,7 +114,7 @@ final class LedgerWriter: @unchecked Sendable {
 
     /// Rolls back the open transaction (if any) and forgets what it touched.
     private func rollback() {
-        if store.db.isInTransaction { try? store.db.run("ROLLBACK") }
+        store.rollbackBatch()
         let touched = store.takeTouched()
         store.discardPending()
         cache.endCommit(touched, tenantSeqs: [:])
@@ -263,7 +263,7 @@ final class LedgerWriter: @unchecked Sendable {
         var failures: [(PendingWrite, LedgerError)] = []
         do {
             try checkFile()
-            try store.db.run("BEGIN IMMEDIATE")
+            try store.beginBatch()
         } catch {
             let failure = LedgerError.from(error)
             noteStorage(failure)
@@ -294,7 +294,7 @@ final class LedgerWriter: @unchecked Sendable {
                 let failure = LedgerError.from(error)
                 failures.append((write, failure))
                 noteStorage(failure)
-                if !store.db.isInTransaction {
+                if !store.isInBatch {
                     // SQLite rolled the whole transaction back (disk full, I/O
                     // error): nothing of this batch is applied.
                     rollback()
@@ -399,9 +399,7 @@ final class LedgerWriter: @unchecked Sendable {
         }
         do {
             try checkFile()
-            try store.db.run("BEGIN IMMEDIATE")
-            try store.db.run("UPDATE schema_migrations SET applied_micros = applied_micros WHERE version = (SELECT MAX(version) FROM schema_migrations)")
-            try store.db.run("COMMIT")
+            try store.probeWrite()
             clearStorageProblem()
         } catch {
             rollback()
@@ -415,30 +413,21 @@ final class LedgerWriter: @unchecked Sendable {
     private func maintain() {
         let now = store.clock.nowMicros()
         do {
-            try store.db.run("BEGIN IMMEDIATE")
+            try store.beginBatch()
         } catch {
             return
         }
         do {
-            let holds = try store.db.statement("SELECT tenant_id, id FROM holds WHERE state = 'held' AND expires_micros <= ? ORDER BY expires_micros LIMIT 500")
-                .bind(.int(now)).rows { ($0.text(0), $0.text(1)) }
-            for (tenant, id) in holds {
+            for (tenant, id) in try store.dueHolds(now: now, limit: 500) {
                 var release = ReleaseHold(tenantId: tenant, holdId: id, idempotencyKey: nil)
                 release.automatic = true
                 _ = try store.savepoint { try release.apply(store) }
             }
-            let lots = try store.db.statement("""
-                SELECT \(LedgerStore.lotColumns), tenant_id FROM lots WHERE state = 'active' AND valid_until_micros IS NOT NULL
-                  AND valid_until_micros <= ? ORDER BY valid_until_micros LIMIT 500
-                """).bind(.int(now)).rows { ($0.text(19), LedgerStore.readLot($0)) }
-            for (tenant, lot) in lots where lot.freeMinor > 0 || lot.heldMinor == 0 {
+            for (tenant, lot) in try store.dueLots(now: now, limit: 500) where lot.freeMinor > 0 || lot.heldMinor == 0 {
                 try store.savepoint { try store.expire(tenant: tenant, lot: lot) }
             }
             try CouponMaintenance.run(store: store, now: now)
-            try store.db.statement("""
-                DELETE FROM idempotency WHERE (tenant_id, key) IN
-                  (SELECT tenant_id, key FROM idempotency WHERE created_micros < ? LIMIT 1000)
-                """).bind(.int(now - configuration.idempotencyRetentionMicros)).run()
+            try store.purgeIdempotency(before: now - configuration.idempotencyRetentionMicros, limit: 1000)
             try commit()
         } catch {
             rollback()
