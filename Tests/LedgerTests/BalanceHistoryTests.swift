@@ -194,8 +194,9 @@ import Testing
 }
 
 /// The as-of reads are index searches and ranges only (EXPLAIN QUERY PLAN
-/// with the planner statistics every start installs), and a lot's sums come
-/// from the covering allocations_by_lot of migration 4 alone.
+/// with the planner statistics every start installs); since migration 5 a
+/// lot's change after a seq comes from the client's entries after it, each
+/// joined to its allocations by primary key.
 @Suite struct BalanceHistoryPlanTests {
     @Test func everyStatementSearchesAnIndexAndLotSumsAreCovered() throws {
         let fx = try Fixture()
@@ -207,7 +208,10 @@ import Testing
             #expect(plan.allSatisfy { $0.hasPrefix("SEARCH ") }, "\(plan) for \(sql)")
             plans[sql] = plan
         }
-        #expect(plans[BalanceHistory.SQL.lotSums] == ["SEARCH allocations USING COVERING INDEX allocations_by_lot (tenant_id=? AND lot_id=? AND seq<?)"])
+        #expect(plans[BalanceHistory.SQL.allocationsAfter] == [
+            "SEARCH e USING COVERING INDEX entries_by_client (tenant_id=? AND client_id=? AND seq>?)",
+            "SEARCH a USING PRIMARY KEY (tenant_id=? AND seq=?)",
+        ])
         #expect(plans[BalanceHistory.SQL.allocationWalk] == [
             "SEARCH e USING COVERING INDEX entries_by_client (tenant_id=? AND client_id=? AND seq<?)",
             "SEARCH a USING PRIMARY KEY (tenant_id=? AND seq=?)",

@@ -182,6 +182,10 @@ enum Schema {
         (2, CouponSchema.sql),
         (3, SessionSchema.sql),
         (4, BalanceHistory.schemaSQL),
+        // Issue 16: one B-tree write less per draw. allocations_by_lot served
+        // only verify (now a grouped scan) and the as-of lot sums (now the lot
+        // minus the client's allocations after the seq).
+        (5, "DROP INDEX allocations_by_lot;"),
     ]
 
     /// Brings the database to the latest schema; returns the versions applied.

@@ -88,13 +88,35 @@ enum Verifier {
         if clientsWithEntries != Int64(clients.count) { problem("\(clientsWithEntries) clients have entries but \(clients.count) have balances") }
 
         // 4. Each lot's remaining and held equal the sum of its allocations;
-        //    0 ≤ held ≤ remaining ≤ amount.
+        //    0 ≤ held ≤ remaining ≤ amount; every allocation belongs to an
+        //    entry of the lot's own client (the as-of lot sums walk only that
+        //    client's entries). No index on allocations by lot (migration 5):
+        //    one pass over the tenant's allocations, grouped by a sort.
+        var sums: [String: (remaining: Int64, held: Int64)] = [:]
+        let owners = try db.statement("SELECT id, client_id FROM lots WHERE tenant_id = ?").bind(.text(tenant)).rows { ($0.text(0), $0.text(1)) }
+        let ownerOf = Dictionary(owners, uniquingKeysWith: { a, _ in a })
+        try db.statement("""
+            SELECT a.lot_id, e.client_id, SUM(a.remaining_delta_minor), SUM(a.held_delta_minor), COUNT(*)
+            FROM allocations a LEFT JOIN entries e ON e.tenant_id = a.tenant_id AND e.seq = a.seq
+            WHERE a.tenant_id = ? GROUP BY a.lot_id, e.client_id
+            """).bind(.text(tenant)).forEachRow { row in
+            let lotId = row.text(0), client = row.optionalText(1), rows = row.int(4)
+            guard let owner = ownerOf[lotId] else {
+                problem("\(rows) allocation(s) to unknown lot \(lotId)")
+                return true
+            }
+            if client == nil { problem("lot \(lotId): \(rows) allocation(s) without an entry") }
+            if let client, client != owner { problem("lot \(lotId) of client \(owner): \(rows) allocation(s) in entries of client \(client)") }
+            let (remaining, held) = sums[lotId] ?? (0, 0)
+            sums[lotId] = (remaining + row.int(2), held + row.int(3))
+            return true
+        }
         let lots = try db.statement("""
-            SELECT l.id, l.amount_minor, l.remaining_minor, l.held_minor, l.state,
-              COALESCE(SUM(a.remaining_delta_minor), 0), COALESCE(SUM(a.held_delta_minor), 0)
-            FROM lots l LEFT JOIN allocations a ON a.tenant_id = l.tenant_id AND a.lot_id = l.id
-            WHERE l.tenant_id = ? GROUP BY l.id
-            """).bind(.text(tenant)).rows { ($0.text(0), $0.int(1), $0.int(2), $0.int(3), $0.text(4), $0.int(5), $0.int(6)) }
+            SELECT id, amount_minor, remaining_minor, held_minor, state FROM lots WHERE tenant_id = ?
+            """).bind(.text(tenant)).rows { row -> (String, Int64, Int64, Int64, String, Int64, Int64) in
+            let sum = sums[row.text(0)] ?? (0, 0)
+            return (row.text(0), row.int(1), row.int(2), row.int(3), row.text(4), sum.remaining, sum.held)
+        }
         report.lots += lots.count
         for (id, amount, remaining, held, state, sumRemaining, sumHeld) in lots {
             if remaining != sumRemaining || held != sumHeld {

@@ -21,8 +21,11 @@
 /// work is the client's entries between S and the last time the oldest lot
 /// still active at S was touched (a few, typically), not the tenant's nor the
 /// client's whole history. All of it runs in one read snapshot. Each lot's
-/// state after S is one range of the covering index `allocations_by_lot`
-/// (migration 4).
+/// state after S is the lot now minus what the client's allocations after S
+/// changed (one walk of the client's entries after S, each joined to its
+/// allocations by primary key): since migration 5 there is no index of
+/// allocations by lot, one B-tree write less per draw. So the work also
+/// grows with the client's entries after S.
 public enum BalanceAsOf: Sendable, Equatable {
     /// Right after the tenant's entry with this seq (1…the tenant's latest).
     case seq(Int64)
@@ -83,10 +86,9 @@ struct BalanceHistory {
     let tenant: String
     let client: String
 
-    /// Migration 4: `allocations_by_lot` also carries seq and the deltas, so
-    /// a lot's remaining and held credit after a seq is one range of this
-    /// index (no lookup of each allocation row). Same name and leading
-    /// columns: every query that used it reads it as before.
+    /// Migration 4 (released; migration 5 drops the index again):
+    /// `allocations_by_lot` also carries seq and the deltas, so a lot's
+    /// remaining and held credit after a seq was one range of this index.
     static let schemaSQL = """
         DROP INDEX allocations_by_lot;
         CREATE INDEX allocations_by_lot ON allocations (tenant_id, lot_id, seq, remaining_delta_minor, held_delta_minor);
@@ -165,10 +167,11 @@ struct BalanceHistory {
         var foundMinor: Int64 = 0
         var seen: Set<String> = []
         guard total > 0 else { return [] }
+        let changedSince = try lotChanges(afterSeq: seq)
         try db.statement(SQL.allocationWalk).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
             let lotId = row.text(0)
             guard seen.insert(lotId).inserted else { return true }
-            guard let lot = try lot(lotId, afterSeq: seq) else { return true }
+            guard let lot = try lot(lotId, afterSeq: seq, changedSince: changedSince[lotId] ?? (0, 0)) else { return true }
             found.append(lot)
             foundMinor += lot.remainingMinor
             guard foundMinor <= total else {
@@ -182,17 +185,37 @@ struct BalanceHistory {
         return found
     }
 
-    /// The lot as it was right after `seq`, or nil when nothing was left in it.
-    private func lot(_ id: String, afterSeq seq: Int64) throws -> Lot? {
-        let (remaining, held) = try db.statement(SQL.lotSums).bind(.text(tenant), .text(id), .int(seq))
-            .first { ($0.int(0), $0.int(1)) } ?? (0, 0)
-        guard held >= 0 && held <= remaining else {
-            throw LedgerError.inconsistent("lot \(id) after seq \(seq): held \(held), remaining \(remaining)")
+    /// Per lot, what the client's allocations after `seq` changed (remaining,
+    /// held): the client's entries newest first down to `seq`, each joined to
+    /// its allocations by primary key. Its cost grows with the client's
+    /// entries after `seq` (there is no index of allocations by lot since
+    /// migration 5, which took one B-tree write off every draw).
+    private func lotChanges(afterSeq seq: Int64) throws -> [String: (remaining: Int64, held: Int64)] {
+        var changes: [String: (remaining: Int64, held: Int64)] = [:]
+        try db.statement(SQL.allocationsAfter).bind(.text(tenant), .text(client), .int(seq)).forEachRow { row in
+            let (remaining, held) = changes[row.text(0)] ?? (0, 0)
+            changes[row.text(0)] = (remaining + row.int(1), held + row.int(2))
+            return true
         }
-        guard remaining > 0 else { return nil }
+        return changes
+    }
+
+    /// The lot as it was right after `seq` (the lot now minus what the
+    /// client's allocations after `seq` changed), or nil when nothing was
+    /// left in it. Verify checks that a lot's allocations are all in entries
+    /// of the lot's client, which this relies on.
+    private func lot(_ id: String, afterSeq seq: Int64, changedSince change: (remaining: Int64, held: Int64)) throws -> Lot? {
         guard var lot = try db.statement(SQL.lot).bind(.text(tenant), .text(id)).first(LedgerStore.readLot) else {
             throw LedgerError.inconsistent("allocation to unknown lot \(id)")
         }
+        guard lot.clientId == client else {
+            throw LedgerError.inconsistent("lot \(id) of client \(lot.clientId) drawn by an entry of \(client)")
+        }
+        let (remaining, held) = (lot.remainingMinor - change.remaining, lot.heldMinor - change.held)
+        guard held >= 0 && held <= remaining && remaining <= lot.amountMinor else {
+            throw LedgerError.inconsistent("lot \(id) after seq \(seq): held \(held), remaining \(remaining) of \(lot.amountMinor)")
+        }
+        guard remaining > 0 else { return nil }
         lot.remainingMinor = remaining
         lot.heldMinor = held
         lot.state = .active
@@ -253,10 +276,11 @@ struct BalanceHistory {
             JOIN allocations a ON a.tenant_id = e.tenant_id AND a.seq = e.seq
             WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq <= ? ORDER BY e.seq DESC
             """
-        /// A lot's remaining and held credit after a seq: a range of the covering allocations_by_lot.
-        static let lotSums = """
-            SELECT COALESCE(SUM(remaining_delta_minor), 0), COALESCE(SUM(held_delta_minor), 0)
-            FROM allocations INDEXED BY allocations_by_lot WHERE tenant_id = ? AND lot_id = ? AND seq <= ?
+        /// The client's allocations after a seq, newest entry first (entries_by_client, then the allocations' primary key).
+        static let allocationsAfter = """
+            SELECT a.lot_id, a.remaining_delta_minor, a.held_delta_minor FROM entries e INDEXED BY entries_by_client
+            JOIN allocations a ON a.tenant_id = e.tenant_id AND a.seq = e.seq
+            WHERE e.tenant_id = ? AND e.client_id = ? AND e.seq > ? ORDER BY e.seq DESC
             """
         static let lot = "SELECT \(LedgerStore.lotColumns) FROM lots WHERE tenant_id = ? AND id = ?"
         /// Whether any lot of the client created by a seq has a valid_until at or before a time (valid_until never changes).
@@ -276,7 +300,7 @@ struct BalanceHistory {
             WHERE tenant_id = ? AND ref_id = ? AND seq > ? AND seq <= ? AND type = 'release'
             """
         static let captured = "SELECT amount_minor FROM spends WHERE tenant_id = ? AND id = ? AND seq <= ?"
-        static let all = [entryTime, lastClientSeqAtTime, lastClientEntry, allocationWalk, lotSums, lot, anyLotDue, holdWalk, released, captured]
+        static let all = [entryTime, lastClientSeqAtTime, lastClientEntry, allocationWalk, allocationsAfter, lot, anyLotDue, holdWalk, released, captured]
 
         /// `HoldRows.columns` of the `holds` table aliased `h`.
         static let holdColumns = "h." + HoldRows.columns.replacing(", ", with: ", h.")
